@@ -1,0 +1,64 @@
+# Helpers every rule file uses: the validated config, paths, wildcard sets, code hashes.
+import os
+import sys
+
+from diffxai.config.load import ConfigError, validate_config
+from diffxai.jobs.common import derive_seed
+from diffxai.provenance import source_hash
+
+try:
+    _validated = validate_config(config, os.getcwd())
+except ConfigError as error:
+    sys.exit(f"Invalid configuration: {error}")
+config.clear()
+config.update(_validated)
+
+R = config["results"]
+DEVICE = config["device"]
+GPU = 0 if DEVICE == "cpu" else 1
+NEVER = "(?!x)x"  # matches no wildcard value: a rule for a kind with no models
+
+
+def names_of(mapping, **conditions):
+    """Regex alternation of the keys whose entries match every condition."""
+    names = [
+        name
+        for name, entry in mapping.items()
+        if all(entry[k] in v for k, v in conditions.items())
+    ]
+    return "|".join(sorted(names)) or NEVER
+
+
+wildcard_constraints:
+    dataset=names_of(config["datasets"]),
+
+
+SUPERVISED = names_of(config["models"], kind=("classifier", "regressor", "oracle"))
+ENCODERS = names_of(config["models"], kind=("encoder",))
+DDPMS = names_of(config["models"], kind=("ddpm",))
+
+
+def model_dir(dataset, name):
+    return f"{R}/{dataset}/models/{name}"
+
+
+def model_files(dataset, name):
+    """The weights and config.json of a trained model (inputs of its consumers)."""
+    directory = model_dir(dataset, name)
+    return [f"{directory}/model.safetensors", f"{directory}/config.json"]
+
+
+def model_cfg(wildcards):
+    return config["models"][wildcards.name]
+
+
+def job_seed(wildcards):
+    return derive_seed(config["seed"], *wildcards)
+
+
+def all_targets():
+    """prepared data of every dataset and metrics.json of every (dataset, model)."""
+    targets = [f"{R}/{dataset}/data.zarr" for dataset in config["datasets"]]
+    for name, model in config["models"].items():
+        targets += [f"{model_dir(d, name)}/metrics.json" for d in model["datasets"]]
+    return targets

@@ -1,0 +1,169 @@
+"""Checks the JSON schema cannot express: cross-references, files, architectures.
+
+Each check returns messages in the same form as schema errors: the key, the
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from diffxai.data.attributes import ATTRIBUTE_NAMES
+from diffxai.data.attributes import FACTOR_NAMES as ATTRIBUTE_FACTORS
+from diffxai.data.ellipses import FACTOR_NAMES as ELLIPSE_FACTORS
+
+
+def _msg(key: str, value: Any, allowed: str) -> str:
+    return f"config key '{key}' has value {value!r}: {allowed}"
+
+
+def dataset_factor_names(dataset: dict[str, Any]) -> list[str]:
+    """Continuous factors a dataset of this config will store."""
+    kind = dataset["kind"]
+    if kind == "ellipses":
+        return list(ELLIPSE_FACTORS)
+    if kind == "attributes":
+        return list(ATTRIBUTE_FACTORS)
+    if kind == "hdf5":
+        return list(dataset["hdf5"]["factors"])
+    return []
+
+
+def dataset_has_attributes(dataset: dict[str, Any]) -> bool:
+    kind = dataset["kind"]
+    if kind == "image_folder":
+        return bool(dataset["image_folder"]["attribute_columns"])
+    return kind in ("attributes", "celeba")
+
+
+def _resolve(path: str, base_dir: Path) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base_dir / candidate
+
+
+def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[str]:
+    key, kind, size = f"datasets.{name}", dataset["kind"], dataset["image_size"]
+    errors = []
+    split = dataset["split"]
+    if split["val"] + split["test"] >= 1:
+        errors.append(_msg(f"{key}.split", split, "allowed: val + test < 1 (some training data must remain)"))
+    if kind == "ellipses":
+        params = dataset["ellipses"]
+        for field in ("area_fraction", "aspect_ratio"):
+            low, high = params[field]
+            if low > high:
+                errors.append(_msg(f"{key}.ellipses.{field}", params[field], "allowed: [low, high] with low <= high"))
+        area = params["area_fraction"][1] * size**2
+        aspect = params["aspect_ratio"][1]
+        major = math.sqrt(area * aspect / math.pi)
+        if 2 * (major + 1) > size:
+            errors.append(
+                _msg(
+                    f"{key}.ellipses.area_fraction",
+                    params["area_fraction"],
+                    f"the largest ellipse (semi-major axis {major:.1f} px) must fit in {size} px images; "
+                    "lower the area fraction or the aspect ratio",
+                )
+            )
+    if kind == "attributes":
+        params = dataset["attributes"]
+        if params["task"] in params["correlations"]:
+            errors.append(
+                _msg(f"{key}.attributes.correlations.{params['task']}", params["correlations"][params["task"]],
+                     "allowed: correlations of the other attributes only (this is the task attribute)")
+            )
+    files = {
+        "image_folder": [("image_folder.root", dataset.get("image_folder", {}).get("root")),
+                         ("image_folder.csv", dataset.get("image_folder", {}).get("csv"))],
+        "celeba": [("celeba.root", dataset.get("celeba", {}).get("root"))],
+        "hdf5": [("hdf5.path", dataset.get("hdf5", {}).get("path"))],
+    }.get(kind, [])
+    for field, path in files:
+        if not _resolve(path, base_dir).exists():
+            errors.append(_msg(f"{key}.{field}", path, "allowed: an existing path (relative to the workflow directory)"))
+    return errors
+
+
+def _check_arch(key: str, arch: str) -> list[str]:
+    if arch == "simple_cnn":
+        return []
+    import timm  # imported only when a timm architecture is configured (slow import)
+
+    if not timm.is_model(arch):
+        return [_msg(key, arch, "allowed: simple_cnn or a timm architecture name (see timm.list_models())")]
+    return []
+
+
+def _check_model(name: str, model: dict[str, Any], config: dict[str, Any], base_dir: Path) -> list[str]:
+    key, kind = f"models.{name}", model["kind"]
+    datasets = config["datasets"]
+    errors = []
+    for dataset_name in model["datasets"]:
+        if dataset_name not in datasets:
+            errors.append(_msg(f"{key}.datasets", dataset_name, "allowed: " + ", ".join(sorted(datasets))))
+    if errors:
+        return errors
+    if model.get("checkpoint") and not _resolve(model["checkpoint"], base_dir).exists():
+        errors.append(_msg(f"{key}.checkpoint", model["checkpoint"], "allowed: null or an existing file or directory"))
+    if "arch" in model:
+        errors += _check_arch(f"{key}.arch", model["arch"])
+    for dataset_name in model["datasets"]:
+        dataset = datasets[dataset_name]
+        if kind == "regressor":
+            factors = dataset_factor_names(dataset)
+            if model["target"] not in factors:
+                errors.append(
+                    _msg(f"{key}.target", model["target"],
+                         f"allowed for dataset {dataset_name!r}: " + (", ".join(factors) or "none (it has no factors)"))
+                )
+        if kind == "oracle" and not dataset_has_attributes(dataset):
+            errors.append(
+                _msg(f"{key}.datasets", dataset_name, "allowed: datasets with binary attributes (an oracle predicts them)")
+            )
+    if kind == "ddpm":
+        errors += _check_ddpm(key, model, config)
+    return errors
+
+
+def _check_ddpm(key: str, model: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    errors = []
+    unet = model["unet"]
+    widths, attention = unet["block_out_channels"], unet["attention"]
+    if len(attention) != len(widths):
+        errors.append(_msg(f"{key}.unet.attention", attention, f"allowed: one boolean per level ({len(widths)} levels)"))
+    bad_groups = [w for w in widths if w % unet["norm_num_groups"]]
+    if bad_groups:
+        errors.append(_msg(f"{key}.unet.norm_num_groups", unet["norm_num_groups"],
+                           f"allowed: a divisor of every block_out_channels entry ({widths})"))
+    for dataset_name in model["datasets"]:
+        size = config["datasets"][dataset_name]["image_size"]
+        if size % 2 ** (len(widths) - 1):
+            errors.append(_msg(f"{key}.unet.block_out_channels", widths,
+                               f"image_size {size} of {dataset_name!r} must be divisible by 2^(levels-1)"))
+    schedule = model["schedule"]
+    if schedule["beta_start"] >= schedule["beta_end"]:
+        errors.append(_msg(f"{key}.schedule.beta_start", schedule["beta_start"], "allowed: beta_start < beta_end"))
+    evaluation = model["evaluation"]
+    references = [("encoder", evaluation["encoder"])] if evaluation["encoder"] else []
+    references += [("regressor", name) for name in evaluation["regressors"]]
+    for wanted, ref in references:
+        other = config["models"].get(ref)
+        field = "encoder" if wanted == "encoder" else "regressors"
+        if other is None or other["kind"] != wanted:
+            names = sorted(n for n, m in config["models"].items() if m["kind"] == wanted)
+            errors.append(_msg(f"{key}.evaluation.{field}", ref, f"allowed: {wanted} models: " + (", ".join(names) or "none")))
+        elif missing := sorted(set(model["datasets"]) - set(other["datasets"])):
+            errors.append(_msg(f"{key}.evaluation.{field}", ref, f"{ref!r} must be trained on {missing} too"))
+    return errors
+
+
+def semantic_errors(config: dict[str, Any], base_dir: Path) -> list[str]:
+    """Every cross-reference, file and architecture problem of a schema-valid config."""
+    errors = []
+    for name, dataset in config["datasets"].items():
+        errors += _check_dataset(name, dataset, base_dir)
+    for name, model in config["models"].items():
+        errors += _check_model(name, model, config, base_dir)
+    return errors

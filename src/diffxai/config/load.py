@@ -1,0 +1,141 @@
+"""Load, default-fill and validate the workflow config.
+
+:func:`validate_config` is what the Snakefile calls on the config Snakemake
+loaded; it raises :class:`ConfigError` with one message naming the key, the value
+and what is allowed, before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, ValidationError, validators
+
+from diffxai.config.checks import semantic_errors
+
+SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
+
+
+class ConfigError(ValueError):
+    """An invalid config value; the message names key, value and what is allowed."""
+
+
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator class that fills ``default`` values of missing properties first."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def fill_then_check(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if name not in instance and isinstance(subschema, dict) and "default" in subschema:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from check_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": fill_then_check})
+
+
+DefaultFillingValidator = _with_defaults(Draft202012Validator)
+
+
+def _key(path: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _allowed(error: ValidationError) -> str:
+    """What the schema allows at the failing key, in words."""
+    schema, kind = error.schema, error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        return f"allowed keys: {', '.join(allowed)}" if allowed else "no keys allowed"
+    if kind == "enum":
+        return "allowed: " + ", ".join(map(repr, error.validator_value))
+    if kind == "const":
+        return f"allowed: {error.validator_value!r}"
+    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[kind]
+        return f"allowed: a number {sign} {error.validator_value}"
+    if kind == "type":
+        return f"allowed type: {error.validator_value}"
+    if kind in ("minItems", "maxItems", "minProperties", "minLength"):
+        return f"{kind} is {error.validator_value}"
+    if kind == "pattern":
+        return f"allowed: strings matching {error.validator_value}"
+    if kind == "required":
+        return "required keys: " + ", ".join(error.validator_value)
+    if kind == "oneOf":
+        return "allowed: one of " + "; ".join(
+            s.get("description", str(s)) if isinstance(s, dict) else str(s) for s in error.validator_value
+        )
+    return error.message
+
+
+def _describe(error: ValidationError) -> str:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = set(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - known)
+        return (
+            f"config key '{_key([*path, extra[0]])}' is unknown (value {error.instance[extra[0]]!r}); "
+            f"{_allowed(error)}"
+        )
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return f"config key '{_key([*path, missing[0]])}' is missing; it is required"
+    if error.validator == "propertyNames":
+        return f"config key '{_key(path)}': {error.message}"
+    return f"config key '{_key(path)}' has value {error.instance!r}: {_allowed(error)}"
+
+
+def _deepest(error: ValidationError) -> ValidationError:
+    """Follow if/then and allOf to the error about the innermost key."""
+    while error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return error
+
+
+def validate_config(config: Mapping[str, Any], base_dir: str | os.PathLike = ".") -> dict[str, Any]:
+    """Validated copy of ``config`` with defaults filled in, or :class:`ConfigError`.
+
+    ``base_dir`` resolves relative paths (checkpoints, real data) for existence checks.
+    """
+    filled = copy.deepcopy(dict(config))
+    validator = DefaultFillingValidator(load_schema())
+    errors = sorted(validator.iter_errors(filled), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    if errors:
+        raise ConfigError(_describe(_deepest(errors[0])))
+    for dataset in filled["datasets"].values():
+        dataset.setdefault("seed", filled["seed"])
+    for model in filled["models"].values():
+        model.setdefault("datasets", sorted(filled["datasets"]))
+    problems = semantic_errors(filled, Path(base_dir))
+    if problems:
+        raise ConfigError(problems[0])
+    return filled
+
+
+def deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated recursively by ``overlay`` (as Snakemake merges config files)."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_config(paths: Iterable[str | os.PathLike], base_dir: str | os.PathLike = ".") -> dict[str, Any]:
+    """Merge YAML files in order (later wins) and validate."""
+    config: dict[str, Any] = {}
+    for path in paths:
+        config = deep_merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    return validate_config(config, base_dir)

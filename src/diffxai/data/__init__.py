@@ -1,0 +1,1 @@
+"""Dataset generators, adapters for real data, and the prepared-data format."""

@@ -1,0 +1,1 @@
+"""Diffusion utilities shared by the DDPM and every method built on it."""

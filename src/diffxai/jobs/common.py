@@ -1,0 +1,63 @@
+"""What every job does first: logging to its log file, threads, seeds, JSON output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffxai.device import resolve_device, set_threads
+
+log = logging.getLogger("diffxai")
+
+
+def setup_job(log_path: str | os.PathLike | None, threads: int = 1, device: str = "auto"):
+    """Send logs and progress bars (stderr) to ``log_path``; set threads; resolve the device."""
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the job
+        sys.stderr = stream
+        os.environ.setdefault("TQDM_MININTERVAL", "10")
+    else:
+        stream = sys.stderr
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.StreamHandler(stream)],
+        force=True,
+    )
+    set_threads(threads)
+    resolved = resolve_device(device)
+    log.info("device %s, %d thread(s)", resolved, threads)
+    return resolved
+
+
+def derive_seed(base: int, *keys: str) -> int:
+    """A stable 31-bit seed from the base seed and the job's wildcards."""
+    text = "/".join([str(base), *keys])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: str | os.PathLike, record: Any) -> None:
+    """Write ``record`` as indented JSON, via a temporary file renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=_plain))
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Metrics: distribution distances and explanation metrics."""

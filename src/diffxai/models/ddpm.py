@@ -1,0 +1,54 @@
+"""DDPM: a diffusers ``UNet2DModel`` noise predictor and its noise schedule.
+
+Parameters come from the ``ddpm`` model config; ``attention`` lists, per
+resolution level, whether that level has self-attention.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+
+def build_unet(params: dict[str, Any], channels: int, image_size: int) -> UNet2DModel:
+    """The noise-prediction UNet for (channels, image_size, image_size) images."""
+    widths = tuple(params["block_out_channels"])
+    attention = list(params["attention"])
+    if len(attention) != len(widths):
+        raise ValueError(f"attention has {len(attention)} levels, block_out_channels {len(widths)}")
+    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention)
+    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention))
+    return UNet2DModel(
+        sample_size=image_size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=widths,
+        down_block_types=down,
+        up_block_types=up,
+        layers_per_block=params["layers_per_block"],
+        norm_num_groups=params["norm_num_groups"],
+        attention_head_dim=params.get("attention_head_dim", 8),
+        dropout=params.get("dropout", 0.0),
+    )
+
+
+def scheduler_config(params: dict[str, Any]) -> dict[str, Any]:
+    """Config shared by the DDPM and DDIM schedulers (linear β by default)."""
+    return {
+        "num_train_timesteps": params["num_train_timesteps"],
+        "beta_start": params["beta_start"],
+        "beta_end": params["beta_end"],
+        "beta_schedule": params["beta_schedule"],
+        "prediction_type": "epsilon",
+        "clip_sample": False,
+    }
+
+
+def build_scheduler(config: dict[str, Any], kind: str = "ddpm") -> DDPMScheduler | DDIMScheduler:
+    """A fresh ``ddpm`` (ancestral) or ``ddim`` scheduler for ``config``."""
+    if kind == "ddpm":
+        return DDPMScheduler(**config)
+    if kind == "ddim":
+        return DDIMScheduler(**config, set_alpha_to_one=True)
+    raise ValueError(f"unknown sampler {kind!r}; allowed: ddpm, ddim")

@@ -1,0 +1,152 @@
+"""Model directories and the one loader for every model.
+
+A model directory written by this pipeline holds ``model.safetensors`` (weights),
+``config.json`` (everything needed to rebuild the module: kind, architecture,
+shapes, names, provenance) and ``metrics.json``. :func:`load_model` also accepts a
+user's checkpoint: a diffusers ``UNet2DModel`` directory, or a ``.safetensors`` /
+torch state-dict file together with a ``spec`` saying what to build. Torch files
+are read with ``weights_only=True`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from diffxai.models.encoder import SimSiam
+from diffxai.models.heads import AttributeOracle, Classifier, Regressor
+from diffxai.models.registry import create_network
+
+FORMAT = "diffxai-model"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, of unknown format, or does not fit."""
+
+
+def build_module(info: dict[str, Any]) -> nn.Module:
+    """An untrained module of the kind and shapes described by ``info`` (a config.json)."""
+    kind = info["kind"]
+    if kind == "ddpm":
+        from diffusers import UNet2DModel
+
+        return UNet2DModel.from_config(info["unet_config"])
+    if kind == "encoder":
+        return SimSiam(info["in_channels"], info["width"], info["feature_dim"])
+    outputs = {"classifier": len(info.get("class_names", [])), "regressor": 1, "oracle": len(info.get("attribute_names", []))}
+    if kind not in outputs:
+        raise CheckpointError(f"unknown model kind {kind!r}; allowed: classifier, regressor, oracle, encoder, ddpm")
+    network = create_network(info["arch"], info["in_channels"], info["image_size"], outputs[kind], info.get("arch_params"))
+    if kind == "classifier":
+        return Classifier(network, info["class_names"])
+    if kind == "regressor":
+        return Regressor(network, info["target"])
+    return AttributeOracle(network, info["attribute_names"])
+
+
+def save_model(directory: str | os.PathLike, module: nn.Module, info: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (metrics.json is written by the caller)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, directory / WEIGHTS)
+    record = {"format": FORMAT, "format_version": FORMAT_VERSION, **info}
+    (directory / CONFIG).write_text(json.dumps(record, indent=2, default=str))
+    return directory
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        if path.suffix in TORCH_SUFFIXES:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise CheckpointError(
+                f"{path}: unknown checkpoint format; allowed: a model directory, .safetensors, "
+                + ", ".join(TORCH_SUFFIXES)
+            )
+    except CheckpointError:
+        raise
+    except Exception as error:  # corrupt files raise many types; report them as one
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from error
+    for key in ("state_dict", "model", "ema"):  # common wrappers (Lightning, training loops)
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_state(module: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Load into the wrapper, or into its ``network`` when the file holds a bare network."""
+    target = module
+    if hasattr(module, "network") and not any(k.startswith("network.") for k in state):
+        target = module.network
+    try:
+        target.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {source} does not fit the configured architecture: {error}") from error
+
+
+def _load_diffusers_unet(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+    from diffusers import UNet2DModel
+
+    try:
+        unet = UNet2DModel.from_pretrained(directory)
+    except Exception as error:  # diffusers raises OSError/ValueError/EnvironmentError variants
+        raise CheckpointError(f"cannot load diffusers UNet from {directory}: {error}") from error
+    info: dict[str, Any] = {"kind": "ddpm", "unet_config": dict(unet.config)}
+    scheduler = directory / "scheduler_config.json"
+    if not scheduler.exists():
+        scheduler = directory.parent / "scheduler" / "scheduler_config.json"
+    if scheduler.exists():
+        info["scheduler_config"] = json.loads(scheduler.read_text())
+    return unet, info
+
+
+def load_model(path: str | os.PathLike, spec: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model in eval mode and its info dict.
+
+    ``path``: a directory this pipeline wrote, a diffusers UNet directory, or a
+    weights file; for a weights file ``spec`` (the info dict of the module to build)
+    is required.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    if path.is_dir():
+        config_path = path / CONFIG
+        if not config_path.exists():
+            raise CheckpointError(f"{path} is a directory without {CONFIG}: not a model directory")
+        try:
+            info = json.loads(config_path.read_text())
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{config_path} is not valid JSON: {error}") from error
+        if info.get("format") == FORMAT:
+            if info.get("format_version") != FORMAT_VERSION:
+                raise CheckpointError(f"{path}: model format version {info.get('format_version')}, expected {FORMAT_VERSION}")
+            module = build_module(info)
+            _load_state(module, _read_state(path / WEIGHTS), path / WEIGHTS)
+            return module.eval(), info
+        if info.get("_class_name") == "UNet2DModel":
+            module, info = _load_diffusers_unet(path)
+            if spec:
+                info = {**spec, **info}
+            return module.eval(), info
+        raise CheckpointError(f"{path}: {CONFIG} is neither a diffxai model nor a diffusers UNet2DModel")
+    if spec is None:
+        raise CheckpointError(f"{path} is a weights file: a spec of the architecture to build is required")
+    module = build_module(spec)
+    _load_state(module, _read_state(path), path)
+    return module.eval(), dict(spec)

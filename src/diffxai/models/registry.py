@@ -1,0 +1,44 @@
+"""Networks by name: ``simple_cnn`` or any timm architecture (never pretrained).
+
+Like ``timm.create_model``, :func:`create_network` builds any registered
+architecture from its name, so adding one is one class and one registry entry.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from diffxai.models.simple_cnn import SimpleCNN
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"simple_cnn": SimpleCNN}
+
+
+def create_network(
+    arch: str, in_channels: int, image_size: int, num_outputs: int, arch_params: dict[str, Any] | None = None
+) -> nn.Module:
+    """A freshly initialised network mapping (N, in_channels, S, S) images to (N, num_outputs)."""
+    arch_params = dict(arch_params or {})
+    if arch in ARCHITECTURES:
+        return ARCHITECTURES[arch](in_channels=in_channels, num_outputs=num_outputs, **arch_params)
+    import timm
+
+    if not timm.is_model(arch):
+        raise ValueError(f"unknown architecture {arch!r}: allowed simple_cnn or a timm model name")
+    entrypoint = timm.models.model_entrypoint(arch)
+    model_class_args = _accepts_img_size(entrypoint, arch)
+    if model_class_args:
+        arch_params.setdefault("img_size", image_size)
+    return timm.create_model(arch, pretrained=False, num_classes=num_outputs, in_chans=in_channels, **arch_params)
+
+
+def _accepts_img_size(entrypoint: Any, arch: str) -> bool:
+    """Whether the timm model class behind ``arch`` takes ``img_size`` (ViTs do, CNNs do not)."""
+    module = inspect.getmodule(entrypoint)
+    for obj in vars(module).values():
+        if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__:
+            if "img_size" in inspect.signature(obj.__init__).parameters:
+                return True
+    return False

@@ -1,0 +1,143 @@
+"""Provenance: which code, config, seed and libraries produced an artifact.
+
+Snakemake watches only the script file of a rule, not the modules it imports
+(see SNAKEMAKE.md), so rules put :func:`source_hash` of their entry modules into
+``params``. The hash covers the transitive closure of ``diffxai`` imports, found
+by parsing the sources (nothing is imported, so the Snakefile stays fast to parse).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import platform
+import socket
+import sys
+import time
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGE = "diffxai"
+PACKAGE_ROOT = Path(__file__).resolve().parent
+TRACKED_LIBRARIES = ("torch", "diffusers", "zarr", "numpy", "timm", "snakemake")
+
+
+def module_file(module: str) -> Path:
+    """Source file of a dotted ``diffxai`` module name (package -> its ``__init__.py``)."""
+    parts = module.split(".")
+    if parts[0] != PACKAGE:
+        raise ValueError(f"not a {PACKAGE} module: {module!r}")
+    base = PACKAGE_ROOT.joinpath(*parts[1:])
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    raise ModuleNotFoundError(f"no source file for {module!r} under {PACKAGE_ROOT}")
+
+
+def _is_package(module: str) -> bool:
+    return module_file(module).name == "__init__.py"
+
+
+def _resolve_relative(module: str, level: int, name: str | None) -> str:
+    parts = module.split(".")
+    anchor = parts if _is_package(module) else parts[:-1]
+    anchor = anchor[: len(anchor) - (level - 1)]
+    return ".".join(anchor + ([name] if name else []))
+
+
+def _imported_modules(module: str) -> set[str]:
+    """``diffxai`` modules imported by ``module`` (absolute and relative imports)."""
+    tree = ast.parse(module_file(module).read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
+        elif isinstance(node, ast.ImportFrom):
+            base = (
+                _resolve_relative(module, node.level, node.module)
+                if node.level
+                else node.module or ""
+            )
+            if base.split(".")[0] != PACKAGE:
+                continue
+            found.add(base)
+            # `from diffxai.data import ellipses` imports a submodule, not a name
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                try:
+                    module_file(candidate)
+                except ModuleNotFoundError:
+                    continue
+                found.add(candidate)
+    return found
+
+
+def module_closure(modules: Iterable[str]) -> list[str]:
+    """Sorted transitive closure of ``diffxai`` imports, parents packages included."""
+    todo = list(modules)
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        todo.extend(_imported_modules(module) - seen)
+    return sorted(seen)
+
+
+def source_hash(*modules: str) -> str:
+    """SHA-256 (hex, 16 chars) of the sources of ``modules`` and everything they import."""
+    digest = hashlib.sha256()
+    for module in module_closure(modules):
+        digest.update(module.encode())
+        digest.update(module_file(module).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def config_hash(config: Any) -> str:
+    """Stable short hash of a JSON-serialisable config subset."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries whose behaviour shapes the artifacts."""
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def provenance(
+    config: Any,
+    modules: Iterable[str],
+    seed: int | None,
+    device: str,
+    wall_time_s: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The provenance record stored in every artifact's attributes."""
+    modules = list(modules)
+    return {
+        "config": config,
+        "config_hash": config_hash(config),
+        "modules": module_closure(modules),
+        "source_hash": source_hash(*modules),
+        "seed": seed,
+        "versions": library_versions(),
+        "device": device,
+        "wall_time_s": round(float(wall_time_s), 3),
+        "host": socket.gethostname(),
+        "argv": sys.argv,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }

@@ -1,0 +1,1 @@
+"""Training loops: supervised heads, self-supervised encoder, diffusion models."""

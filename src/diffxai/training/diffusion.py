@@ -1,0 +1,113 @@
+"""DDPM training: ε-prediction MSE, AdamW with linear warm-up, EMA weights, resumable.
+
+The checkpoint (model, EMA, optimiser, step, RNG state) lives outside the rule's
+declared outputs (Snakemake deletes those before a job starts), so a killed job
+restarts from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from diffxai.models.ddpm import build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·model, parameter by parameter."""
+    with torch.no_grad():
+        for ema_param, param in zip(ema.parameters(), model.parameters(), strict=True):
+            ema_param.lerp_(param, 1.0 - decay)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train_ddpm(
+    unet: torch.nn.Module,
+    scheduler_config: dict[str, Any],
+    images_m11: torch.Tensor,
+    params: dict[str, Any],
+    device: torch.device,
+    generator: torch.Generator,
+    checkpoint: Path | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train ``unet`` on images (float32 (N, C, H, W) in [-1, 1]); returns EMA model, history.
+
+    params: steps, batch_size, lr, warmup_steps, ema_decay, grad_clip, hflip,
+    checkpoint_every (steps).
+    """
+    noise_scheduler = build_scheduler(scheduler_config, "ddpm")
+    unet = unet.to(device)
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=params["lr"], weight_decay=0.0)
+    warmup = max(1, params["warmup_steps"])
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    history: dict[str, Any] = {"loss": [], "elapsed_s": []}
+    start_step, elapsed_before = 0, 0.0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        unet.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        generator.set_state(state["generator"])
+        history = state["history"]
+        start_step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+        log.info("resumed DDPM training from %s at step %d", checkpoint, start_step)
+
+    n, steps, batch = len(images_m11), params["steps"], params["batch_size"]
+    timesteps = noise_scheduler.config.num_train_timesteps
+    started = time.perf_counter()
+    running = None
+    bar = tqdm(range(start_step, steps), desc="train ddpm", initial=start_step, total=steps)
+    unet.train()
+    for step in bar:
+        index = torch.randint(0, n, (batch,), generator=generator)
+        x0 = images_m11[index]
+        if params["hflip"]:
+            flip = torch.rand(batch, generator=generator) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, timesteps, (batch,), generator=generator)
+        xt = noise_scheduler.add_noise(x0, noise, t)
+        loss = torch.nn.functional.mse_loss(unet(xt.to(device), t.to(device)).sample, noise.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), params["grad_clip"])
+        optimizer.step()
+        lr_schedule.step()
+        update_ema(ema, unet, params["ema_decay"])
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if (step + 1) % 25 == 0 or step + 1 == steps:
+            elapsed = elapsed_before + time.perf_counter() - started
+            history["loss"].append([step + 1, running])
+            history["elapsed_s"].append([step + 1, elapsed])
+            bar.set_postfix(loss=f"{running:.4f}")
+        if checkpoint is not None and (step + 1) % params["checkpoint_every"] == 0:
+            _save_checkpoint(
+                checkpoint,
+                {
+                    "model": unet.state_dict(),
+                    "ema": ema.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "lr_schedule": lr_schedule.state_dict(),
+                    "generator": generator.get_state(),
+                    "history": history,
+                    "step": step + 1,
+                    "elapsed_s": elapsed_before + time.perf_counter() - started,
+                },
+            )
+    history["train_time_s"] = elapsed_before + time.perf_counter() - started
+    return ema.cpu(), history
