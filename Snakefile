@@ -1,5 +1,5 @@
 # diffxai: explain image classifiers with diffusion models, as one DAG.
-# Read config.yaml (documented by src/diffxai/config/schema.yaml) for what runs.
+# config.yaml says what runs; src/diffxai/config/schema.yaml documents every key.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -11,12 +11,16 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 
 
-rule all:
-    input:
-        all_targets(),
-    default_target: True
-    localrule: True
+wildcard_constraints:
+    dataset=names_of(config["datasets"]),
 
 
 include: "rules/data.smk"
 include: "rules/train.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),
+    localrule: True

@@ -1,4 +1,4 @@
-# Helpers every rule file uses: the validated config, paths, wildcard sets, code hashes.
+# Helpers shared by the rule files (validated config, paths, wildcard sets, code hashes).
 import os
 import sys
 
@@ -27,10 +27,6 @@ def names_of(mapping, **conditions):
         if all(entry[k] in v for k, v in conditions.items())
     ]
     return "|".join(sorted(names)) or NEVER
-
-
-wildcard_constraints:
-    dataset=names_of(config["datasets"]),
 
 
 SUPERVISED = names_of(config["models"], kind=("classifier", "regressor", "oracle"))
@@ -62,3 +58,18 @@ def all_targets():
     for name, model in config["models"].items():
         targets += [f"{model_dir(d, name)}/metrics.json" for d in model["datasets"]]
     return targets
+
+
+def ddpm_evaluation_inputs(wildcards):
+    evaluation = model_cfg(wildcards)["evaluation"]
+    inputs = {
+        "data": f"{R}/{wildcards.dataset}/data.zarr",
+        "ddpm": model_files(wildcards.dataset, wildcards.name),
+    }
+    if evaluation["encoder"]:
+        inputs["encoder"] = model_files(wildcards.dataset, evaluation["encoder"])
+    for regressor in evaluation["regressors"]:
+        # each regressor measures the samples of the datasets it was trained on
+        if wildcards.dataset in config["models"][regressor]["datasets"]:
+            inputs[f"regressor_{regressor}"] = model_files(wildcards.dataset, regressor)
+    return inputs

@@ -1,19 +1,19 @@
 rule prepare_data:
     output:
         directory(f"{R}/{{dataset}}/data.zarr"),
-    params:
-        cfg=lambda wildcards: config["datasets"][wildcards.dataset],
-        code=source_hash("diffxai.jobs.prepare_data"),
     log:
         f"{R}/logs/prepare_data/{{dataset}}.log",
     benchmark:
         f"{R}/benchmarks/prepare_data/{{dataset}}.tsv"
+    conda:
+        "../envs/diffxai.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
         gpu=0,
-    conda:
-        "../envs/diffxai.yaml"
+    params:
+        cfg=lambda wildcards: config["datasets"][wildcards.dataset],
+        code=source_hash("diffxai.jobs.prepare_data"),
     script:
         "../scripts/prepare_data.py"

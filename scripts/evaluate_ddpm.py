@@ -12,6 +12,15 @@ regressors = {
     for key, files in sm.input.items()
     if key.startswith("regressor_")
 }
-encoder = str(Path(sm.input.encoder[0]).parent) if "encoder" in sm.input.keys() else None
-evaluate_ddpm.run(sm.input.data, Path(sm.input.ddpm[0]).parent, encoder, regressors, sm.output.metrics,
-                  sm.output.samples, sm.params.evaluation, sm.params.seed, device)
+encoder = str(Path(sm.input.encoder[0]).parent) if "encoder" in sm.input else None
+evaluate_ddpm.run(
+    sm.input.data,
+    Path(sm.input.ddpm[0]).parent,
+    encoder,
+    regressors,
+    sm.output.metrics,
+    sm.output.samples,
+    sm.params.evaluation,
+    sm.params.seed,
+    device,
+)

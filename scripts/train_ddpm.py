@@ -7,5 +7,13 @@ from diffxai.jobs.common import setup_job
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
-train_ddpm.run(sm.input.data, Path(sm.output.weights).parent, sm.params.cache, sm.wildcards.name,
-               sm.wildcards.dataset, sm.params.cfg, sm.params.seed, device)
+train_ddpm.run(
+    sm.input.data,
+    Path(sm.output.weights).parent,
+    sm.params.cache,
+    sm.wildcards.name,
+    sm.wildcards.dataset,
+    sm.params.cfg,
+    sm.params.seed,
+    device,
+)

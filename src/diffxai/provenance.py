@@ -57,11 +57,7 @@ def _imported_modules(module: str) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
         elif isinstance(node, ast.ImportFrom):
-            base = (
-                _resolve_relative(module, node.level, node.module)
-                if node.level
-                else node.module or ""
-            )
+            base = _resolve_relative(module, node.level, node.module) if node.level else node.module or ""
             if base.split(".")[0] != PACKAGE:
                 continue
             found.add(base)

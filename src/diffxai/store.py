@@ -112,9 +112,7 @@ class StoreWriter:
             array = self.group[name]
             batch = np.asarray(batch, dtype=array.dtype)
             if batch.shape[1:] != array.shape[1:]:
-                raise ValueError(
-                    f"{name}: sample shape {batch.shape[1:]} != declared {array.shape[1:]}"
-                )
+                raise ValueError(f"{name}: sample shape {batch.shape[1:]} != declared {array.shape[1:]}")
             start = self.rows[name]
             array.resize((start + len(batch), *array.shape[1:]))
             array[start:] = batch
@@ -124,7 +122,7 @@ class StoreWriter:
         """Write a whole non-per-sample array (a direction, a table, a map)."""
         value = np.asarray(value)
         self.group.create_array(
-            name=name, data=value, chunks=value.shape or None, compressors=COMPRESSORS
+            name=name, data=value, chunks=value.shape if value.ndim else "auto", compressors=COMPRESSORS
         )
 
     def update_attrs(self, **attrs: Any) -> None:
@@ -182,10 +180,12 @@ class StoreReader:
     def __getitem__(self, name: str) -> zarr.Array:
         return self.group[name]
 
-    def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
+    def read(self, name: str, index: Any = Ellipsis) -> np.ndarray:
         """The array ``name`` (or a selection of it) as numpy."""
         if name not in self.group:
-            raise KeyError(f"store {self.path} has no array {name!r}; it has {sorted(self.group.array_keys())}")
+            raise KeyError(
+                f"store {self.path} has no array {name!r}; it has {sorted(self.group.array_keys())}"
+            )
         return np.asarray(self.group[name][index])
 
 
@@ -202,9 +202,7 @@ def open_store(path: str | os.PathLike, kind: str | None = None) -> StoreReader:
     if not marker or not marker.get("complete"):
         raise StoreError(f"{path} is incomplete (no completeness marker): it was not finalised")
     if marker.get("version") != STORE_VERSION:
-        raise StoreError(
-            f"{path} has store version {marker.get('version')}, this code reads {STORE_VERSION}"
-        )
+        raise StoreError(f"{path} has store version {marker.get('version')}, this code reads {STORE_VERSION}")
     if kind is not None and marker.get("kind") != kind:
         raise StoreError(f"{path} holds a {marker.get('kind')!r} store, expected {kind!r}")
     for name in marker["per_sample"]:

@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from diffxai.data.attributes import ATTRIBUTE_NAMES
 from diffxai.data.attributes import FACTOR_NAMES as ATTRIBUTE_FACTORS
 from diffxai.data.ellipses import FACTOR_NAMES as ELLIPSE_FACTORS
 
@@ -54,7 +53,9 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
         for field in ("area_fraction", "aspect_ratio"):
             low, high = params[field]
             if low > high:
-                errors.append(_msg(f"{key}.ellipses.{field}", params[field], "allowed: [low, high] with low <= high"))
+                errors.append(
+                    _msg(f"{key}.ellipses.{field}", params[field], "allowed: [low, high] with low <= high")
+                )
         area = params["area_fraction"][1] * size**2
         aspect = params["aspect_ratio"][1]
         major = math.sqrt(area * aspect / math.pi)
@@ -71,18 +72,25 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
         params = dataset["attributes"]
         if params["task"] in params["correlations"]:
             errors.append(
-                _msg(f"{key}.attributes.correlations.{params['task']}", params["correlations"][params["task"]],
-                     "allowed: correlations of the other attributes only (this is the task attribute)")
+                _msg(
+                    f"{key}.attributes.correlations.{params['task']}",
+                    params["correlations"][params["task"]],
+                    "allowed: correlations of the other attributes only (this is the task attribute)",
+                )
             )
     files = {
-        "image_folder": [("image_folder.root", dataset.get("image_folder", {}).get("root")),
-                         ("image_folder.csv", dataset.get("image_folder", {}).get("csv"))],
+        "image_folder": [
+            ("image_folder.root", dataset.get("image_folder", {}).get("root")),
+            ("image_folder.csv", dataset.get("image_folder", {}).get("csv")),
+        ],
         "celeba": [("celeba.root", dataset.get("celeba", {}).get("root"))],
         "hdf5": [("hdf5.path", dataset.get("hdf5", {}).get("path"))],
     }.get(kind, [])
     for field, path in files:
         if not _resolve(path, base_dir).exists():
-            errors.append(_msg(f"{key}.{field}", path, "allowed: an existing path (relative to the workflow directory)"))
+            errors.append(
+                _msg(f"{key}.{field}", path, "allowed: an existing path (relative to the workflow directory)")
+            )
     return errors
 
 
@@ -96,6 +104,20 @@ def _check_arch(key: str, arch: str) -> list[str]:
     return []
 
 
+def _check_simple_cnn(key: str, model: dict[str, Any], datasets: dict[str, Any]) -> list[str]:
+    """Each conv block halves the image, so simple_cnn needs image_size >= 2^blocks."""
+    blocks = len(model["arch_params"].get("channels", (32, 64, 64, 64)))
+    return [
+        _msg(
+            f"datasets.{name}.image_size",
+            datasets[name]["image_size"],
+            f"allowed for {key} (simple_cnn, {blocks} blocks): image_size >= {2**blocks}",
+        )
+        for name in model["datasets"]
+        if name in datasets and datasets[name]["image_size"] < 2**blocks
+    ]
+
+
 def _check_model(name: str, model: dict[str, Any], config: dict[str, Any], base_dir: Path) -> list[str]:
     key, kind = f"models.{name}", model["kind"]
     datasets = config["datasets"]
@@ -106,22 +128,32 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any], base_
     if errors:
         return errors
     if model.get("checkpoint") and not _resolve(model["checkpoint"], base_dir).exists():
-        errors.append(_msg(f"{key}.checkpoint", model["checkpoint"], "allowed: null or an existing file or directory"))
+        errors.append(
+            _msg(f"{key}.checkpoint", model["checkpoint"], "allowed: null or an existing file or directory")
+        )
     if "arch" in model:
         errors += _check_arch(f"{key}.arch", model["arch"])
+    if model.get("arch") == "simple_cnn":
+        errors += _check_simple_cnn(key, model, datasets)
     for dataset_name in model["datasets"]:
         dataset = datasets[dataset_name]
         if kind == "regressor":
             factors = dataset_factor_names(dataset)
             if model["target"] not in factors:
                 errors.append(
-                    _msg(f"{key}.target", model["target"],
-                         f"allowed for dataset {dataset_name!r}: " + (", ".join(factors) or "none (it has no factors)"))
+                    _msg(
+                        f"{key}.target",
+                        model["target"],
+                        f"allowed for dataset {dataset_name!r}: "
+                        + (", ".join(factors) or "none (it has no factors)"),
+                    )
                 )
         if kind == "oracle" and not dataset_has_attributes(dataset):
-            errors.append(
-                _msg(f"{key}.datasets", dataset_name, "allowed: datasets with binary attributes (an oracle predicts them)")
+            with_attributes = sorted(n for n, d in datasets.items() if dataset_has_attributes(d))
+            allowed = "allowed: datasets with binary attributes (an oracle predicts them): " + (
+                ", ".join(with_attributes) or "none"
             )
+            errors.append(_msg(f"{key}.datasets", dataset_name, allowed))
     if kind == "ddpm":
         errors += _check_ddpm(key, model, config)
     return errors
@@ -132,19 +164,33 @@ def _check_ddpm(key: str, model: dict[str, Any], config: dict[str, Any]) -> list
     unet = model["unet"]
     widths, attention = unet["block_out_channels"], unet["attention"]
     if len(attention) != len(widths):
-        errors.append(_msg(f"{key}.unet.attention", attention, f"allowed: one boolean per level ({len(widths)} levels)"))
+        errors.append(
+            _msg(f"{key}.unet.attention", attention, f"allowed: one boolean per level ({len(widths)} levels)")
+        )
     bad_groups = [w for w in widths if w % unet["norm_num_groups"]]
     if bad_groups:
-        errors.append(_msg(f"{key}.unet.norm_num_groups", unet["norm_num_groups"],
-                           f"allowed: a divisor of every block_out_channels entry ({widths})"))
+        errors.append(
+            _msg(
+                f"{key}.unet.norm_num_groups",
+                unet["norm_num_groups"],
+                f"allowed: a divisor of every block_out_channels entry ({widths})",
+            )
+        )
     for dataset_name in model["datasets"]:
         size = config["datasets"][dataset_name]["image_size"]
         if size % 2 ** (len(widths) - 1):
-            errors.append(_msg(f"{key}.unet.block_out_channels", widths,
-                               f"image_size {size} of {dataset_name!r} must be divisible by 2^(levels-1)"))
+            errors.append(
+                _msg(
+                    f"{key}.unet.block_out_channels",
+                    widths,
+                    f"image_size {size} of {dataset_name!r} must be divisible by 2^(levels-1)",
+                )
+            )
     schedule = model["schedule"]
     if schedule["beta_start"] >= schedule["beta_end"]:
-        errors.append(_msg(f"{key}.schedule.beta_start", schedule["beta_start"], "allowed: beta_start < beta_end"))
+        errors.append(
+            _msg(f"{key}.schedule.beta_start", schedule["beta_start"], "allowed: beta_start < beta_end")
+        )
     evaluation = model["evaluation"]
     references = [("encoder", evaluation["encoder"])] if evaluation["encoder"] else []
     references += [("regressor", name) for name in evaluation["regressors"]]
@@ -153,9 +199,23 @@ def _check_ddpm(key: str, model: dict[str, Any], config: dict[str, Any]) -> list
         field = "encoder" if wanted == "encoder" else "regressors"
         if other is None or other["kind"] != wanted:
             names = sorted(n for n, m in config["models"].items() if m["kind"] == wanted)
-            errors.append(_msg(f"{key}.evaluation.{field}", ref, f"allowed: {wanted} models: " + (", ".join(names) or "none")))
-        elif missing := sorted(set(model["datasets"]) - set(other["datasets"])):
+            errors.append(
+                _msg(
+                    f"{key}.evaluation.{field}",
+                    ref,
+                    f"allowed: {wanted} models: " + (", ".join(names) or "none"),
+                )
+            )
+        elif wanted == "encoder" and (missing := sorted(set(model["datasets"]) - set(other["datasets"]))):
             errors.append(_msg(f"{key}.evaluation.{field}", ref, f"{ref!r} must be trained on {missing} too"))
+        elif not set(model["datasets"]) & set(other["datasets"]):
+            errors.append(
+                _msg(
+                    f"{key}.evaluation.{field}",
+                    ref,
+                    f"a regressor trained on at least one of {model['datasets']}",
+                )
+            )
     return errors
 
 

@@ -36,6 +36,8 @@ def _with_defaults(validator_class):
     def fill_then_check(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for name, subschema in properties.items():
+                if isinstance(subschema, dict) and "$ref" in subschema and "default" not in subschema:
+                    subschema = validator._resolver.lookup(subschema["$ref"]).contents
                 if name not in instance and isinstance(subschema, dict) and "default" in subschema:
                     instance[name] = copy.deepcopy(subschema["default"])
         yield from check_properties(validator, properties, instance, schema)
@@ -66,16 +68,29 @@ def _allowed(error: ValidationError) -> str:
     if kind == "type":
         return f"allowed type: {error.validator_value}"
     if kind in ("minItems", "maxItems", "minProperties", "minLength"):
-        return f"{kind} is {error.validator_value}"
+        bound = "at least" if kind.startswith("min") else "at most"
+        unit = {"minItems": "items", "maxItems": "items", "minProperties": "keys", "minLength": "characters"}
+        return f"allowed: {bound} {error.validator_value} {unit[kind]}"
     if kind == "pattern":
         return f"allowed: strings matching {error.validator_value}"
     if kind == "required":
         return "required keys: " + ", ".join(error.validator_value)
-    if kind == "oneOf":
-        return "allowed: one of " + "; ".join(
-            s.get("description", str(s)) if isinstance(s, dict) else str(s) for s in error.validator_value
-        )
+    if kind in ("oneOf", "anyOf"):
+        return "allowed: " + " or ".join(_alternative(s) for s in error.validator_value)
     return error.message
+
+
+def _alternative(schema: Any) -> str:
+    """One alternative of a oneOf/anyOf, in words."""
+    if isinstance(schema, dict):
+        if "const" in schema:
+            return repr(schema["const"])
+        if "enum" in schema:
+            return "one of " + ", ".join(map(repr, schema["enum"]))
+        if set(schema) == {"type"}:
+            return f"a {schema['type']}"
+        return schema.get("description", str(schema))
+    return str(schema)
 
 
 def _describe(error: ValidationError) -> str:
@@ -89,16 +104,25 @@ def _describe(error: ValidationError) -> str:
         )
     if error.validator == "required":
         missing = [k for k in error.validator_value if k not in error.instance]
-        return f"config key '{_key([*path, missing[0]])}' is missing; it is required"
+        enum = error.schema.get("properties", {}).get(missing[0], {}).get("enum")
+        allowed = "; allowed: " + ", ".join(map(repr, enum)) if enum else ""
+        return f"config key '{_key([*path, missing[0]])}' is missing; it is required{allowed}"
     if error.validator == "propertyNames":
         return f"config key '{_key(path)}': {error.message}"
     return f"config key '{_key(path)}' has value {error.instance!r}: {_allowed(error)}"
 
 
 def _deepest(error: ValidationError) -> ValidationError:
-    """Follow if/then and allOf to the error about the innermost key."""
+    """Follow if/then and allOf to the error about the innermost key.
+
+    A oneOf/anyOf whose alternatives all fail at its own key is kept, so that the
+    message lists every alternative rather than the first one's complaint.
+    """
     while error.context:
-        error = max(error.context, key=lambda e: len(e.absolute_path))
+        deeper = max(error.context, key=lambda e: len(e.absolute_path))
+        if error.validator in ("oneOf", "anyOf") and len(deeper.absolute_path) == len(error.absolute_path):
+            break
+        error = deeper
     return error
 
 
@@ -109,7 +133,9 @@ def validate_config(config: Mapping[str, Any], base_dir: str | os.PathLike = "."
     """
     filled = copy.deepcopy(dict(config))
     validator = DefaultFillingValidator(load_schema())
-    errors = sorted(validator.iter_errors(filled), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    errors = sorted(
+        validator.iter_errors(filled), key=lambda e: (list(map(str, e.absolute_path)), e.validator)
+    )
     if errors:
         raise ConfigError(_describe(_deepest(errors[0])))
     for dataset in filled["datasets"].values():

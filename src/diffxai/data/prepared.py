@@ -45,7 +45,9 @@ class PreparedArrays:
     def __post_init__(self) -> None:
         n = len(self.images)
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}")
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}"
+            )
         checks = {
             "labels": (self.labels, None),
             "split": (self.split, None),
@@ -65,8 +67,8 @@ class PreparedArrays:
 def random_split(n: int, fractions: dict[str, float], rng: np.random.Generator) -> np.ndarray:
     """Split codes (int8, N) with ``round(n * fraction)`` val and test samples, rest train."""
     order = rng.permutation(n)
-    n_val = int(round(n * fractions["val"]))
-    n_test = int(round(n * fractions["test"]))
+    n_val = round(n * fractions["val"])
+    n_test = round(n * fractions["test"])
     split = np.full(n, SPLITS["train"], dtype=np.int8)
     split[order[:n_val]] = SPLITS["val"]
     split[order[n_val : n_val + n_test]] = SPLITS["test"]

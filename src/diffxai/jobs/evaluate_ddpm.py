@@ -38,9 +38,14 @@ MOMENT_FACTORS = ("log_aspect_ratio", "area")
 def _ks(samples: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     samples = np.nan_to_num(samples, nan=0.0)
     result = ks_2samp(samples, reference)
-    return {"ks": float(result.statistic), "p_value": float(result.pvalue),
-            "samples_mean": float(samples.mean()), "samples_std": float(samples.std()),
-            "data_mean": float(reference.mean()), "data_std": float(reference.std())}
+    return {
+        "ks": float(result.statistic),
+        "p_value": float(result.pvalue),
+        "samples_mean": float(samples.mean()),
+        "samples_std": float(samples.std()),
+        "data_mean": float(reference.mean()),
+        "data_std": float(reference.std()),
+    }
 
 
 def save_grid(images_m11: torch.Tensor, path: Path, columns: int = 8) -> None:
@@ -50,13 +55,23 @@ def save_grid(images_m11: torch.Tensor, path: Path, columns: int = 8) -> None:
     canvas = np.zeros((rows * images.shape[2], columns * images.shape[3], images.shape[1]), np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        canvas[r * image.shape[1]:(r + 1) * image.shape[1], c * image.shape[2]:(c + 1) * image.shape[2]] = image.transpose(1, 2, 0)
+        canvas[
+            r * image.shape[1] : (r + 1) * image.shape[1], c * image.shape[2] : (c + 1) * image.shape[2]
+        ] = image.transpose(1, 2, 0)
     Image.fromarray(canvas.squeeze(-1) if canvas.shape[-1] == 1 else canvas).save(path)
 
 
-def run(data_path: str | Path, ddpm_dir: str | Path, encoder_dir: str | Path | None, regressor_dirs: dict[str, str],
-        metrics_path: str | Path, grid_path: str | Path, evaluation: dict[str, Any], seed: int,
-        device: torch.device) -> dict[str, Any]:
+def run(
+    data_path: str | Path,
+    ddpm_dir: str | Path,
+    encoder_dir: str | Path | None,
+    regressor_dirs: dict[str, str],
+    metrics_path: str | Path,
+    grid_path: str | Path,
+    evaluation: dict[str, Any],
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
     started = time.perf_counter()
     data = PreparedData(data_path)
     unet, info = load_model(ddpm_dir)
@@ -65,14 +80,28 @@ def run(data_path: str | Path, ddpm_dir: str | Path, encoder_dir: str | Path | N
     generator = torch.Generator().manual_seed(seed)
     shape = (data.channels, *data.image_size)
     sampling_started = time.perf_counter()
-    samples, nfe = sample(unet, info["scheduler_config"], n, shape, evaluation["sampling_steps"],
-                          evaluation["sampler"], generator, device=device)
+    samples, nfe = sample(
+        unet,
+        info["scheduler_config"],
+        n,
+        shape,
+        evaluation["sampling_steps"],
+        evaluation["sampler"],
+        generator,
+        device=device,
+    )
     sampling_s = time.perf_counter() - sampling_started
     save_grid(samples, Path(grid_path))
     test = to_m11(torch.from_numpy(data.array("images")[data.indices("test")]))
-    metrics: dict[str, Any] = {"n_samples": n, "n_test": len(test), "sampler": evaluation["sampler"],
-                               "sampling_steps": evaluation["sampling_steps"], "nfe": nfe,
-                               "sampling_time_s": sampling_s, "ks": {}}
+    metrics: dict[str, Any] = {
+        "n_samples": n,
+        "n_test": len(test),
+        "sampler": evaluation["sampler"],
+        "sampling_steps": evaluation["sampling_steps"],
+        "nfe": nfe,
+        "sampling_time_s": sampling_s,
+        "ks": {},
+    }
     if encoder_dir is not None:
         encoder, _ = load_model(encoder_dir)
         encoder = encoder.to(device)
@@ -80,7 +109,9 @@ def run(data_path: str | Path, ddpm_dir: str | Path, encoder_dir: str | Path | N
         reference = to_m11(torch.from_numpy(data.array("images")[train_idx]))
         test_features = encode(encoder, test, device).numpy()
         metrics["fid_encoder"] = fid_from_features(encode(encoder, samples, device).numpy(), test_features)
-        metrics["fid_encoder_train_vs_test"] = fid_from_features(encode(encoder, reference, device).numpy(), test_features)
+        metrics["fid_encoder_train_vs_test"] = fid_from_features(
+            encode(encoder, reference, device).numpy(), test_features
+        )
     for name, directory in regressor_dirs.items():
         regressor, reg_info = load_model(directory)
         regressor = regressor.to(device)

@@ -24,14 +24,28 @@ log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.train_ddpm"]
 
 
-def run(data_path: str | Path, out_dir: str | Path, cache_dir: str | Path, model_name: str, dataset_name: str,
-        model_cfg: dict[str, Any], seed: int, device: torch.device, base_dir: str | Path = ".") -> dict[str, Any]:
+def run(
+    data_path: str | Path,
+    out_dir: str | Path,
+    cache_dir: str | Path,
+    model_name: str,
+    dataset_name: str,
+    model_cfg: dict[str, Any],
+    seed: int,
+    device: torch.device,
+    base_dir: str | Path = ".",
+) -> dict[str, Any]:
     started = time.perf_counter()
     data = PreparedData(data_path)
     size = data.image_size[0]
     unet = build_unet(model_cfg["unet"], data.channels, size)
-    info: dict[str, Any] = {"kind": "ddpm", "in_channels": data.channels, "image_size": size,
-                            "unet_config": dict(unet.config), "scheduler_config": scheduler_config(model_cfg["schedule"])}
+    info: dict[str, Any] = {
+        "kind": "ddpm",
+        "in_channels": data.channels,
+        "image_size": size,
+        "unet_config": dict(unet.config),
+        "scheduler_config": scheduler_config(model_cfg["schedule"]),
+    }
     if model_cfg["checkpoint"]:
         ema, loaded = load_model(Path(base_dir) / model_cfg["checkpoint"], spec=info)
         info.update({k: v for k, v in loaded.items() if k in ("unet_config", "scheduler_config")})
@@ -42,12 +56,20 @@ def run(data_path: str | Path, out_dir: str | Path, cache_dir: str | Path, model
         images = to_m11(torch.from_numpy(data.array("images")[data.indices("train")]))
         cache = Path(cache_dir)
         cache.mkdir(parents=True, exist_ok=True)
-        ema, history = train_ddpm(unet, info["scheduler_config"], images, model_cfg["train"], device,
-                                  torch.Generator().manual_seed(seed), checkpoint=cache / "checkpoint.pt")
+        ema, history = train_ddpm(
+            unet,
+            info["scheduler_config"],
+            images,
+            model_cfg["train"],
+            device,
+            torch.Generator().manual_seed(seed),
+            checkpoint=cache / "checkpoint.pt",
+        )
     elapsed = time.perf_counter() - started
     info["training"] = history
-    info["provenance"] = provenance(model_cfg, MODULES, seed, str(device), elapsed, dataset=dataset_name,
-                                    model=model_name)
+    info["provenance"] = provenance(
+        model_cfg, MODULES, seed, str(device), elapsed, dataset=dataset_name, model=model_name
+    )
     save_model(out_dir, ema, info)
     log.info("saved DDPM %s for %s after %.1f s", model_name, dataset_name, elapsed)
     return info

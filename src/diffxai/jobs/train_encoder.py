@@ -25,12 +25,25 @@ log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.train_encoder"]
 
 
-def run(data_path: str | Path, out_dir: str | Path, model_name: str, dataset_name: str,
-        model_cfg: dict[str, Any], seed: int, device: torch.device, base_dir: str | Path = ".") -> dict[str, Any]:
+def run(
+    data_path: str | Path,
+    out_dir: str | Path,
+    model_name: str,
+    dataset_name: str,
+    model_cfg: dict[str, Any],
+    seed: int,
+    device: torch.device,
+    base_dir: str | Path = ".",
+) -> dict[str, Any]:
     started = time.perf_counter()
     data = PreparedData(data_path)
-    spec = {"kind": "encoder", "in_channels": data.channels, "image_size": data.image_size[0],
-            "width": model_cfg["width"], "feature_dim": model_cfg["feature_dim"]}
+    spec = {
+        "kind": "encoder",
+        "in_channels": data.channels,
+        "image_size": data.image_size[0],
+        "width": model_cfg["width"],
+        "feature_dim": model_cfg["feature_dim"],
+    }
     images = torch.from_numpy(data.array("images"))
     labels = data.array("labels")
     train, test = data.indices("train"), data.indices("test")
@@ -42,8 +55,13 @@ def run(data_path: str | Path, out_dir: str | Path, model_name: str, dataset_nam
         torch.manual_seed(seed)
         limit = model_cfg["train"]["max_train_samples"]
         subset = train[:limit] if limit else train
-        model, history = train_simsiam(build_module(spec), images[subset], model_cfg["train"], device,
-                                       torch.Generator().manual_seed(seed))
+        model, history = train_simsiam(
+            build_module(spec),
+            images[subset],
+            model_cfg["train"],
+            device,
+            torch.Generator().manual_seed(seed),
+        )
         source = "trained"
     model = model.to(device).eval()
     train_features = encode(model, to_m11(images[train]), device).numpy()
@@ -52,11 +70,18 @@ def run(data_path: str | Path, out_dir: str | Path, model_name: str, dataset_nam
     accuracy = float(knn.score(test_features, labels[test]))
     log.info("k-NN (k=5) test accuracy of the label from %s features: %.4f", model_name, accuracy)
     elapsed = time.perf_counter() - started
-    spec["provenance"] = provenance(model_cfg, MODULES, seed, str(device), elapsed, dataset=dataset_name,
-                                    model=model_name, source=source)
+    spec["provenance"] = provenance(
+        model_cfg, MODULES, seed, str(device), elapsed, dataset=dataset_name, model=model_name, source=source
+    )
     save_model(out_dir, model, spec)
-    metrics = {"model": model_name, "dataset": dataset_name, "kind": "encoder", "source": source,
-               "test": {"knn5_label_accuracy": accuracy, "feature_dim": int(train_features.shape[1])},
-               "training": history, "wall_time_s": elapsed}
+    metrics = {
+        "model": model_name,
+        "dataset": dataset_name,
+        "kind": "encoder",
+        "source": source,
+        "test": {"knn5_label_accuracy": accuracy, "feature_dim": int(train_features.shape[1])},
+        "training": history,
+        "wall_time_s": elapsed,
+    }
     write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics

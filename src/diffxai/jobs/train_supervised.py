@@ -17,7 +17,7 @@ import torch
 from sklearn.metrics import confusion_matrix, r2_score
 
 from diffxai.data.prepared import PreparedData
-from diffxai.jobs.common import derive_seed, write_json
+from diffxai.jobs.common import write_json
 from diffxai.models.io import build_module, load_model, save_model
 from diffxai.provenance import provenance
 from diffxai.training.supervised import TASKS, fit, predict
@@ -52,29 +52,51 @@ def _targets(kind: str, model_cfg: dict[str, Any], data: PreparedData) -> torch.
     return torch.from_numpy(data.array("attributes").astype(np.float32))
 
 
-def evaluate(kind: str, module: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,
-             names: list[str], device: torch.device) -> dict[str, Any]:
+def evaluate(
+    kind: str,
+    module: torch.nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    names: list[str],
+    device: torch.device,
+) -> dict[str, Any]:
     """Test metrics: accuracy + confusion matrix, R² + MAE, or per-attribute accuracy."""
     if kind == "regressor":
         predictions = predict(module, images, device)
         truth, pred = targets.numpy(), predictions.numpy()
-        return {"r2": float(r2_score(truth, pred)), "mae": float(np.abs(truth - pred).mean()),
-                "rmse": float(np.sqrt(((truth - pred) ** 2).mean()))}
+        return {
+            "r2": float(r2_score(truth, pred)),
+            "mae": float(np.abs(truth - pred).mean()),
+            "rmse": float(np.sqrt(((truth - pred) ** 2).mean())),
+        }
     outputs = predict(module, images, device)
     if kind == "classifier":
         predicted = outputs.argmax(1).numpy()
         matrix = confusion_matrix(targets.numpy(), predicted, labels=list(range(len(names))))
         per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
-        return {"accuracy": float((predicted == targets.numpy()).mean()),
-                "balanced_accuracy": float(per_class.mean()),
-                "confusion_matrix": matrix.tolist(), "class_names": names}
+        return {
+            "accuracy": float((predicted == targets.numpy()).mean()),
+            "balanced_accuracy": float(per_class.mean()),
+            "confusion_matrix": matrix.tolist(),
+            "class_names": names,
+        }
     correct = ((outputs > 0).float() == targets).float().mean(0).numpy()
-    return {"per_attribute_accuracy": dict(zip(names, map(float, correct), strict=True)),
-            "mean_accuracy": float(correct.mean())}
+    return {
+        "per_attribute_accuracy": dict(zip(names, map(float, correct), strict=True)),
+        "mean_accuracy": float(correct.mean()),
+    }
 
 
-def run(data_path: str | Path, out_dir: str | Path, model_name: str, dataset_name: str,
-        model_cfg: dict[str, Any], seed: int, device: torch.device, base_dir: str | Path = ".") -> dict[str, Any]:
+def run(
+    data_path: str | Path,
+    out_dir: str | Path,
+    model_name: str,
+    dataset_name: str,
+    model_cfg: dict[str, Any],
+    seed: int,
+    device: torch.device,
+    base_dir: str | Path = ".",
+) -> dict[str, Any]:
     started = time.perf_counter()
     kind = model_cfg["kind"]
     data = PreparedData(data_path)
@@ -99,10 +121,13 @@ def run(data_path: str | Path, out_dir: str | Path, model_name: str, dataset_nam
         standard = (targets - mean) / std if kind == "regressor" else targets
         generator = torch.Generator().manual_seed(seed)
         module.network, history = fit(
-            module.network, TASKS[kind],
+            module.network,
+            TASKS[kind],
             (images[split["train"]], standard[split["train"]]),
             (images[split["val"]], standard[split["val"]]),
-            model_cfg["train"], device, generator,
+            model_cfg["train"],
+            device,
+            generator,
         )
         if kind == "regressor":
             module.mean.fill_(mean)
@@ -111,14 +136,28 @@ def run(data_path: str | Path, out_dir: str | Path, model_name: str, dataset_nam
     module = module.to(device).eval()
     names = spec.get("class_names") or spec.get("attribute_names") or [spec.get("target")]
     test = evaluate(kind, module, images[split["test"]], targets[split["test"]], names, device)
-    log.info("test metrics of %s on %s: %s", model_name, dataset_name,
-             {k: v for k, v in test.items() if k != "confusion_matrix"})
+    log.info(
+        "test metrics of %s on %s: %s",
+        model_name,
+        dataset_name,
+        {k: v for k, v in test.items() if k != "confusion_matrix"},
+    )
     elapsed = time.perf_counter() - started
-    spec["provenance"] = provenance(model_cfg, MODULES, seed, str(device), elapsed, dataset=dataset_name,
-                                    model=model_name, source=source)
+    spec["provenance"] = provenance(
+        model_cfg, MODULES, seed, str(device), elapsed, dataset=dataset_name, model=model_name, source=source
+    )
     save_model(out_dir, module, spec)
-    metrics = {"model": model_name, "dataset": dataset_name, "kind": kind, "source": source,
-               "n_train": len(split["train"]), "n_val": len(split["val"]), "n_test": len(split["test"]),
-               "test": test, "training": history, "wall_time_s": elapsed}
+    metrics = {
+        "model": model_name,
+        "dataset": dataset_name,
+        "kind": kind,
+        "source": source,
+        "n_train": len(split["train"]),
+        "n_val": len(split["val"]),
+        "n_test": len(split["test"]),
+        "test": test,
+        "training": history,
+        "wall_time_s": elapsed,
+    }
     write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics

@@ -43,10 +43,18 @@ def build_module(info: dict[str, Any]) -> nn.Module:
         return UNet2DModel.from_config(info["unet_config"])
     if kind == "encoder":
         return SimSiam(info["in_channels"], info["width"], info["feature_dim"])
-    outputs = {"classifier": len(info.get("class_names", [])), "regressor": 1, "oracle": len(info.get("attribute_names", []))}
+    outputs = {
+        "classifier": len(info.get("class_names", [])),
+        "regressor": 1,
+        "oracle": len(info.get("attribute_names", [])),
+    }
     if kind not in outputs:
-        raise CheckpointError(f"unknown model kind {kind!r}; allowed: classifier, regressor, oracle, encoder, ddpm")
-    network = create_network(info["arch"], info["in_channels"], info["image_size"], outputs[kind], info.get("arch_params"))
+        raise CheckpointError(
+            f"unknown model kind {kind!r}; allowed: classifier, regressor, oracle, encoder, ddpm"
+        )
+    network = create_network(
+        info["arch"], info["in_channels"], info["image_size"], outputs[kind], info.get("arch_params")
+    )
     if kind == "classifier":
         return Classifier(network, info["class_names"])
     if kind == "regressor":
@@ -96,7 +104,9 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], source: Path)
     try:
         target.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"checkpoint {source} does not fit the configured architecture: {error}") from error
+        raise CheckpointError(
+            f"checkpoint {source} does not fit the configured architecture: {error}"
+        ) from error
 
 
 def _load_diffusers_unet(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -115,7 +125,9 @@ def _load_diffusers_unet(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
     return unet, info
 
 
-def load_model(path: str | os.PathLike, spec: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    path: str | os.PathLike, spec: dict[str, Any] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """Load a model in eval mode and its info dict.
 
     ``path``: a directory this pipeline wrote, a diffusers UNet directory, or a
@@ -135,7 +147,9 @@ def load_model(path: str | os.PathLike, spec: dict[str, Any] | None = None) -> t
             raise CheckpointError(f"{config_path} is not valid JSON: {error}") from error
         if info.get("format") == FORMAT:
             if info.get("format_version") != FORMAT_VERSION:
-                raise CheckpointError(f"{path}: model format version {info.get('format_version')}, expected {FORMAT_VERSION}")
+                raise CheckpointError(
+                    f"{path}: model format version {info.get('format_version')}, expected {FORMAT_VERSION}"
+                )
             module = build_module(info)
             _load_state(module, _read_state(path / WEIGHTS), path / WEIGHTS)
             return module.eval(), info

@@ -28,17 +28,20 @@ def create_network(
     if not timm.is_model(arch):
         raise ValueError(f"unknown architecture {arch!r}: allowed simple_cnn or a timm model name")
     entrypoint = timm.models.model_entrypoint(arch)
-    model_class_args = _accepts_img_size(entrypoint, arch)
-    if model_class_args:
+    if _accepts_img_size(entrypoint):
         arch_params.setdefault("img_size", image_size)
-    return timm.create_model(arch, pretrained=False, num_classes=num_outputs, in_chans=in_channels, **arch_params)
+    return timm.create_model(
+        arch, pretrained=False, num_classes=num_outputs, in_chans=in_channels, **arch_params
+    )
 
 
-def _accepts_img_size(entrypoint: Any, arch: str) -> bool:
+def _accepts_img_size(entrypoint: Any) -> bool:
     """Whether the timm model class behind ``arch`` takes ``img_size`` (ViTs do, CNNs do not)."""
     module = inspect.getmodule(entrypoint)
-    for obj in vars(module).values():
-        if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__:
-            if "img_size" in inspect.signature(obj.__init__).parameters:
-                return True
-    return False
+    return any(
+        inspect.isclass(obj)
+        and issubclass(obj, nn.Module)
+        and obj.__module__ == module.__name__
+        and "img_size" in inspect.signature(obj.__init__).parameters
+        for obj in vars(module).values()
+    )

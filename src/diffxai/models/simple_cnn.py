@@ -7,6 +7,7 @@ head keeps its size.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -33,7 +34,9 @@ class SimpleCNN(nn.Module):
     ) -> None:
         super().__init__()
         widths = [in_channels, *channels]
-        self.features = nn.Sequential(*(conv_block(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)))
+        self.features = nn.Sequential(
+            *(conv_block(a, b) for a, b in itertools.pairwise(widths))
+        )
         self.pool = nn.AdaptiveMaxPool2d(2)
         self.head = nn.Sequential(
             nn.Flatten(),

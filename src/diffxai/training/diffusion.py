@@ -56,6 +56,7 @@ def train_ddpm(
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     history: dict[str, Any] = {"loss": [], "elapsed_s": []}
     start_step, elapsed_before = 0, 0.0
+    running = None  # running mean of the loss, checkpointed so a resumed history continues it
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         unet.load_state_dict(state["model"])
@@ -65,12 +66,12 @@ def train_ddpm(
         generator.set_state(state["generator"])
         history = state["history"]
         start_step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+        running = state.get("running_loss")
         log.info("resumed DDPM training from %s at step %d", checkpoint, start_step)
 
     n, steps, batch = len(images_m11), params["steps"], params["batch_size"]
     timesteps = noise_scheduler.config.num_train_timesteps
     started = time.perf_counter()
-    running = None
     bar = tqdm(range(start_step, steps), desc="train ddpm", initial=start_step, total=steps)
     unet.train()
     for step in bar:
@@ -106,6 +107,7 @@ def train_ddpm(
                     "generator": generator.get_state(),
                     "history": history,
                     "step": step + 1,
+                    "running_loss": running,
                     "elapsed_s": elapsed_before + time.perf_counter() - started,
                 },
             )

@@ -23,7 +23,10 @@ def train_simsiam(
     device: torch.device,
     generator: torch.Generator,
 ) -> tuple[SimSiam, dict[str, Any]]:
-    """Train on uint8 images (N, C, H, W); params: epochs, batch_size, lr (base SGD rate per 256 images), cosine decay."""
+    """Train on uint8 images (N, C, H, W) with SGD and cosine decay.
+
+    params: epochs, batch_size, lr (base SGD rate per 256 images).
+    """
     model = model.to(device)
     batches_per_epoch = max(1, len(images_uint8) // params["batch_size"])
     total_steps = params["epochs"] * batches_per_epoch
@@ -53,7 +56,9 @@ def train_simsiam(
 
 
 @torch.no_grad()
-def encode(model: SimSiam, images_m11: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
+def encode(
+    model: SimSiam, images_m11: torch.Tensor, device: torch.device, batch_size: int = 512
+) -> torch.Tensor:
     """Features (N, feature_dim) of float images in [-1, 1]."""
     model.eval()
     return torch.cat([model.features(chunk.to(device)).cpu() for chunk in images_m11.split(batch_size)])

@@ -63,9 +63,7 @@ def predict(
 ) -> torch.Tensor:
     """Raw network outputs (N, K) on CPU for uint8 images."""
     network.eval()
-    return torch.cat(
-        [network(to_m11(chunk).to(device)).cpu() for chunk in images_uint8.split(batch_size)]
-    )
+    return torch.cat([network(to_m11(chunk).to(device)).cpu() for chunk in images_uint8.split(batch_size)])
 
 
 def fit(
@@ -104,7 +102,13 @@ def fit(
         score = task.score(predict(network, val[0], device), val[1])
         history["train_loss"].append(total / len(batches))
         history["val_score"].append(score)
-        log.info("epoch %d: train loss %.4f, validation %s score %.4f", epoch + 1, total / len(batches), task.name, score)
+        log.info(
+            "epoch %d: train loss %.4f, validation %s score %.4f",
+            epoch + 1,
+            total / len(batches),
+            task.name,
+            score,
+        )
         if score > best_score:
             best_score, best_state, stale = score, copy.deepcopy(network.state_dict()), 0
         else:
@@ -113,5 +117,9 @@ def fit(
                 log.info("early stop after epoch %d (best validation score %.4f)", epoch + 1, best_score)
                 break
     network.load_state_dict(best_state)
-    history.update(best_val_score=best_score, epochs=len(history["val_score"]), train_time_s=time.perf_counter() - started)
+    history.update(
+        best_val_score=best_score,
+        epochs=len(history["val_score"]),
+        train_time_s=time.perf_counter() - started,
+    )
     return network.eval(), history

@@ -1,0 +1,39 @@
+# Two commands a user needs: `make run` and `make test` (both install first).
+VENV ?= .venv
+PYTHON ?= python3
+CORES ?= 2
+PRESET ?=
+CONFIGS := config.yaml $(if $(PRESET),presets/$(PRESET).yaml)
+SNAKEMAKE := $(VENV)/bin/snakemake --profile profiles/local --configfile $(CONFIGS) --cores $(CORES)
+
+.PHONY: install run dry-run lint test test-fast bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(SNAKEMAKE)
+
+dry-run: install
+	$(SNAKEMAKE) -n
+
+lint: install
+	$(VENV)/bin/ruff check src scripts tests bench
+	$(VENV)/bin/snakemake --lint --configfile $(CONFIGS)
+	$(VENV)/bin/snakefmt --check Snakefile rules
+
+test: install
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow"
+
+bench: install
+	$(VENV)/bin/python bench/ddpm_recipe.py
+
+clean:
+	rm -rf results .snakemake

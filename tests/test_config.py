@@ -1,0 +1,309 @@
+"""The workflow config: shipped configs validate, defaults are filled, bad values are named."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from diffxai.config.load import ConfigError, load_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def mutated(mutate: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    """A deep copy of the default config changed by ``mutate``."""
+    config = copy.deepcopy(DEFAULT)
+    mutate(config)
+    return config
+
+
+def validated(mutate: Callable[[dict[str, Any]], Any] = lambda c: None) -> dict[str, Any]:
+    return validate_config(mutated(mutate), REPO)
+
+
+# ---------------------------------------------------------------- shipped configs
+
+
+def test_default_config_validates():
+    config = load_config([REPO / "config.yaml"], base_dir=REPO)
+    assert set(config["datasets"]) == {"ellipses", "attributes"}
+
+
+def test_default_config_with_tiny_preset_validates():
+    config = load_config([REPO / "config.yaml", REPO / "presets" / "tiny.yaml"], base_dir=REPO)
+    assert config["datasets"]["ellipses"]["image_size"] == 16
+    assert config["datasets"]["ellipses"]["kind"] == "ellipses"  # kept from config.yaml
+
+
+def test_default_config_with_paper_preset_validates():
+    paper = REPO / "presets" / "paper.yaml"
+    if not paper.exists():
+        pytest.skip("presets/paper.yaml is not written yet")
+    load_config([REPO / "config.yaml", paper], base_dir=REPO)
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def test_model_without_arch_gets_simple_cnn():
+    config = validated(lambda c: c["models"]["classifier"].pop("arch"))
+    assert config["models"]["classifier"]["arch"] == "simple_cnn"
+
+
+def test_model_without_train_section_gets_every_training_default():
+    config = validated(lambda c: c["models"]["classifier"].pop("train"))
+    train = config["models"]["classifier"]["train"]
+    assert train["patience"] == 4
+    assert train["max_epochs"] == 30
+
+
+def test_partial_train_section_is_completed_with_defaults():
+    config = validated(lambda c: c["models"]["classifier"].__setitem__("train", {"max_epochs": 3}))
+    assert config["models"]["classifier"]["train"]["max_epochs"] == 3
+    assert config["models"]["classifier"]["train"]["patience"] == 4
+
+
+def test_dataset_without_seed_gets_the_global_seed():
+    config = validated(lambda c: c.__setitem__("seed", 7))
+    assert config["datasets"]["ellipses"]["seed"] == 7
+
+
+def test_dataset_seed_given_explicitly_is_kept():
+    config = validated(lambda c: (c.__setitem__("seed", 7), c["datasets"]["ellipses"].__setitem__("seed", 3)))
+    assert config["datasets"]["ellipses"]["seed"] == 3
+
+
+def test_model_without_datasets_gets_every_dataset():
+    config = validated()
+    assert "datasets" not in DEFAULT["models"]["classifier"]
+    assert config["models"]["classifier"]["datasets"] == ["attributes", "ellipses"]
+
+
+def test_missing_top_level_keys_get_defaults():
+    config = validated(lambda c: [c.pop(key) for key in ("seed", "device", "results")])
+    assert (config["seed"], config["device"], config["results"]) == (0, "auto", "results")
+
+
+def test_validation_does_not_change_its_input():
+    config = mutated(lambda c: None)
+    validate_config(config, REPO)
+    assert config == DEFAULT
+
+
+def test_a_valid_timm_architecture_is_accepted():
+    config = validated(lambda c: c["models"]["classifier"].__setitem__("arch", "resnet18"))
+    assert config["models"]["classifier"]["arch"] == "resnet18"
+
+
+# ---------------------------------------------------------------- bad configs
+
+
+def _set(*path_and_value: Any) -> Callable[[dict[str, Any]], None]:
+    """A mutation setting config[path...] = value."""
+    *path, key, value = path_and_value
+
+    def mutate(config: dict[str, Any]) -> None:
+        node = config
+        for part in path:
+            node = node[part]
+        node[key] = value
+
+    return mutate
+
+
+def _pop(*path: str) -> Callable[[dict[str, Any]], None]:
+    *parents, key = path
+
+    def mutate(config: dict[str, Any]) -> None:
+        node = config
+        for part in parents:
+            node = node[part]
+        node.pop(key)
+
+    return mutate
+
+
+MISSING_FOLDER = {
+    "kind": "image_folder",
+    "image_folder": {"root": "no/such/folder", "csv": "config.yaml", "label_column": "label"},
+}
+
+# id: (mutation, key path, value as shown, a fragment of what is allowed)
+BAD_CONFIGS = {
+    "unknown-dataset-kind": (
+        _set("datasets", "ellipses", "kind", "elipses"),
+        "datasets.ellipses.kind",
+        "'elipses'",
+        "'ellipses'",
+    ),
+    "missing-dataset-kind": (
+        _pop("datasets", "ellipses", "kind"),
+        "datasets.ellipses.kind",
+        "missing",
+        "'attributes'",
+    ),
+    "negative-n-images": (
+        _set("datasets", "ellipses", "n_images", -5),
+        "datasets.ellipses.n_images",
+        "-5",
+        ">= 10",
+    ),
+    "zero-image-size": (
+        _set("datasets", "ellipses", "image_size", 0),
+        "datasets.ellipses.image_size",
+        "0",
+        ">= 8",
+    ),
+    "negative-image-size": (
+        _set("datasets", "attributes", "image_size", -32),
+        "datasets.attributes.image_size",
+        "-32",
+        ">= 8",
+    ),
+    "typo-in-top-level-key": (_set("seeed", 1), "seeed", "(value 1)", "seed"),
+    "typo-in-nested-key": (
+        _set("models", "ddpm", "train", "stpes", 10),
+        "models.ddpm.train.stpes",
+        "(value 10)",
+        "steps",
+    ),
+    "unknown-timm-architecture": (
+        _set("models", "classifier", "arch", "resnet_does_not_exist"),
+        "models.classifier.arch",
+        "'resnet_does_not_exist'",
+        "timm architecture",
+    ),
+    "missing-checkpoint": (
+        _set("models", "classifier", "checkpoint", "no/such/model.safetensors"),
+        "models.classifier.checkpoint",
+        "'no/such/model.safetensors'",
+        "existing file",
+    ),
+    "regressor-target-not-a-factor": (
+        _set("models", "regressor_aspect", "target", "brightness"),
+        "models.regressor_aspect.target",
+        "'brightness'",
+        "log_aspect_ratio",
+    ),
+    "model-on-unknown-dataset": (
+        _set("models", "classifier", "datasets", ["ellipses", "mnist"]),
+        "models.classifier.datasets",
+        "'mnist'",
+        "attributes, ellipses",
+    ),
+    "oracle-on-dataset-without-attributes": (
+        _set("models", "oracle", "datasets", ["ellipses"]),
+        "models.oracle.datasets",
+        "'ellipses'",
+        "binary attributes (an oracle predicts them): attributes",
+    ),
+    "split-leaves-no-training-data": (
+        _set("datasets", "ellipses", "split", {"val": 0.5, "test": 0.5}),
+        "datasets.ellipses.split",
+        "{'val': 0.5, 'test': 0.5}",
+        "val + test < 1",
+    ),
+    "correlation-above-one": (
+        _set("datasets", "attributes", "attributes", "correlations", "blue", 1.5),
+        "datasets.attributes.attributes.correlations.blue",
+        "1.5",
+        "<= 1",
+    ),
+    "correlation-of-task-attribute": (
+        _set("datasets", "attributes", "attributes", "correlations", "square", 0.5),
+        "datasets.attributes.attributes.correlations.square",
+        "0.5",
+        "other attributes only",
+    ),
+    "correlation-of-unknown-attribute": (
+        _set("datasets", "attributes", "attributes", "correlations", "bleu", 0.5),
+        "datasets.attributes.attributes.correlations",
+        "'bleu'",
+        "'blue'",
+    ),
+    "ellipses-too-large-for-image": (
+        lambda c: c["datasets"]["ellipses"].update(image_size=16, ellipses={"area_fraction": [0.1, 0.6]}),
+        "datasets.ellipses.ellipses.area_fraction",
+        "[0.1, 0.6]",
+        "must fit in 16 px images",
+    ),
+    "label-threshold-neither-number-nor-auto": (
+        _set("datasets", "ellipses", "ellipses", "label", "threshold", "middle"),
+        "datasets.ellipses.ellipses.label.threshold",
+        "'middle'",
+        "'auto'",
+    ),
+    "ddpm-attention-length-mismatch": (
+        _set("models", "ddpm", "unet", "attention", [False, True]),
+        "models.ddpm.unet.attention",
+        "[False, True]",
+        "3 levels",
+    ),
+    "ddpm-evaluation-encoder-not-an-encoder": (
+        _set("models", "ddpm", "evaluation", "encoder", "classifier"),
+        "models.ddpm.evaluation.encoder",
+        "'classifier'",
+        "encoder models: encoder",
+    ),
+    "bad-device": (_set("device", "gpu"), "device", "'gpu'", "cuda"),
+    "unknown-model-kind": (
+        _set("models", "classifier", "kind", "clasifier"),
+        "models.classifier.kind",
+        "'clasifier'",
+        "'classifier'",
+    ),
+    "image-folder-root-missing": (
+        _set("datasets", "folder", MISSING_FOLDER),
+        "datasets.folder.image_folder.root",
+        "'no/such/folder'",
+        "existing path",
+    ),
+    "area-fraction-one-bound": (
+        _set("datasets", "ellipses", "ellipses", "area_fraction", [0.1]),
+        "datasets.ellipses.ellipses.area_fraction",
+        "[0.1]",
+        "at least 2 items",
+    ),
+}
+
+
+@pytest.mark.parametrize(("mutate", "key", "value", "allowed"), BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
+def test_bad_config_is_refused_naming_key_value_and_what_is_allowed(mutate, key, value, allowed):
+    with pytest.raises(ConfigError) as raised:
+        validated(mutate)
+    message = str(raised.value)
+    assert f"'{key}'" in message
+    assert value in message
+    assert allowed in message
+
+
+# ---------------------------------------------------------------- the workflow
+
+
+def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
+    results = tmp_path / "results"
+    config = mutated(_set("datasets", "ellipses", "kind", "elipses"))
+    config["results"] = str(results)
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    snakemake = Path(sys.executable).parent / "snakemake"
+    done = subprocess.run(
+        [str(snakemake), "-n", "--cores", "1", "--configfile", str(configfile)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "datasets.ellipses.kind" in output
+    assert "'ellipses'" in output
+    assert not results.exists()

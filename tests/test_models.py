@@ -1,0 +1,548 @@
+"""Networks, training loops, DDPM sampling, model I/O and black-box access.
+
+Everything runs on CPU with tiny images (8-16 px) and tiny networks.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import logging
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from diffxai.diffusion.sampling import sample
+from diffxai.models.blackbox import BlackBox, GradientRefused
+from diffxai.models.ddpm import build_unet, scheduler_config
+from diffxai.models.encoder import SimSiam
+from diffxai.models.io import CheckpointError, build_module, load_model, save_model
+from diffxai.models.registry import create_network
+from diffxai.models.simple_cnn import SimpleCNN
+from diffxai.training.diffusion import train_ddpm
+from diffxai.training.simsiam import train_simsiam
+from diffxai.training.supervised import TASKS, fit, predict
+
+torch.set_num_threads(1)
+
+CPU = torch.device("cpu")
+UNET = {
+    "block_out_channels": [8, 16],
+    "attention": [False, False],
+    "norm_num_groups": 4,
+    "layers_per_block": 1,
+}
+SCHEDULE = scheduler_config(
+    {"num_train_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear"}
+)
+TINY_CNN = {"channels": [4, 8], "hidden": 8}
+
+
+def ddpm_params(steps: int, checkpoint_every: int = 10) -> dict:
+    return {
+        "steps": steps,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "warmup_steps": 5,
+        "ema_decay": 0.9,
+        "grad_clip": 1.0,
+        "hflip": True,
+        "checkpoint_every": checkpoint_every,
+    }
+
+
+def tiny_unet(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_unet(UNET, channels=1, image_size=8)
+
+
+def square_images(n: int = 64, seed: int = 0) -> torch.Tensor:
+    """Float images (n, 1, 8, 8) in [-1, 1]: a white 3x3 square at a random place on black."""
+    generator = torch.Generator().manual_seed(seed)
+    images = -torch.ones(n, 1, 8, 8)
+    for image, (row, col) in zip(images, torch.randint(0, 6, (n, 2), generator=generator), strict=True):
+        image[0, row : row + 3, col : col + 3] = 1.0
+    return images
+
+
+def inputs(channels: int = 1, size: int = 16, n: int = 4, seed: int = 0) -> torch.Tensor:
+    return 2 * torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed)) - 1
+
+
+def fit_params(**overrides) -> dict:
+    params = {
+        "max_epochs": 3,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "weight_decay": 0.0,
+        "patience": 3,
+        "noise_std": 0.02,
+    }
+    return {**params, **overrides}
+
+
+# --------------------------------------------------------------------------- networks
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_simple_cnn_gives_one_row_of_outputs_per_image(channels: int, size: int) -> None:
+    network = create_network("simple_cnn", channels, size, num_outputs=3)
+    assert isinstance(network, SimpleCNN)
+    assert network(inputs(channels, size, n=2)).shape == (2, 3)
+
+
+def test_timm_resnet_gives_one_row_of_outputs_per_image() -> None:
+    network = create_network("resnet18", in_channels=1, image_size=32, num_outputs=5)
+    assert network(inputs(1, 32, n=2)).shape == (2, 5)
+
+
+def test_timm_vit_is_built_for_the_configured_image_size() -> None:
+    network = create_network("vit_tiny_patch16_224", in_channels=3, image_size=32, num_outputs=5)
+    assert network(inputs(3, 32, n=2)).shape == (2, 5)
+
+
+def test_unknown_architecture_raises_value_error() -> None:
+    with pytest.raises(ValueError, match="unknown architecture 'no_such_net'"):
+        create_network("no_such_net", 1, 32, 2)
+
+
+# --------------------------------------------------------------------------- supervised and SimSiam training
+
+
+def bright_or_dark(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (n, 1, 8, 8): class 1 bright (~180), class 0 dark (~70), pixel noise ±50."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=generator)
+    noise = torch.randint(-50, 51, (n, 1, 8, 8), generator=generator)
+    images = (torch.where(labels == 1, 180, 70)[:, None, None, None] + noise).clamp(0, 255)
+    return images.to(torch.uint8), labels
+
+
+def brightness_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (n, 1, 8, 8) of uniform random brightness ± pixel noise; standardised brightness."""
+    generator = torch.Generator().manual_seed(seed)
+    brightness = 30 + 195 * torch.rand(n, generator=generator)
+    noise = torch.randint(-20, 21, (n, 1, 8, 8), generator=generator)
+    images = (brightness[:, None, None, None] + noise).clamp(0, 255).to(torch.uint8)
+    return images, (brightness - 127.5) / 56.0
+
+
+def test_classifier_fit_reaches_high_validation_accuracy() -> None:
+    torch.manual_seed(0)
+    network = SimpleCNN(1, 2, **TINY_CNN)
+    val = bright_or_dark(64, seed=2)
+    network, history = fit(
+        network,
+        TASKS["classifier"],
+        bright_or_dark(256, seed=1),
+        val,
+        fit_params(),
+        CPU,
+        torch.Generator().manual_seed(0),
+    )
+    accuracy = (predict(network, val[0], CPU).argmax(1) == val[1]).float().mean().item()
+    assert history["epochs"] <= 3
+    assert accuracy >= 0.9
+
+
+def test_regressor_fit_improves_r2() -> None:
+    torch.manual_seed(0)
+    network = SimpleCNN(1, 1, **TINY_CNN)
+    val = brightness_images(64, seed=2)
+    r2_before = TASKS["regressor"].score(predict(network, val[0], CPU), val[1])
+    network, _ = fit(
+        network,
+        TASKS["regressor"],
+        brightness_images(256, seed=1),
+        val,
+        fit_params(),
+        CPU,
+        torch.Generator().manual_seed(0),
+    )
+    r2_after = TASKS["regressor"].score(predict(network, val[0], CPU), val[1])
+    assert r2_after > r2_before
+    assert r2_after > 0.5
+
+
+def test_simsiam_trains_with_finite_loss() -> None:
+    torch.manual_seed(0)
+    images = (255 * torch.rand(32, 1, 16, 16, generator=torch.Generator().manual_seed(0))).to(torch.uint8)
+    params = {"epochs": 2, "batch_size": 8, "lr": 0.05}
+    model, history = train_simsiam(
+        SimSiam(1, width=4, feature_dim=8), images, params, CPU, torch.Generator().manual_seed(0)
+    )
+    assert len(history["loss"]) == 2
+    assert all(math.isfinite(loss) and -1.0 <= loss <= 1.0 for loss in history["loss"])
+    assert not model.training
+
+
+# --------------------------------------------------------------------------- DDPM training
+
+
+def test_ddpm_training_loss_decreases() -> None:
+    _, history = train_ddpm(
+        tiny_unet(), SCHEDULE, square_images(), ddpm_params(60), CPU, torch.Generator().manual_seed(1)
+    )
+    losses = [loss for _, loss in history["loss"]]
+    assert [step for step, _ in history["loss"]] == [25, 50, 60]
+    assert losses[-1] < 0.85 * losses[0]
+
+
+@pytest.fixture(scope="module")
+def ddpm_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An uninterrupted 30-step run and one stopped at step 20 and resumed to 30 from its checkpoint."""
+    images, checkpoint = square_images(), tmp_path_factory.mktemp("ddpm") / "checkpoint.pt"
+    full_ema, full_history = train_ddpm(
+        tiny_unet(), SCHEDULE, images, ddpm_params(30), CPU, torch.Generator().manual_seed(1)
+    )
+    _, first_history = train_ddpm(
+        tiny_unet(),
+        SCHEDULE,
+        images,
+        ddpm_params(20),
+        CPU,
+        torch.Generator().manual_seed(1),
+        checkpoint=checkpoint,
+    )
+    first_history = copy.deepcopy(first_history)
+    resumed = tiny_unet(seed=5)  # other initial weights and generator seed: all must come from the checkpoint
+    forward_calls: list[int] = []  # one training forward pass per step
+    resumed.register_forward_pre_hook(lambda module, args: forward_calls.append(1))
+    logger = logging.getLogger("diffxai.training.diffusion")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        resumed_ema, resumed_history = train_ddpm(
+            resumed,
+            SCHEDULE,
+            images,
+            ddpm_params(30),
+            CPU,
+            torch.Generator().manual_seed(99),
+            checkpoint=checkpoint,
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return {
+        "full": (full_ema, full_history),
+        "first_history": first_history,
+        "resumed": (resumed_ema, resumed_history),
+        "resumed_steps": len(forward_calls),
+        "log": [record.getMessage() for record in records],
+    }
+
+
+def test_ddpm_training_resumes_at_the_checkpointed_step(ddpm_runs: dict) -> None:
+    assert ddpm_runs["resumed_steps"] == 10
+    assert any("at step 20" in message for message in ddpm_runs["log"])
+
+
+def test_resumed_ddpm_history_extends_the_checkpointed_history(ddpm_runs: dict) -> None:
+    _, resumed_history = ddpm_runs["resumed"]
+    assert ddpm_runs["first_history"]["loss"] == resumed_history["loss"][:1]
+    assert [step for step, _ in resumed_history["loss"]] == [20, 25, 30]
+
+
+def test_resumed_ddpm_training_gives_the_same_ema_weights_as_an_uninterrupted_run(ddpm_runs: dict) -> None:
+    full_ema, _ = ddpm_runs["full"]
+    resumed_ema, _ = ddpm_runs["resumed"]
+    full, resumed = full_ema.state_dict(), resumed_ema.state_dict()
+    assert full.keys() == resumed.keys()
+    for name in full:
+        assert torch.equal(full[name], resumed[name]), name
+
+
+def test_resumed_ddpm_running_loss_continues_the_uninterrupted_one(ddpm_runs: dict) -> None:
+    _, full_history = ddpm_runs["full"]
+    _, resumed_history = ddpm_runs["resumed"]
+    assert resumed_history["loss"][1:] == full_history["loss"]
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+@pytest.fixture(scope="module")
+def unet() -> torch.nn.Module:
+    return tiny_unet().eval()
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_sample_returns_images_in_range(unet: torch.nn.Module, sampler: str) -> None:
+    images, _ = sample(
+        unet,
+        SCHEDULE,
+        3,
+        (1, 8, 8),
+        num_steps=4,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(0),
+        batch_size=2,
+        progress=False,
+    )
+    assert images.shape == (3, 1, 8, 8)
+    assert images.min() >= -1.0 and images.max() <= 1.0
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_sample_nfe_is_images_times_steps(unet: torch.nn.Module, sampler: str) -> None:
+    _, nfe = sample(
+        unet,
+        SCHEDULE,
+        3,
+        (1, 8, 8),
+        num_steps=4,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(0),
+        batch_size=2,
+        progress=False,
+    )
+    assert nfe == 3 * 4
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_sample_is_deterministic_for_a_fixed_generator(unet: torch.nn.Module, sampler: str) -> None:
+    def draw(seed: int) -> torch.Tensor:
+        return sample(
+            unet,
+            SCHEDULE,
+            2,
+            (1, 8, 8),
+            num_steps=3,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(seed),
+            progress=False,
+        )[0]
+
+    first = draw(0)
+    assert torch.equal(first, draw(0))
+    assert not torch.equal(first, draw(1))
+
+
+# --------------------------------------------------------------------------- model I/O
+
+
+def classifier_spec(**arch_params) -> dict:
+    return {
+        "kind": "classifier",
+        "arch": "simple_cnn",
+        "arch_params": {**TINY_CNN, **arch_params},
+        "in_channels": 1,
+        "image_size": 16,
+        "class_names": ["a", "b"],
+    }
+
+
+SPECS = {
+    "classifier": classifier_spec(),
+    "regressor": {
+        "kind": "regressor",
+        "arch": "simple_cnn",
+        "arch_params": TINY_CNN,
+        "in_channels": 1,
+        "image_size": 16,
+        "target": "area",
+    },
+    "oracle": {
+        "kind": "oracle",
+        "arch": "simple_cnn",
+        "arch_params": TINY_CNN,
+        "in_channels": 1,
+        "image_size": 16,
+        "attribute_names": ["x", "y", "z"],
+    },
+    "encoder": {"kind": "encoder", "in_channels": 1, "image_size": 16, "width": 4, "feature_dim": 8},
+}
+
+
+def build(kind: str) -> tuple[torch.nn.Module, dict]:
+    """A freshly initialised module of ``kind`` in eval mode and its spec."""
+    torch.manual_seed(0)
+    if kind == "ddpm":
+        module = tiny_unet()
+        spec = {
+            "kind": "ddpm",
+            "in_channels": 1,
+            "image_size": 8,
+            "unet_config": dict(module.config),
+            "scheduler_config": SCHEDULE,
+        }
+        return module.eval(), spec
+    module = build_module(SPECS[kind])
+    if kind == "regressor":
+        module.mean.fill_(10.0)
+        module.std.fill_(3.0)
+    return module.eval(), SPECS[kind]
+
+
+def outputs(module: torch.nn.Module, kind: str) -> torch.Tensor:
+    with torch.no_grad():
+        if kind == "ddpm":
+            return module(inputs(1, 8), torch.tensor([3, 50, 80, 99])).sample
+        return module(inputs(1, 16))
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor", "oracle", "encoder", "ddpm"])
+def test_saved_model_loads_with_identical_outputs(tmp_path: Path, kind: str) -> None:
+    module, spec = build(kind)
+    save_model(tmp_path / "model", module, spec)
+    loaded, info = load_model(tmp_path / "model")
+    assert info["kind"] == kind
+    assert not loaded.training
+    assert torch.equal(outputs(loaded, kind), outputs(module, kind))
+
+
+def test_saved_regressor_keeps_its_standardisation(tmp_path: Path) -> None:
+    module, spec = build("regressor")
+    loaded, _ = load_model(save_model(tmp_path / "model", module, spec))
+    assert loaded.mean.item() == 10.0 and loaded.std.item() == 3.0
+    with torch.no_grad():
+        x = inputs(1, 16)
+        torch.testing.assert_close(loaded(x), loaded.standardized(x) * 3.0 + 10.0)
+
+
+def test_torch_state_dict_of_a_bare_network_loads_with_a_spec(tmp_path: Path) -> None:
+    module, spec = build("classifier")
+    torch.save(module.network.state_dict(), tmp_path / "net.pt")
+    loaded, info = load_model(tmp_path / "net.pt", spec=spec)
+    assert info == spec
+    assert torch.equal(outputs(loaded, "classifier"), outputs(module, "classifier"))
+
+
+def test_safetensors_file_loads_with_a_spec(tmp_path: Path) -> None:
+    module, spec = build("oracle")
+    save_file(module.state_dict(), tmp_path / "oracle.safetensors")
+    loaded, _ = load_model(tmp_path / "oracle.safetensors", spec=spec)
+    assert torch.equal(outputs(loaded, "oracle"), outputs(module, "oracle"))
+
+
+def test_lightning_checkpoint_loads_with_a_spec(tmp_path: Path) -> None:
+    module, spec = build("classifier")
+    torch.save({"state_dict": module.state_dict(), "epoch": 3, "global_step": 120}, tmp_path / "last.ckpt")
+    loaded, _ = load_model(tmp_path / "last.ckpt", spec=spec)
+    assert torch.equal(outputs(loaded, "classifier"), outputs(module, "classifier"))
+
+
+def test_data_parallel_prefix_is_removed(tmp_path: Path) -> None:
+    module, spec = build("encoder")
+    torch.save({f"module.{k}": v for k, v in module.state_dict().items()}, tmp_path / "encoder.pth")
+    loaded, _ = load_model(tmp_path / "encoder.pth", spec=spec)
+    assert torch.equal(outputs(loaded, "encoder"), outputs(module, "encoder"))
+
+
+def test_diffusers_unet_directory_loads(tmp_path: Path) -> None:
+    module, _ = build("ddpm")
+    module.save_pretrained(tmp_path / "unet")
+    loaded, info = load_model(tmp_path / "unet")
+    assert info["kind"] == "ddpm"
+    assert list(info["unet_config"]["block_out_channels"]) == [8, 16]
+    assert torch.equal(outputs(loaded, "ddpm"), outputs(module, "ddpm"))
+
+
+def test_diffusers_pipeline_scheduler_config_is_read(tmp_path: Path) -> None:
+    from diffusers import DDPMScheduler
+
+    module, _ = build("ddpm")
+    module.save_pretrained(tmp_path / "pipeline" / "unet")
+    DDPMScheduler(**SCHEDULE).save_pretrained(tmp_path / "pipeline" / "scheduler")
+    _, info = load_model(tmp_path / "pipeline" / "unet")
+    assert info["scheduler_config"]["num_train_timesteps"] == 100
+
+
+def test_missing_checkpoint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_model(tmp_path / "absent.pt", spec=SPECS["classifier"])
+
+
+def test_unknown_checkpoint_suffix_is_refused(tmp_path: Path) -> None:
+    module, spec = build("classifier")
+    torch.save(module.state_dict(), tmp_path / "weights.txt")
+    with pytest.raises(CheckpointError, match="unknown checkpoint format"):
+        load_model(tmp_path / "weights.txt", spec=spec)
+
+
+@pytest.mark.parametrize("name", ["corrupt.pt", "corrupt.safetensors"])
+def test_corrupt_checkpoint_is_refused(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(os.urandom(512))
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_model(tmp_path / name, spec=SPECS["classifier"])
+
+
+def test_weights_file_without_spec_is_refused(tmp_path: Path) -> None:
+    module, _ = build("classifier")
+    torch.save(module.state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match="spec of the architecture to build is required"):
+        load_model(tmp_path / "weights.pt")
+
+
+def test_state_dict_that_does_not_fit_the_architecture_is_refused(tmp_path: Path) -> None:
+    module, _ = build("classifier")
+    torch.save(module.state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match="does not fit the configured architecture"):
+        load_model(tmp_path / "weights.pt", spec=classifier_spec(hidden=16))
+
+
+def test_directory_without_config_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"without config\.json"):
+        load_model(tmp_path / "empty")
+
+
+class StateDict(collections.OrderedDict):
+    """A dict subclass from outside torch: unpickling it needs arbitrary code, weights_only refuses it."""
+
+
+def test_torch_checkpoint_with_pickled_python_objects_is_refused(tmp_path: Path) -> None:
+    module, spec = build("classifier")
+    torch.save(StateDict(module.state_dict()), tmp_path / "weights.pt")
+    # the file holds a fitting state dict: only a full (unsafe) unpickling would accept it
+    unsafe = torch.load(tmp_path / "weights.pt", weights_only=False)
+    assert isinstance(unsafe, StateDict)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_model(tmp_path / "weights.pt", spec=spec)
+
+
+# --------------------------------------------------------------------------- black box
+
+
+@pytest.fixture
+def classifier() -> torch.nn.Module:
+    module, _ = build("classifier")
+    return module
+
+
+def test_blackbox_returns_probabilities(classifier: torch.nn.Module) -> None:
+    probabilities = BlackBox(classifier)(inputs(1, 16, n=5))
+    assert probabilities.shape == (5, 2)
+    assert (probabilities >= 0).all()
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(5))
+
+
+def test_blackbox_counts_images_queried(classifier: torch.nn.Module) -> None:
+    blackbox = BlackBox(classifier, batch_size=2)
+    blackbox(inputs(1, 16, n=5))
+    blackbox.predict(inputs(1, 16, n=3))
+    assert blackbox.queries == 8
+
+
+def test_blackbox_refuses_inputs_that_require_gradients(classifier: torch.nn.Module) -> None:
+    blackbox = BlackBox(classifier)
+    with pytest.raises(GradientRefused):
+        blackbox(inputs(1, 16).requires_grad_(True))
+    assert blackbox.queries == 0
+
+
+def test_blackbox_output_carries_no_gradient(classifier: torch.nn.Module) -> None:
+    assert any(p.requires_grad for p in classifier.parameters())
+    probabilities = BlackBox(classifier)(inputs(1, 16))
+    assert not probabilities.requires_grad
+    assert probabilities.grad_fn is None

@@ -1,0 +1,119 @@
+"""Provenance: the import closure, source and config hashes, and the provenance record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from diffxai import provenance
+from diffxai.provenance import config_hash, module_closure, source_hash
+
+
+def test_closure_of_prepare_data_contains_what_it_imports_transitively():
+    closure = module_closure(["diffxai.jobs.prepare_data"])
+    for module in ("diffxai.data.ellipses", "diffxai.data.attributes", "diffxai.store"):
+        assert module in closure
+
+
+def test_closure_contains_parent_packages():
+    closure = module_closure(["diffxai.jobs.prepare_data"])
+    for package in ("diffxai", "diffxai.jobs", "diffxai.data"):
+        assert package in closure
+
+
+def test_closure_of_prepare_data_excludes_unimported_modules():
+    assert "diffxai.models.ddpm" not in module_closure(["diffxai.jobs.prepare_data"])
+
+
+def test_closure_is_sorted_and_without_duplicates():
+    closure = module_closure(["diffxai.jobs.prepare_data", "diffxai.store"])
+    assert closure == sorted(set(closure))
+
+
+@pytest.fixture
+def fake_package(tmp_path, monkeypatch) -> Path:
+    """A tiny package standing in for diffxai: a imports b (form set per test), c is unrelated."""
+    root = tmp_path / "diffxai"
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    (root / "b.py").write_text("x = 1\n")
+    (root / "c.py").write_text("y = 1\n")
+    monkeypatch.setattr(provenance, "PACKAGE_ROOT", root)
+    return root
+
+
+IMPORT_FORMS = {
+    "absolute-from": "from diffxai.b import x\n",
+    "relative-from": "from .b import x\n",
+    "absolute-import": "import diffxai.b\n",
+    "package-from": "from diffxai import b\n",
+    "relative-package-from": "from . import b\n",
+}
+
+
+@pytest.mark.parametrize("import_line", IMPORT_FORMS.values(), ids=IMPORT_FORMS.keys())
+def test_source_hash_changes_when_an_imported_module_changes(fake_package, import_line):
+    (fake_package / "a.py").write_text(import_line)
+    before = source_hash("diffxai.a")
+    (fake_package / "b.py").write_text("x = 2\n")
+    assert source_hash("diffxai.a") != before
+
+
+def test_source_hash_ignores_changes_to_unimported_modules(fake_package):
+    (fake_package / "a.py").write_text("from .b import x\n")
+    before = source_hash("diffxai.a")
+    (fake_package / "c.py").write_text("y = 2\n")
+    assert source_hash("diffxai.a") == before
+
+
+def test_source_hash_follows_relative_imports_out_of_a_subpackage(fake_package):
+    sub = fake_package / "sub"
+    sub.mkdir()
+    (sub / "__init__.py").write_text("")
+    (sub / "d.py").write_text("from ..b import x\n")
+    before = source_hash("diffxai.sub.d")
+    (fake_package / "b.py").write_text("x = 3\n")
+    assert source_hash("diffxai.sub.d") != before
+
+
+def test_source_hash_changes_when_the_module_itself_changes(fake_package):
+    (fake_package / "a.py").write_text("from .b import x\n")
+    before = source_hash("diffxai.a")
+    (fake_package / "a.py").write_text("from .b import x\nz = x\n")
+    assert source_hash("diffxai.a") != before
+
+
+def test_source_hash_of_a_non_diffxai_module_is_refused():
+    with pytest.raises(ValueError, match="not a diffxai module"):
+        source_hash("numpy.linalg")
+
+
+def test_config_hash_is_independent_of_key_order():
+    one = {"a": 1, "b": {"c": 2, "d": [1, 2]}}
+    other = {"b": {"d": [1, 2], "c": 2}, "a": 1}
+    assert config_hash(one) == config_hash(other)
+
+
+def test_config_hash_changes_with_a_nested_value():
+    assert config_hash({"a": 1, "b": {"c": 2}}) != config_hash({"a": 1, "b": {"c": 3}})
+
+
+def test_provenance_record_names_config_code_seed_libraries_device_and_time():
+    config = {"kind": "ellipses", "n_images": 10}
+    record = provenance.provenance(config, ["diffxai.store"], seed=3, device="cpu", wall_time_s=1.23456)
+    expected_keys = {"config", "config_hash", "source_hash", "seed", "versions", "device", "wall_time_s"}
+    assert expected_keys <= set(record)
+    assert record["config"] == config
+    assert record["config_hash"] == config_hash(config)
+    assert record["source_hash"] == source_hash("diffxai.store")
+    assert record["seed"] == 3
+    assert record["device"] == "cpu"
+    assert record["wall_time_s"] == 1.235
+
+
+def test_provenance_record_lists_versions_of_torch_diffusers_and_zarr():
+    record = provenance.provenance({}, ["diffxai.store"], seed=None, device="cpu", wall_time_s=0)
+    versions = record["versions"]
+    for library in ("torch", "diffusers", "zarr"):
+        assert versions[library] not in ("", "absent")
