@@ -1,19 +1,8 @@
 """Snakemake entry point of rule train_ddpm (logic: diffxai.jobs.train_ddpm)."""
 
-from pathlib import Path
-
 from diffxai.jobs import train_ddpm
 from diffxai.jobs.common import setup_job
+from diffxai.jobs.model_job import ModelJob
 
-sm = snakemake  # noqa: F821
-device = setup_job(sm.log[0], sm.threads, sm.params.device)
-train_ddpm.run(
-    sm.input.data,
-    Path(sm.output.weights).parent,
-    sm.params.cache,
-    sm.wildcards.name,
-    sm.wildcards.dataset,
-    sm.params.cfg,
-    sm.params.seed,
-    device,
-)
+device = setup_job(snakemake.log[0], snakemake.threads, snakemake.params.device)  # noqa: F821
+train_ddpm.run(ModelJob.from_snakemake(snakemake, device), snakemake.params.cache)  # noqa: F821

@@ -51,12 +51,12 @@ def _shard_rows(spec: ArraySpec, rows_hint: int | None) -> int:
     return int(min(rows, rows_hint)) if rows_hint else int(rows)
 
 
-def _plain(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """JSON-safe copy of attribute values (numpy scalars/arrays to Python)."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -89,7 +89,7 @@ class StoreWriter:
             shutil.rmtree(stale, ignore_errors=True)
         self.tmp_path = _tmp_sibling(self.path)
         self.group = zarr.open_group(self.tmp_path, mode="w")
-        self.group.attrs.update(_plain(dict(attrs or {})))
+        self.group.attrs.update(jsonable(dict(attrs or {})))
         self.rows: dict[str, int] = {}
         for name, spec in arrays.items():
             self.group.create_array(
@@ -126,7 +126,7 @@ class StoreWriter:
         )
 
     def update_attrs(self, **attrs: Any) -> None:
-        self.group.attrs.update(_plain(attrs))
+        self.group.attrs.update(jsonable(attrs))
 
     def finalize(self) -> Path:
         """Check row counts, write the completeness marker and rename into place."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from diffxai.data.attributes import FACTOR_NAMES as ATTRIBUTE_FACTORS
 from diffxai.data.ellipses import FACTOR_NAMES as ELLIPSE_FACTORS
+from diffxai.paths import resolve
 
 
 def _msg(key: str, value: Any, allowed: str) -> str:
@@ -35,11 +36,6 @@ def dataset_has_attributes(dataset: dict[str, Any]) -> bool:
     if kind == "image_folder":
         return bool(dataset["image_folder"]["attribute_columns"])
     return kind in ("attributes", "celeba")
-
-
-def _resolve(path: str, base_dir: Path) -> Path:
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else base_dir / candidate
 
 
 def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[str]:
@@ -87,7 +83,7 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
         "hdf5": [("hdf5.path", dataset.get("hdf5", {}).get("path"))],
     }.get(kind, [])
     for field, path in files:
-        if not _resolve(path, base_dir).exists():
+        if not resolve(path, base_dir).exists():
             errors.append(
                 _msg(f"{key}.{field}", path, "allowed: an existing path (relative to the workflow directory)")
             )
@@ -127,7 +123,7 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any], base_
             errors.append(_msg(f"{key}.datasets", dataset_name, "allowed: " + ", ".join(sorted(datasets))))
     if errors:
         return errors
-    if model.get("checkpoint") and not _resolve(model["checkpoint"], base_dir).exists():
+    if model.get("checkpoint") and not resolve(model["checkpoint"], base_dir).exists():
         errors.append(
             _msg(f"{key}.checkpoint", model["checkpoint"], "allowed: null or an existing file or directory")
         )

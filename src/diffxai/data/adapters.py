@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from diffxai.data.prepared import SPLITS, PreparedArrays
+from diffxai.paths import resolve
 
 PIL_MODES = {1: "L", 3: "RGB"}
 SPLIT_CODES = {**SPLITS, **{str(code): code for code in SPLITS.values()}}
@@ -30,12 +31,6 @@ FALSE_VALUES = {"0", "0.0", "-1", "-1.0", "false"}
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-def resolve(path: str | Path, base: Path) -> Path:
-    """``path`` itself if absolute, else ``base / path``."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else Path(base) / path
 
 
 def fit_square(image: Image.Image, size: int, crop: str) -> Image.Image:

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from diffxai.device import resolve_device, set_threads
+from diffxai.store import jsonable
 
 log = logging.getLogger("diffxai")
 
@@ -44,20 +43,10 @@ def derive_seed(base: int, *keys: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def write_json(path: str | os.PathLike, record: Any) -> None:
     """Write ``record`` as indented JSON, via a temporary file renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=_plain))
+    tmp.write_text(json.dumps(jsonable(record), indent=2))
     tmp.replace(path)

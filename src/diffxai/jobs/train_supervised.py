@@ -8,8 +8,6 @@ training, and evaluated the same way.
 from __future__ import annotations
 
 import logging
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,9 +15,8 @@ import torch
 from sklearn.metrics import confusion_matrix, r2_score
 
 from diffxai.data.prepared import PreparedData
-from diffxai.jobs.common import write_json
-from diffxai.models.io import build_module, load_model, save_model
-from diffxai.provenance import provenance
+from diffxai.jobs.model_job import ModelJob
+from diffxai.models.io import build_module
 from diffxai.training.supervised import TASKS, fit, predict
 
 log = logging.getLogger(__name__)
@@ -87,77 +84,51 @@ def evaluate(
     }
 
 
-def run(
-    data_path: str | Path,
-    out_dir: str | Path,
-    model_name: str,
-    dataset_name: str,
-    model_cfg: dict[str, Any],
-    seed: int,
-    device: torch.device,
-    base_dir: str | Path = ".",
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    kind = model_cfg["kind"]
-    data = PreparedData(data_path)
-    spec = model_spec(kind, model_cfg, data)
+def run(job: ModelJob) -> dict[str, Any]:
+    """Train (or load) and test the model; returns the metrics written to metrics.json."""
+    cfg, kind, data = job.model_cfg, job.model_cfg["kind"], job.data
+    spec = model_spec(kind, cfg, data)
     images = torch.from_numpy(data.array("images"))
-    targets = _targets(kind, model_cfg, data)
+    targets = _targets(kind, cfg, data)
     split = {name: torch.from_numpy(data.indices(name)) for name in ("train", "val", "test")}
-    limit = model_cfg["train"]["max_train_samples"]
-    if limit:
-        split["train"] = split["train"][:limit]
-    mean, std = 0.0, 1.0
-    if kind == "regressor":
-        mean, std = float(targets[split["train"]].mean()), float(targets[split["train"]].std())
+    if cfg["train"]["max_train_samples"]:
+        split["train"] = split["train"][: cfg["train"]["max_train_samples"]]
     history: dict[str, Any] = {}
-    if model_cfg["checkpoint"]:
-        module, _ = load_model(Path(base_dir) / model_cfg["checkpoint"], spec=spec)
-        source = str(model_cfg["checkpoint"])
-        log.info("loaded %s from %s (no training)", kind, source)
+    if job.checkpoint:
+        module, _ = job.load_checkpoint(spec)
     else:
-        torch.manual_seed(seed)
+        torch.manual_seed(job.seed)
         module = build_module(spec)
-        standard = (targets - mean) / std if kind == "regressor" else targets
-        generator = torch.Generator().manual_seed(seed)
+        mean, std = 0.0, 1.0
+        if kind == "regressor":  # trained in standard units, predicts in the factor's units
+            mean, std = float(targets[split["train"]].mean()), float(targets[split["train"]].std())
+            module.mean.fill_(mean)
+            module.std.fill_(std)
+        fit_targets = (targets - mean) / std if kind == "regressor" else targets
         module.network, history = fit(
             module.network,
             TASKS[kind],
-            (images[split["train"]], standard[split["train"]]),
-            (images[split["val"]], standard[split["val"]]),
-            model_cfg["train"],
-            device,
-            generator,
+            (images[split["train"]], fit_targets[split["train"]]),
+            (images[split["val"]], fit_targets[split["val"]]),
+            cfg["train"],
+            job.device,
+            torch.Generator().manual_seed(job.seed),
         )
-        if kind == "regressor":
-            module.mean.fill_(mean)
-            module.std.fill_(std)
-        source = "trained"
-    module = module.to(device).eval()
+    module = module.to(job.device).eval()
     names = spec.get("class_names") or spec.get("attribute_names") or [spec.get("target")]
-    test = evaluate(kind, module, images[split["test"]], targets[split["test"]], names, device)
+    test = evaluate(kind, module, images[split["test"]], targets[split["test"]], names, job.device)
     log.info(
         "test metrics of %s on %s: %s",
-        model_name,
-        dataset_name,
+        job.model_name,
+        job.dataset_name,
         {k: v for k, v in test.items() if k != "confusion_matrix"},
     )
-    elapsed = time.perf_counter() - started
-    spec["provenance"] = provenance(
-        model_cfg, MODULES, seed, str(device), elapsed, dataset=dataset_name, model=model_name, source=source
-    )
-    save_model(out_dir, module, spec)
     metrics = {
-        "model": model_name,
-        "dataset": dataset_name,
-        "kind": kind,
-        "source": source,
         "n_train": len(split["train"]),
         "n_val": len(split["val"]),
         "n_test": len(split["test"]),
         "test": test,
         "training": history,
-        "wall_time_s": elapsed,
     }
-    write_json(Path(out_dir) / "metrics.json", metrics)
+    job.save(module, spec, MODULES, metrics)
     return metrics

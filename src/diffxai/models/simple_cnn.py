@@ -34,9 +34,7 @@ class SimpleCNN(nn.Module):
     ) -> None:
         super().__init__()
         widths = [in_channels, *channels]
-        self.features = nn.Sequential(
-            *(conv_block(a, b) for a, b in itertools.pairwise(widths))
-        )
+        self.features = nn.Sequential(*(conv_block(a, b) for a, b in itertools.pairwise(widths)))
         self.pool = nn.AdaptiveMaxPool2d(2)
         self.head = nn.Sequential(
             nn.Flatten(),

@@ -1,0 +1,72 @@
+"""Jobs called directly (no Snakemake): a user's checkpoint replaces training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffxai.config.load import load_config
+from diffxai.data.prepare import build_dataset
+from diffxai.data.prepared import write_prepared
+from diffxai.jobs import train_supervised
+from diffxai.jobs.model_job import ModelJob
+from diffxai.models.io import build_module, load_model
+from tests.workflow_helpers import REPO
+
+
+@pytest.fixture(scope="module")
+def tiny_config():
+    return load_config([REPO / "config.yaml", REPO / "presets" / "tiny.yaml"], base_dir=REPO)
+
+
+@pytest.fixture(scope="module")
+def ellipses_store(tmp_path_factory, tiny_config):
+    path = tmp_path_factory.mktemp("data") / "data.zarr"
+    write_prepared(path, build_dataset(tiny_config["datasets"]["ellipses"]), attrs={})
+    return path
+
+
+def test_a_user_checkpoint_is_evaluated_instead_of_trained(tmp_path, tiny_config, ellipses_store):
+    model_cfg = tiny_config["models"]["classifier"]
+    spec = train_supervised.model_spec("classifier", model_cfg, train_supervised.PreparedData(ellipses_store))
+    torch.manual_seed(3)
+    network = build_module(spec).network
+    torch.save(network.state_dict(), tmp_path / "user.pt")
+    cfg = {**model_cfg, "checkpoint": "user.pt"}
+    job = ModelJob(
+        ellipses_store,
+        tmp_path / "out",
+        "classifier",
+        "ellipses",
+        cfg,
+        0,
+        torch.device("cpu"),
+        base_dir=tmp_path,
+    )
+    metrics = train_supervised.run(job)
+    assert metrics["training"] == {}
+    loaded, info = load_model(tmp_path / "out")
+    for name, value in network.state_dict().items():
+        assert torch.equal(loaded.network.state_dict()[name], value)
+    assert info["provenance"]["source"] == "user.pt"
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["source"] == "user.pt"
+    assert 0 <= saved["test"]["accuracy"] <= 1
+
+
+def test_a_trained_regressor_predicts_in_the_factor_units(tmp_path, tiny_config, ellipses_store):
+    cfg = tiny_config["models"]["regressor_area"]
+    train_supervised.run(
+        ModelJob(ellipses_store, tmp_path, "regressor_area", "ellipses", cfg, 0, torch.device("cpu"))
+    )
+    regressor, _ = load_model(tmp_path)
+    data = train_supervised.PreparedData(ellipses_store)
+    images = torch.from_numpy(data.array("images")[:64]).float() / 127.5 - 1
+    with torch.no_grad():
+        predicted = regressor(images).numpy()
+    # even after two epochs the predictions live on the area scale (pixels), not in standard units
+    assert abs(np.mean(predicted) - np.mean(data.factor("area"))) < 3 * np.std(data.factor("area"))
+    assert np.mean(predicted) > 5
