@@ -44,10 +44,8 @@ def test_default_config_with_tiny_preset_validates():
 
 
 def test_default_config_with_paper_preset_validates():
-    paper = REPO / "presets" / "paper.yaml"
-    if not paper.exists():
-        pytest.skip("presets/paper.yaml is not written yet")
-    load_config([REPO / "config.yaml", paper], base_dir=REPO)
+    config = load_config([REPO / "config.yaml", REPO / "presets" / "paper.yaml"], base_dir=REPO)
+    assert config["models"]["ddpm"]["datasets"] == ["ellipses", "attributes"]
 
 
 # ---------------------------------------------------------------- defaults

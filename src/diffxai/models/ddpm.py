@@ -41,7 +41,10 @@ def scheduler_config(params: dict[str, Any]) -> dict[str, Any]:
         "beta_end": params["beta_end"],
         "beta_schedule": params["beta_schedule"],
         "prediction_type": "epsilon",
-        "clip_sample": False,
+        # clip predicted clean images to the data range at every sampling step (as Ho et
+        # al. 2020 do): without it, early high-noise steps of a briefly trained model
+        # amplify ε errors by 1/sqrt(ᾱ_t) into saturated, noisy samples
+        "clip_sample": params.get("clip_sample", True),
     }
 
 
