@@ -42,7 +42,9 @@ def sample(
             nfe += size
             # the CPU generator keeps ancestral noise reproducible across devices
             # DDIM: the direction term uses the ε implied by the clipped clean image
-            step_kwargs = {"generator": generator} if sampler == "ddpm" else {"use_clipped_model_output": True}
+            step_kwargs = (
+                {"generator": generator} if sampler == "ddpm" else {"use_clipped_model_output": True}
+            )
             x = scheduler.step(eps.cpu(), t, x.cpu(), **step_kwargs).prev_sample.to(device)
             bar.update(1)
         out.append(x.clamp(-1, 1).cpu())

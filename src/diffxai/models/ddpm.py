@@ -34,13 +34,17 @@ def build_unet(params: dict[str, Any], channels: int, image_size: int) -> UNet2D
 
 
 def scheduler_config(params: dict[str, Any]) -> dict[str, Any]:
-    """Config shared by the DDPM and DDIM schedulers (linear β by default)."""
+    """Config shared by the DDPM and DDIM schedulers (linear β by default).
+
+    ``prediction_type``: what the UNet outputs, ``epsilon`` (noise), ``v_prediction``
+    (v = sqrt(ᾱ) ε − sqrt(1 − ᾱ) x0) or ``sample`` (x0).
+    """
     return {
         "num_train_timesteps": params["num_train_timesteps"],
         "beta_start": params["beta_start"],
         "beta_end": params["beta_end"],
         "beta_schedule": params["beta_schedule"],
-        "prediction_type": "epsilon",
+        "prediction_type": params.get("prediction_type", "epsilon"),
         # clip predicted clean images to the data range at every sampling step (as Ho et
         # al. 2020 do): without it, early high-noise steps of a briefly trained model
         # amplify ε errors by 1/sqrt(ᾱ_t) into saturated, noisy samples

@@ -1,4 +1,5 @@
-"""DDPM training: ε-prediction MSE, AdamW with linear warm-up, EMA weights, resumable.
+"""DDPM training: MSE on the ε, v or x0 target (Min-SNR-γ weighted), AdamW with
+linear warm-up, EMA weights, resumable.
 
 The checkpoint (model, EMA, optimiser, step, RNG state) lives outside the rule's
 declared outputs (Snakemake deletes those before a job starts), so a killed job
@@ -28,14 +29,30 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             ema_param.lerp_(param, 1.0 - decay)
 
 
-def loss_weights(alphas_cumprod: torch.Tensor, min_snr_gamma: float | None) -> torch.Tensor:
-    """Per-timestep weights (T,) of the ε-MSE: 1, or min(SNR_t, γ) / SNR_t (Min-SNR-γ,
-    Hang et al. 2023), which stops the many low-noise steps from dominating training
-    and makes it converge several times faster."""
+def loss_weights(
+    alphas_cumprod: torch.Tensor, min_snr_gamma: float | None, prediction_type: str
+) -> torch.Tensor:
+    """Per-timestep weights (T,) of the MSE on the prediction target.
+
+    Min-SNR-γ (Hang et al. 2023) weights the x0-error by min(SNR_t, γ), so the many
+    low-noise steps stop dominating training; expressed on the ε, v or x0 target that
+    is min(SNR, γ)/SNR, min(SNR, γ)/(SNR + 1) or min(SNR, γ). ``None``: plain MSE.
+    """
     if not min_snr_gamma:
         return torch.ones_like(alphas_cumprod)
     snr = alphas_cumprod / (1 - alphas_cumprod)
-    return snr.clamp(max=min_snr_gamma) / snr
+    clipped = snr.clamp(max=min_snr_gamma)
+    return {"epsilon": clipped / snr, "v_prediction": clipped / (snr + 1), "sample": clipped}[prediction_type]
+
+
+def training_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to output for x_t = sqrt(ᾱ) x0 + sqrt(1 − ᾱ) ε."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    return x0
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -80,7 +97,9 @@ def train_ddpm(
         log.info("resumed DDPM training from %s at step %d", checkpoint, start_step)
 
     n, steps, batch = len(images_m11), params["steps"], params["batch_size"]
-    weights = loss_weights(noise_scheduler.alphas_cumprod, params.get("min_snr_gamma"))
+    weights = loss_weights(
+        noise_scheduler.alphas_cumprod, params.get("min_snr_gamma"), noise_scheduler.config.prediction_type
+    )
     timesteps = noise_scheduler.config.num_train_timesteps
     started = time.perf_counter()
     bar = tqdm(range(start_step, steps), desc="train ddpm", initial=start_step, total=steps)
@@ -94,7 +113,8 @@ def train_ddpm(
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(0, timesteps, (batch,), generator=generator)
         xt = noise_scheduler.add_noise(x0, noise, t)
-        error = (unet(xt.to(device), t.to(device)).sample - noise.to(device)) ** 2
+        target = training_target(noise_scheduler, x0, noise, t)
+        error = (unet(xt.to(device), t.to(device)).sample - target.to(device)) ** 2
         loss = (error.mean(dim=(1, 2, 3)) * weights[t].to(device)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
