@@ -22,14 +22,16 @@ def noisy():
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_exact_prediction_recovers_noise_and_clean_image(noisy, prediction_type):
     x0, eps, t, scheduler, x_t, alpha_bar = noisy
-    output = {"epsilon": eps, "v_prediction": scheduler.get_velocity(x0, eps, t), "sample": x0}[prediction_type]
+    output = {"epsilon": eps, "v_prediction": scheduler.get_velocity(x0, eps, t), "sample": x0}[
+        prediction_type
+    ]
     eps_hat, x0_hat = eps_and_x0(output, x_t, alpha_bar, prediction_type)
     torch.testing.assert_close(eps_hat, eps, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(x0_hat, x0, atol=1e-4, rtol=1e-4)
 
 
 def test_scalar_alpha_bar_broadcasts(noisy):
-    x0, eps, t, scheduler, _, _ = noisy
+    x0, eps, _t, scheduler, _, _ = noisy
     alpha_bar = scheduler.alphas_cumprod[300]
     x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
     _, x0_hat = eps_and_x0(eps, x_t, alpha_bar, "epsilon")

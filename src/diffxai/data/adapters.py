@@ -19,10 +19,10 @@ import h5py
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from diffxai.data.prepared import SPLITS, PreparedArrays
 from diffxai.paths import resolve
+from diffxai.progress import progress
 
 PIL_MODES = {1: "L", 3: "RGB"}
 SPLIT_CODES = {**SPLITS, **{str(code): code for code in SPLITS.values()}}
@@ -64,7 +64,7 @@ def load_images(
 ) -> np.ndarray:
     """Image files as uint8 (N, channels, image_size, image_size); ``origins[i]`` names path i's source."""
     images = np.empty((len(paths), channels, image_size, image_size), dtype=np.uint8)
-    with tqdm(paths, desc=desc, unit="img") as bar:
+    with progress(paths, desc=desc, unit="img") as bar:
         for i, path in enumerate(bar):
             try:
                 images[i] = load_image(path, image_size, channels, crop)
@@ -290,7 +290,7 @@ def read_hdf5_images(dataset: h5py.Dataset, image_size: int, batch: int = 1024) 
     n = dataset.shape[0]
     channels = 1 if layout == "NHW" else dataset.shape[3 if layout == "NHWC" else 1]
     images = np.empty((n, channels, image_size, image_size), dtype=np.uint8)
-    with tqdm(total=n, desc="hdf5", unit="img") as bar:
+    with progress(total=n, desc="hdf5", unit="img") as bar:
         for start in range(0, n, batch):
             chunk = to_nchw(to_uint8(dataset[start : start + batch]), layout)
             if chunk.shape[2:] != (image_size, image_size):

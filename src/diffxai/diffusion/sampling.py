@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from diffxai.models.ddpm import build_scheduler
+from diffxai.progress import progress as progress_bar
 
 
 @torch.no_grad()
@@ -33,19 +33,19 @@ def sample(
     unet.eval()
     out, nfe = [], 0
     batches = range(0, n, batch_size)
-    bar = tqdm(total=len(batches) * num_steps, desc=f"{sampler} sampling", disable=not progress)
+    bar = progress_bar(total=len(batches) * num_steps, desc=f"{sampler} sampling", disable=not progress)
     for start in batches:
         size = min(batch_size, n - start)
         x = torch.randn((size, *shape), generator=generator).to(device)
         for t in scheduler.timesteps:
-            eps = unet(x, t.to(device)).sample
+            output = unet(x, t.to(device)).sample
             nfe += size
             # the CPU generator keeps ancestral noise reproducible across devices
             # DDIM: the direction term uses the ε implied by the clipped clean image
             step_kwargs = (
                 {"generator": generator} if sampler == "ddpm" else {"use_clipped_model_output": True}
             )
-            x = scheduler.step(eps.cpu(), t, x.cpu(), **step_kwargs).prev_sample.to(device)
+            x = scheduler.step(output.cpu(), t, x.cpu(), **step_kwargs).prev_sample.to(device)
             bar.update(1)
         out.append(x.clamp(-1, 1).cpu())
     bar.close()

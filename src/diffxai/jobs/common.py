@@ -22,7 +22,6 @@ def setup_job(log_path: str | os.PathLike | None, threads: int = 1, device: str 
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the job
         sys.stderr = stream
-        os.environ.setdefault("TQDM_MININTERVAL", "10")
     else:
         stream = sys.stderr
     logging.basicConfig(

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from diffxai.models.ddpm import build_scheduler
+from diffxai.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def train_ddpm(
     )
     timesteps = noise_scheduler.config.num_train_timesteps
     started = time.perf_counter()
-    bar = tqdm(range(start_step, steps), desc="train ddpm", initial=start_step, total=steps)
+    bar = progress(range(start_step, steps), desc="train ddpm", initial=start_step, total=steps)
     unet.train()
     for step in bar:
         index = torch.randint(0, n, (batch,), generator=generator)

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from diffxai.models.encoder import SimSiam
+from diffxai.progress import progress
 from diffxai.training.augment import random_views
 from diffxai.training.supervised import to_m11
 
@@ -41,7 +41,7 @@ def train_simsiam(
         order = torch.randperm(len(images_uint8), generator=generator)
         running = 0.0
         batches = order[: batches_per_epoch * params["batch_size"]].split(params["batch_size"])
-        for index in tqdm(batches, desc=f"simsiam epoch {epoch + 1}", leave=False):
+        for index in progress(batches, desc=f"simsiam epoch {epoch + 1}", leave=False):
             x = to_m11(images_uint8[index])
             loss = model.loss(random_views(x, generator).to(device), random_views(x, generator).to(device))
             optimizer.zero_grad(set_to_none=True)

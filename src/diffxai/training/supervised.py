@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from diffxai.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def fit(
         network.train()
         order = torch.randperm(len(images), generator=generator)
         total, batches = 0.0, order.split(params["batch_size"])
-        for index in tqdm(batches, desc=f"{task.name} epoch {epoch + 1}", leave=False):
+        for index in progress(batches, desc=f"{task.name} epoch {epoch + 1}", leave=False):
             x = to_m11(images[index])
             if params["noise_std"] > 0:
                 x = x + params["noise_std"] * torch.randn(x.shape, generator=generator)
