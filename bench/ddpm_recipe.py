@@ -64,9 +64,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "checkpoint.pt"
         for done in [*range(args.eval_every, steps, args.eval_every), steps]:
-            train_params = {**model["train"], "steps": done, "checkpoint_every": done}
+            train_params = {**model["train"], "steps": steps, "checkpoint_every": steps}
             ema, history = train_ddpm(
-                unet, schedule, images, train_params, torch.device("cpu"), generator, checkpoint=checkpoint
+                unet,
+                schedule,
+                images,
+                train_params,
+                torch.device("cpu"),
+                generator,
+                checkpoint=checkpoint,
+                stop_at=done,
             )
             started = time.perf_counter()
             samples, _ = sample(

@@ -1,6 +1,6 @@
 """Summarise Snakemake benchmark files into a markdown table of time and memory per job.
 
-    python bench/rule_times.py results/benchmarks
+python bench/rule_times.py results/benchmarks
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ regressors = {
     for key, files in sm.input.items()
     if key.startswith("regressor_")
 }
-encoder = str(Path(sm.input.encoder[0]).parent) if "encoder" in sm.input else None
+# a Namedlist: `in` tests its values, keys() its names
+encoder = str(Path(sm.input.encoder[0]).parent) if "encoder" in sm.input.keys() else None  # noqa: SIM118
 evaluate_ddpm.run(
     sm.input.data,
     Path(sm.input.ddpm[0]).parent,

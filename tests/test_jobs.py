@@ -70,3 +70,14 @@ def test_a_trained_regressor_predicts_in_the_factor_units(tmp_path, tiny_config,
     # even after two epochs the predictions live on the area scale (pixels), not in standard units
     assert abs(np.mean(predicted) - np.mean(data.factor("area"))) < 3 * np.std(data.factor("area"))
     assert np.mean(predicted) > 5
+
+
+def test_ddpm_resume_checkpoint_changes_with_training_settings_not_evaluation(tiny_config, ellipses_store):
+    from diffxai.data.prepared import PreparedData
+    from diffxai.jobs.train_ddpm import resume_checkpoint
+
+    cfg = tiny_config["models"]["ddpm"]
+    data = PreparedData(ellipses_store)
+    same = resume_checkpoint("cache", cfg, data)
+    assert resume_checkpoint("cache", {**cfg, "evaluation": {**cfg["evaluation"], "samples": 3}}, data) == same
+    assert resume_checkpoint("cache", {**cfg, "train": {**cfg["train"], "lr": 0.01}}, data) != same

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,9 +38,15 @@ def test_default_config_dry_run_lists_the_whole_dag(tmp_path):
     assert planned_jobs(result.stdout + result.stderr) == ALL_JOBS
 
 
-def test_lint_has_no_findings():
-    import subprocess
+def test_snakefmt_leaves_the_workflow_unchanged():
+    snakefmt = str(Path(SNAKEMAKE).with_name("snakefmt"))
+    result = subprocess.run(
+        [snakefmt, "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
 
+
+def test_lint_has_no_findings():
     result = subprocess.run(
         [SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile")], cwd=REPO, capture_output=True, text=True
     )

@@ -12,13 +12,24 @@ from typing import Any
 
 import torch
 
+from diffxai.data.prepared import PreparedData
 from diffxai.jobs.model_job import ModelJob
 from diffxai.models.ddpm import build_unet, scheduler_config
+from diffxai.provenance import config_hash
 from diffxai.training.diffusion import train_ddpm
 from diffxai.training.supervised import to_m11
 
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.train_ddpm"]
+
+
+def resume_checkpoint(cache_dir: str | Path, cfg: dict[str, Any], data: PreparedData) -> Path:
+    """The checkpoint path of this exact training run: named by a hash of the model's
+    training config and of the data's config, so a changed setting never resumes a
+    stale run."""
+    training = {k: v for k, v in cfg.items() if k != "evaluation"}
+    key = config_hash([training, data.store.attrs.get("provenance", {}).get("config_hash")])
+    return Path(cache_dir) / f"checkpoint-{key}.pt"
 
 
 def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
@@ -48,7 +59,7 @@ def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
             cfg["train"],
             job.device,
             torch.Generator().manual_seed(job.seed),
-            checkpoint=Path(cache_dir) / "checkpoint.pt",
+            checkpoint=resume_checkpoint(cache_dir, cfg, data),
         )
     job.save(ema, info, MODULES)
     return info

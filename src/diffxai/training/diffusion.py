@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,16 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     with torch.no_grad():
         for ema_param, param in zip(ema.parameters(), model.parameters(), strict=True):
             ema_param.lerp_(param, 1.0 - decay)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Learning-rate multiplier: linear warm-up, then constant or cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def loss_weights(
@@ -69,18 +80,24 @@ def train_ddpm(
     device: torch.device,
     generator: torch.Generator,
     checkpoint: Path | None = None,
+    stop_at: int | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train ``unet`` on images (float32 (N, C, H, W) in [-1, 1]); returns EMA model, history.
 
     params: steps, batch_size, lr, warmup_steps, ema_decay, grad_clip, hflip,
-    checkpoint_every (steps), min_snr_gamma (null: uniform weights).
+    checkpoint_every (steps), min_snr_gamma (null: uniform weights), lr_schedule
+    (constant or cosine over ``steps``). ``stop_at`` ends training early (a later call
+    resumes from the checkpoint), as the benchmark does to evaluate along the way.
     """
     noise_scheduler = build_scheduler(scheduler_config, "ddpm")
     unet = unet.to(device)
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=params["lr"], weight_decay=0.0)
     warmup = max(1, params["warmup_steps"])
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(step, warmup, params["steps"], params.get("lr_schedule", "constant")),
+    )
     history: dict[str, Any] = {"loss": [], "elapsed_s": []}
     start_step, elapsed_before = 0, 0.0
     running = None  # running mean of the loss, checkpointed so a resumed history continues it
@@ -102,7 +119,8 @@ def train_ddpm(
     )
     timesteps = noise_scheduler.config.num_train_timesteps
     started = time.perf_counter()
-    bar = progress(range(start_step, steps), desc="train ddpm", initial=start_step, total=steps)
+    end = min(steps, stop_at or steps)
+    bar = progress(range(start_step, end), desc="train ddpm", initial=start_step, total=steps)
     unet.train()
     for step in bar:
         index = torch.randint(0, n, (batch,), generator=generator)
@@ -123,12 +141,12 @@ def train_ddpm(
         lr_schedule.step()
         update_ema(ema, unet, params["ema_decay"])
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if (step + 1) % 25 == 0 or step + 1 == steps:
+        if (step + 1) % 25 == 0 or step + 1 == end:
             elapsed = elapsed_before + time.perf_counter() - started
             history["loss"].append([step + 1, running])
             history["elapsed_s"].append([step + 1, elapsed])
             bar.set_postfix(loss=f"{running:.4f}")
-        if checkpoint is not None and (step + 1) % params["checkpoint_every"] == 0:
+        if checkpoint is not None and ((step + 1) % params["checkpoint_every"] == 0 or step + 1 == end):
             _save_checkpoint(
                 checkpoint,
                 {
