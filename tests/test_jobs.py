@@ -79,5 +79,7 @@ def test_ddpm_resume_checkpoint_changes_with_training_settings_not_evaluation(ti
     cfg = tiny_config["models"]["ddpm"]
     data = PreparedData(ellipses_store)
     same = resume_checkpoint("cache", cfg, data)
-    assert resume_checkpoint("cache", {**cfg, "evaluation": {**cfg["evaluation"], "samples": 3}}, data) == same
+    assert (
+        resume_checkpoint("cache", {**cfg, "evaluation": {**cfg["evaluation"], "samples": 3}}, data) == same
+    )
     assert resume_checkpoint("cache", {**cfg, "train": {**cfg["train"], "lr": 0.01}}, data) != same

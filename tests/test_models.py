@@ -276,37 +276,22 @@ def unet() -> torch.nn.Module:
     return tiny_unet().eval()
 
 
+def draw_three(unet: torch.nn.Module, sampler: str) -> tuple[torch.Tensor, int]:
+    """Three 8x8 samples in 4 steps, two per batch."""
+    generator = torch.Generator().manual_seed(0)
+    return sample(unet, SCHEDULE, 3, (1, 8, 8), 4, sampler, generator, batch_size=2, progress=False)
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_sample_returns_images_in_range(unet: torch.nn.Module, sampler: str) -> None:
-    images, _ = sample(
-        unet,
-        SCHEDULE,
-        3,
-        (1, 8, 8),
-        num_steps=4,
-        sampler=sampler,
-        generator=torch.Generator().manual_seed(0),
-        batch_size=2,
-        progress=False,
-    )
+    images, _ = draw_three(unet, sampler)
     assert images.shape == (3, 1, 8, 8)
     assert images.min() >= -1.0 and images.max() <= 1.0
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_sample_nfe_is_images_times_steps(unet: torch.nn.Module, sampler: str) -> None:
-    _, nfe = sample(
-        unet,
-        SCHEDULE,
-        3,
-        (1, 8, 8),
-        num_steps=4,
-        sampler=sampler,
-        generator=torch.Generator().manual_seed(0),
-        batch_size=2,
-        progress=False,
-    )
-    assert nfe == 3 * 4
+    assert draw_three(unet, sampler)[1] == 3 * 4
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
