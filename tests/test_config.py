@@ -305,3 +305,16 @@ def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
     assert "datasets.ellipses.kind" in output
     assert "'ellipses'" in output
     assert not results.exists()
+
+
+def test_schema_enums_match_the_generators_names():
+    from diffxai.config.load import load_schema
+    from diffxai.data.attributes import ATTRIBUTE_NAMES
+    from diffxai.data.ellipses import LABEL_FACTORS
+
+    defs = load_schema()["$defs"]
+    attributes = defs["dataset_attributes"]["properties"]["attributes"]["properties"]
+    assert attributes["task"]["enum"] == ATTRIBUTE_NAMES
+    assert attributes["correlations"]["propertyNames"]["enum"] == ATTRIBUTE_NAMES
+    label = defs["dataset_ellipses"]["properties"]["ellipses"]["properties"]["label"]["properties"]
+    assert label["factor"]["enum"] == LABEL_FACTORS

@@ -28,6 +28,7 @@ FACTOR_NAMES = [
     "semi_major",
     "semi_minor",
 ]
+# factors a label can threshold; the schema enum of `ellipses.label.factor` (tests keep them equal)
 LABEL_FACTORS = ["log_aspect_ratio", "aspect_ratio", "area", "angle", "center_x", "center_y"]
 
 
