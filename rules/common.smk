@@ -45,7 +45,8 @@ def model_files(dataset, name):
 
 
 def model_cfg(wildcards):
-    return config["models"][wildcards.name]
+    """A model's config minus its dataset list: adding a dataset re-trains nothing else."""
+    return {k: v for k, v in config["models"][wildcards.name].items() if k != "datasets"}
 
 
 def job_seed(wildcards):

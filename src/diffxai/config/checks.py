@@ -222,4 +222,68 @@ def semantic_errors(config: dict[str, Any], base_dir: Path) -> list[str]:
         errors += _check_dataset(name, dataset, base_dir)
     for name, model in config["models"].items():
         errors += _check_model(name, model, config, base_dir)
+    if errors:
+        return errors
+    for name, entry in config["explanations"].items():
+        errors += _check_explanation(name, entry, config, base_dir)
+    return errors + _check_counterfactual_metrics(config, base_dir)
+
+
+def _model_reference(
+    key: str, name: str | None, kind: str, datasets: list[str], config: dict[str, Any]
+) -> list[str]:
+    """``name`` must be a ``kind`` model trained on every one of ``datasets``."""
+    model = config["models"].get(name)
+    if model is None or model["kind"] != kind:
+        names = sorted(n for n, m in config["models"].items() if m["kind"] == kind)
+        return [_msg(key, name, f"allowed: {kind} models: " + (", ".join(names) or "none"))]
+    missing = sorted(set(datasets) - set(model["datasets"]))
+    if missing:
+        return [_msg(key, name, f"{name!r} must be trained on {missing} too")]
+    return []
+
+
+def _check_explanation(name: str, entry: dict[str, Any], config: dict[str, Any], base_dir: Path) -> list[str]:
+    key = f"explanations.{name}"
+    ddpm = config["models"].get(entry["ddpm"])
+    if ddpm is None or ddpm["kind"] != "ddpm":
+        return _model_reference(f"{key}.ddpm", entry["ddpm"], "ddpm", [], config)
+    entry.setdefault("datasets", list(ddpm["datasets"]))
+    errors = []
+    for dataset_name in entry["datasets"]:
+        if dataset_name not in ddpm["datasets"]:
+            allowed = f"allowed: datasets the ddpm {entry['ddpm']!r} is trained on: {ddpm['datasets']}"
+            errors.append(_msg(f"{key}.datasets", dataset_name, allowed))
+    if errors:
+        return errors
+    errors += _model_reference(f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config)
+    params = entry["params"]
+    if params["tau"] > params["steps"]:
+        errors.append(_msg(f"{key}.params.tau", params["tau"], f"allowed: 1..steps ({params['steps']})"))
+    perceptual = entry["perceptual"]
+    if entry["method"] == "dime" and perceptual["network"] == "encoder":
+        errors += _model_reference(
+            f"{key}.perceptual.encoder", perceptual["encoder"], "encoder", entry["datasets"], config
+        )
+    if entry["method"] == "dime" and perceptual["network"] == "vgg":
+        weights = perceptual["weights"]
+        if not weights or not resolve(weights, base_dir).is_file():
+            errors.append(_msg(f"{key}.perceptual.weights", weights, "allowed: an existing VGG state-dict file"))
+    return errors
+
+
+def _check_counterfactual_metrics(config: dict[str, Any], base_dir: Path) -> list[str]:
+    key, settings = "counterfactual_metrics", config["counterfactual_metrics"]
+    explained = sorted({d for entry in config["explanations"].values() for d in entry.get("datasets", [])})
+    if not config["explanations"]:
+        return []
+    errors = _model_reference(f"{key}.encoder", settings["encoder"], "encoder", explained, config)
+    if settings["oracle"] is not None:
+        errors += _model_reference(f"{key}.oracle", settings["oracle"], "oracle", [], config)
+    for regressor in settings["regressors"]:
+        errors += _model_reference(f"{key}.regressors", regressor, "regressor", [], config)
+    for field in ("inception_weights", "lpips_weights"):
+        path = settings[field]
+        if path and not resolve(path, base_dir).is_file():
+            errors.append(_msg(f"{key}.{field}", path, "allowed: null or an existing file"))
     return errors

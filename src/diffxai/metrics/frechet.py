@@ -15,7 +15,7 @@ import numpy as np
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean (D,) and covariance (D, D) of features (N, D), float64."""
     features = np.asarray(features, dtype=np.float64)
-    return features.mean(axis=0), np.cov(features, rowvar=False)
+    return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
 
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Explanation methods: one module each, one ``explain`` interface (see ``base``)."""

@@ -1,0 +1,158 @@
+"""What every counterfactual method shares: inputs, targets, per-sample noise, results.
+
+``explain(images, sample_ids, models, params, seed) -> Explanations``; images are
+float32 (N, C, H, W) in [-1, 1] and ``sample_ids`` their indices in the dataset, used
+to name a sample in errors and to seed its noise, so a sample's result does not
+depend on which shard or batch it was processed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffxai.jobs.common import derive_seed
+
+RANGE_TOLERANCE = 1e-3
+
+
+class ExplanationError(ValueError):
+    """A bad input or parameter, named by sample and parameter."""
+
+
+@dataclass
+class Explanations:
+    """Per-sample results of one method on N images (numpy, first axis N)."""
+
+    counterfactuals: np.ndarray  # float32 (N, C, H, W) in [-1, 1]
+    sources: np.ndarray  # int (N,): the classifier's prediction on the input
+    targets: np.ndarray  # int (N,)
+    logits_before: np.ndarray  # float32 (N, K)
+    logits_after: np.ndarray  # float32 (N, K)
+    nfe: np.ndarray  # int (N,): diffusion-network forward evaluations
+    nfe_backward: np.ndarray  # int (N,): backward passes through the diffusion network
+    classifier_calls: np.ndarray  # int (N,): classifier forward evaluations
+    classifier_gradients: np.ndarray  # int (N,): classifier backward passes
+    seconds: np.ndarray  # float32 (N,): wall time per CE (batch time / batch size)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def success(self) -> np.ndarray:
+        return self.logits_after.argmax(axis=1) == self.targets
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every per-sample array by its store name."""
+        core = {k: v for k, v in vars(self).items() if k != "extras"}
+        return {**core, "success": self.success, **self.extras}
+
+
+@dataclass
+class Models:
+    """The networks a method may use (None where a method needs none)."""
+
+    classifier: nn.Module
+    ddpm: nn.Module | None = None
+    scheduler_config: dict[str, Any] | None = None
+    perceptual: nn.Module | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) the diffusion model generates, from its diffusers config."""
+        config = self.ddpm.config
+        size = config["sample_size"]
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        return (config["in_channels"], height, width)
+
+
+def check_images(images: torch.Tensor, shape: tuple[int, ...], sample_ids: np.ndarray) -> None:
+    """Refuse images of the wrong shape or outside [-1, 1], naming the first bad sample."""
+    if tuple(images.shape[1:]) != tuple(shape):
+        raise ExplanationError(
+            f"images have shape {tuple(images.shape[1:])} but the diffusion model expects {tuple(shape)}"
+        )
+    flat = images.reshape(len(images), -1)
+    bad = ~torch.isfinite(flat).all(1) | (flat.abs().amax(1) > 1 + RANGE_TOLERANCE)
+    if bad.any():
+        j = int(bad.nonzero()[0, 0])
+        raise ExplanationError(
+            f"sample {int(sample_ids[j])}: pixel values must be finite and in [-1, 1], "
+            f"got range [{float(flat[j].min()):.3g}, {float(flat[j].max()):.3g}]"
+        )
+
+
+def check_logits(logits: torch.Tensor, sample_ids: np.ndarray, where: str) -> None:
+    """Refuse NaN/inf classifier outputs, naming the sample and the step."""
+    bad = ~torch.isfinite(logits).all(1)
+    if bad.any():
+        j = int(bad.nonzero()[0, 0])
+        raise ExplanationError(f"sample {int(sample_ids[j])}: classifier returned non-finite logits {where}")
+
+
+def choose_targets(logits: torch.Tensor, target: int | None, sample_ids: np.ndarray) -> torch.Tensor:
+    """Target classes (N,): the other class for binary tasks; for multi-class the
+    configured ``target`` or else the runner-up class."""
+    num_classes = logits.shape[1]
+    prediction = logits.argmax(1)
+    if target is not None:
+        if not 0 <= target < num_classes:
+            raise ExplanationError(f"params.target={target}: allowed 0..{num_classes - 1}")
+        targets = torch.full_like(prediction, target)
+    elif num_classes == 2:
+        targets = 1 - prediction
+    else:
+        targets = logits.topk(2, dim=1).indices[:, 1]
+    same = targets == prediction
+    if same.any():
+        j = int(same.nonzero()[0, 0])
+        raise ExplanationError(
+            f"sample {int(sample_ids[j])}: params.target={int(targets[j])} equals the predicted class"
+        )
+    return targets
+
+
+def class_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-sample loss (N,) to minimise for the target class.
+
+    ``margin``: −(logit_target − max other logit), DiME's "maximise the target logit"
+    for a single-logit binary classifier generalised to softmax heads; ``ce``: cross-entropy.
+    """
+    if kind == "ce":
+        return nn.functional.cross_entropy(logits, targets, reduction="none")
+    if kind == "margin":
+        target_logit = logits.gather(1, targets[:, None])[:, 0]
+        others = logits.scatter(1, targets[:, None], float("-inf"))
+        return others.amax(1) - target_logit
+    raise ExplanationError(f"params.class_loss={kind!r}: allowed ce, margin")
+
+
+class SampleNoise:
+    """One torch.Generator per sample, seeded by (seed, sample id): a sample's noise
+    stream is the same whatever batch or shard it is processed in."""
+
+    def __init__(self, seed: int, sample_ids: np.ndarray, shape: tuple[int, ...]) -> None:
+        self.shape = tuple(shape)
+        self.generators = [torch.Generator().manual_seed(derive_seed(seed, str(int(s)))) for s in sample_ids]
+
+    def draw(self, rows: np.ndarray | list[int]) -> torch.Tensor:
+        """Standard normal noise (len(rows), *shape) from the given samples' streams."""
+        return torch.stack([torch.randn(self.shape, generator=self.generators[r]) for r in rows])
+
+
+def check_params(params: dict[str, Any], allowed: set[str], method: str) -> None:
+    """Refuse unknown parameter names."""
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ExplanationError(f"{method}: unknown params {unknown}; allowed: {sorted(allowed)}")
+
+
+@torch.no_grad()
+def classify(classifier: nn.Module, images: torch.Tensor, sample_ids: np.ndarray, where: str) -> torch.Tensor:
+    """Logits (N, K) on CPU, checked for NaN."""
+    device = next(classifier.parameters()).device
+    logits = classifier(images.to(device)).float().cpu()
+    check_logits(logits, sample_ids, where)
+    return logits
