@@ -13,10 +13,14 @@ include: "rules/common.smk"
 
 wildcard_constraints:
     dataset=names_of(config["datasets"]),
+    method=EXPLANATIONS,
+    run="run[0-9]+",
+    shard="[0-9]+",
 
 
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/explain.smk"
 
 
 rule all:

@@ -32,6 +32,7 @@ def names_of(mapping, **conditions):
 SUPERVISED = names_of(config["models"], kind=("classifier", "regressor", "oracle"))
 ENCODERS = names_of(config["models"], kind=("encoder",))
 DDPMS = names_of(config["models"], kind=("ddpm",))
+EXPLANATIONS = "|".join(sorted(config["explanations"])) or NEVER
 
 
 def model_dir(dataset, name):
@@ -53,12 +54,67 @@ def job_seed(wildcards):
     return derive_seed(config["seed"], *wildcards)
 
 
+def run_names(method):
+    return [f"run{k}" for k in range(config["explanations"][method]["runs"])]
+
+
+def explanation_targets():
+    """metrics.json of every (dataset, explanation, run); diversity.json with 2+ runs."""
+    targets = []
+    for method, entry in config["explanations"].items():
+        for dataset in entry["datasets"]:
+            runs = run_names(method)
+            targets += [f"{R}/{dataset}/{method}/{run}/metrics.json" for run in runs]
+            if len(runs) > 1:
+                targets.append(f"{R}/{dataset}/{method}/diversity.json")
+    return targets
+
+
 def all_targets():
-    """prepared data of every dataset and metrics.json of every (dataset, model)."""
+    """prepared data, metrics.json of every (dataset, model) and of every explanation run."""
     targets = [f"{R}/{dataset}/data.zarr" for dataset in config["datasets"]]
     for name, model in config["models"].items():
         targets += [f"{model_dir(d, name)}/metrics.json" for d in model["datasets"]]
-    return targets
+    return targets + explanation_targets()
+
+
+def explanation_spec(wildcards):
+    """What an explanation shard computes (its params: a change re-runs the method)."""
+    entry = config["explanations"][wildcards.method]
+    keys = ("method", "params", "n_images", "shards", "batch_size", "perceptual")
+    return {key: entry[key] for key in keys}
+
+
+def explain_inputs(wildcards):
+    entry = config["explanations"][wildcards.method]
+    inputs = {
+        "data": f"{R}/{wildcards.dataset}/data.zarr",
+        "classifier": model_files(wildcards.dataset, entry["classifier"]),
+        "ddpm": model_files(wildcards.dataset, entry["ddpm"]),
+    }
+    perceptual = entry["perceptual"]
+    if entry["method"] == "dime" and perceptual["network"] == "encoder":
+        inputs["encoder"] = model_files(wildcards.dataset, perceptual["encoder"])
+    return inputs
+
+
+def cf_metrics_inputs(wildcards):
+    entry = config["explanations"][wildcards.method]
+    settings = config["counterfactual_metrics"]
+    dataset = wildcards.dataset
+    inputs = {
+        "store": f"{R}/{dataset}/{wildcards.method}/{wildcards.run}/explanations.zarr",
+        "data": f"{R}/{dataset}/data.zarr",
+        "classifier": model_files(dataset, entry["classifier"]),
+        "encoder": model_files(dataset, settings["encoder"]),
+    }
+    oracle = settings["oracle"]
+    if oracle and dataset in config["models"][oracle]["datasets"]:
+        inputs["oracle"] = model_files(dataset, oracle)
+    for regressor in settings["regressors"]:
+        if dataset in config["models"][regressor]["datasets"]:
+            inputs[f"regressor_{regressor}"] = model_files(dataset, regressor)
+    return inputs
 
 
 def ddpm_evaluation_inputs(wildcards):

@@ -256,7 +256,9 @@ def _check_explanation(name: str, entry: dict[str, Any], config: dict[str, Any],
             errors.append(_msg(f"{key}.datasets", dataset_name, allowed))
     if errors:
         return errors
-    errors += _model_reference(f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config)
+    errors += _model_reference(
+        f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config
+    )
     params = entry["params"]
     if params["tau"] > params["steps"]:
         errors.append(_msg(f"{key}.params.tau", params["tau"], f"allowed: 1..steps ({params['steps']})"))
@@ -268,7 +270,9 @@ def _check_explanation(name: str, entry: dict[str, Any], config: dict[str, Any],
     if entry["method"] == "dime" and perceptual["network"] == "vgg":
         weights = perceptual["weights"]
         if not weights or not resolve(weights, base_dir).is_file():
-            errors.append(_msg(f"{key}.perceptual.weights", weights, "allowed: an existing VGG state-dict file"))
+            errors.append(
+                _msg(f"{key}.perceptual.weights", weights, "allowed: an existing VGG state-dict file")
+            )
     return errors
 
 

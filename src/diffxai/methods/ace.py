@@ -35,7 +35,7 @@ from diffxai.methods.base import (
 
 PARAMS = {
     "steps", "tau", "attack", "attack_steps", "step_size", "distance", "lambda_d", "class_loss",
-    "dilation", "threshold", "early_stop", "target",
+    "dilation", "threshold", "early_stop", "target", "pre_explanation",
 }  # fmt: skip
 ATTACKS = ("pgd", "gd", "cw")
 DISTANCES = {"l1": 0.001, "l2": 0.1}  # seed defaults of λd
@@ -170,9 +170,14 @@ def explain(
     logits_before = classify(models.classifier, images, sample_ids, "on the input")
     targets = choose_targets(logits_before, params.get("target"), sample_ids).to(device)
     noise = SampleNoise(seed, sample_ids, models.image_shape)
-    pre, flip_step, steps_run = pre_explain(diffusion, models, images, targets, params, noise, sample_ids)
-    mask = region_mask(images, pre, dilation_size(params, images.shape[-1]), params["threshold"])
+    attacked, flip_step, steps_run = pre_explain(diffusion, models, images, targets, params, noise, sample_ids)
     all_rows = np.arange(n)
+    pre, extra_nfe = attacked, 0
+    if params["pre_explanation"] == "filtered":  # what the classifier saw: F_τ(x')
+        with torch.no_grad():
+            pre = _filter(diffusion, attacked, tau, lambda: noise.draw(all_rows).to(device)).clamp(-1, 1)
+        extra_nfe = tau
+    mask = region_mask(images, pre, dilation_size(params, images.shape[-1]), params["threshold"])
     counterfactuals = repaint(diffusion, images, pre, mask, tau, lambda: noise.draw(all_rows).to(device))
     logits_after = classify(models.classifier, counterfactuals, sample_ids, "on the CE")
     return Explanations(
@@ -181,7 +186,7 @@ def explain(
         targets=targets.cpu().numpy(),
         logits_before=logits_before.numpy(),
         logits_after=logits_after.numpy(),
-        nfe=steps_run * tau + tau,
+        nfe=steps_run * tau + tau + extra_nfe,
         nfe_backward=steps_run * tau,
         classifier_calls=steps_run + 2,
         classifier_gradients=steps_run,

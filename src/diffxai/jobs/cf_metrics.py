@@ -1,0 +1,208 @@
+"""Job ``cf_metrics``: the counterfactual metric suite of one run → metrics.json + CSV rows.
+
+Validity (flip rate, BKL), proximity (ℓ1, ℓ2, LPIPS, S³ similarity, COUT), realism
+(FID and sFID in the named feature space), oracle metrics (MNAC, Correlation
+Difference) where the data has binary attributes, changes of ground-truth factors
+measured by regressors, mask coverage of a ground-truth region (methods with masks),
+and efficiency (NFE, classifier calls and gradients, seconds per CE). Following the
+seeds, BKL, ℓ1/ℓ2, LPIPS, S³, MNAC, CD, FID and factor changes use the successful
+CEs only; flip rate, COUT and efficiency use all of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffxai.data.prepared import PreparedData
+from diffxai.jobs.common import write_json
+from diffxai.jobs.explain import STORE_KIND
+from diffxai.methods.ace import dilation_size
+from diffxai.metrics.counterfactual import bkl, cout, distances, factor_changes, similarity_s3
+from diffxai.metrics.oracle import correlation_difference, label_correlations, mnac
+from diffxai.metrics.perceptual import Lpips
+from diffxai.metrics.realism import feature_space, fid, sfid
+from diffxai.models.io import load_model
+from diffxai.provenance import config_hash, provenance
+from diffxai.store import open_store
+from diffxai.training.supervised import to_m11
+
+log = logging.getLogger(__name__)
+MODULES = ["diffxai.jobs.cf_metrics"]
+CSV_FIELDS = ["dataset", "classifier", "method", "run", "metric", "value", "n", "provenance"]
+
+
+def query_attribute(data: PreparedData) -> int | None:
+    """The attribute column that is the class label (binary tasks), if any."""
+    if not data.attribute_names or data.num_classes != 2:
+        return None
+    labels = data.array("labels")
+    attributes = data.array("attributes")
+    matches = [j for j in range(attributes.shape[1]) if np.array_equal(attributes[:, j], labels)]
+    return matches[0] if matches else None
+
+
+def mask_coverage(masks: np.ndarray, region: np.ndarray, dilation: int) -> np.ndarray:
+    """Fraction (N,) of each method mask (N, 1, H, W) inside the dilated region (N, H, W)."""
+    region_t = torch.from_numpy(region.astype(np.float32))[:, None]
+    pad = dilation // 2
+    padded = nn.functional.pad(region_t, (pad, dilation - 1 - pad, pad, dilation - 1 - pad))
+    dilated = nn.functional.max_pool2d(padded, dilation, 1).numpy() > 0
+    inside = (masks.astype(bool) & dilated).reshape(len(masks), -1).sum(1)
+    total = masks.astype(bool).reshape(len(masks), -1).sum(1)
+    return np.where(total > 0, inside / np.maximum(total, 1), np.nan)
+
+
+@torch.no_grad()
+def _apply(model: nn.Module, images: torch.Tensor, device: torch.device) -> np.ndarray:
+    return torch.cat([model(x.to(device)).float().cpu() for x in images.split(256)]).numpy()
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _oracle_metrics(oracle_dir: str, data: PreparedData, x, cf, device) -> dict[str, Any]:
+    oracle, _ = load_model(oracle_dir)
+    oracle = oracle.to(device).eval()
+    before, after = (_apply(oracle, images, device) > 0 for images in (x, cf))
+    query = query_attribute(data)
+    exclude = [] if query is None else [query]
+    result: dict[str, Any] = {"mnac": mnac(before, after, exclude), "oracle_attributes": data.attribute_names}
+    if query is not None and len(x) > 1:
+        train_labels = data.array("attributes")[data.indices("train")]
+        cd = correlation_difference(before, after, label_correlations(train_labels), query)
+        result.update(correlation_difference=cd["cd"], cd_undefined=cd["undefined"])
+    return result
+
+
+def _factor_metrics(regressor_dirs: dict[str, str], data: PreparedData, x, cf, device) -> dict[str, Any]:
+    """Per regressor target: mean |Δ| in units of the target's std over the test split."""
+    changes: dict[str, Any] = {}
+    test = data.indices("test")
+    for name, directory in regressor_dirs.items():
+        regressor, info = load_model(directory)
+        regressor = regressor.to(device).eval()
+        target = info["target"]
+        reference_std = float(np.std(data.factor(target)[test]))
+        change = factor_changes(_apply(regressor, x, device), _apply(regressor, cf, device), reference_std)
+        changes[target] = {"measured_by": name, **change}
+    return changes
+
+
+def compute(
+    store_path: str | Path,
+    data_path: str | Path,
+    classifier_dir: str | Path,
+    encoder_dir: str | Path,
+    oracle_dir: str | None,
+    regressor_dirs: dict[str, str],
+    settings: dict[str, Any],
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Every metric of one explanations store, as a flat-ish dict."""
+    store = open_store(store_path, kind=STORE_KIND)
+    data = PreparedData(data_path)
+    ids = store.read("sample_ids")
+    x = to_m11(torch.from_numpy(data.array("images")[ids]))
+    cf_all = torch.from_numpy(store.read("counterfactuals"))
+    success = store.read("success").astype(bool)
+    targets, sources = store.read("targets"), store.read("sources")
+    x_ok, cf_ok = x[success], cf_all[success]
+    classifier, _ = load_model(classifier_dir)
+    classifier = classifier.to(device).eval()
+    probs = torch.softmax(torch.from_numpy(store.read("logits_after")), 1).numpy()
+    pixel = distances(x_ok, cf_ok)
+    encoder, _ = load_model(encoder_dir)
+    space = feature_space(encoder.to(device).eval(), settings["inception_weights"], device)
+    real_features, cf_features = space.features(x), space.features(cf_all)
+    lpips = Lpips(settings["lpips_weights"], device)
+    metrics: dict[str, Any] = {
+        "n": len(ids),
+        "n_successful": int(success.sum()),
+        "flip_rate": float(success.mean()),
+        "bkl": _mean(bkl(probs, targets)[success]),
+        "l1": _mean(pixel["l1"]),
+        "l2": _mean(pixel["l2"]),
+        "lpips": _mean(lpips(x_ok, cf_ok).numpy()) if success.any() else float("nan"),
+        "s3": _mean(similarity_s3(real_features[success], cf_features[success])),
+        "cout": _mean(cout(classifier, x, cf_all, sources, targets, steps=settings["cout_steps"])),
+        "fid": fid(real_features, cf_features[success]) if success.sum() > 1 else float("nan"),
+        "sfid": sfid(real_features, cf_features, success, settings["sfid_splits"], seed)["mean"],
+        "feature_space": space.name,
+        "lpips_network": lpips.name,
+        "nfe": _mean(store.read("nfe")),
+        "nfe_backward": _mean(store.read("nfe_backward")),
+        "classifier_calls": _mean(store.read("classifier_calls")),
+        "classifier_gradients": _mean(store.read("classifier_gradients")),
+        "seconds_per_ce": _mean(store.read("seconds")),
+    }
+    if oracle_dir is not None and data.attribute_names:
+        metrics.update(_oracle_metrics(oracle_dir, data, x_ok, cf_ok, device))
+    if regressor_dirs:
+        metrics["factor_changes"] = _factor_metrics(regressor_dirs, data, x_ok, cf_ok, device)
+    if "masks" in store and "ellipse" in data.mask_names:
+        region = data.array("masks")[ids, data.mask_names.index("ellipse")]
+        dilation = dilation_size(store.attrs["params"], data.image_size[0])
+        coverage = mask_coverage(store.read("masks"), region, dilation)
+        metrics["mask_coverage"] = float(np.nanmean(coverage))
+        metrics["mask_area"] = float(store.read("masks").mean())
+    return metrics
+
+
+def csv_rows(metrics: dict[str, Any], keys: dict[str, str], provenance_hash: str) -> list[dict[str, Any]]:
+    """Long-format rows: one per numeric metric (nested factor changes flattened)."""
+    flat: dict[str, float] = {}
+    for name, value in metrics.items():
+        if isinstance(value, bool | int | float):
+            flat[name] = float(value)
+        elif name == "factor_changes":
+            for target, change in value.items():
+                flat[f"abs_change_in_std_{target}"] = change["mean_abs_change_in_std"]
+    n = metrics["n"]
+    return [{**keys, "metric": k, "value": v, "n": n, "provenance": provenance_hash} for k, v in flat.items()]
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run(
+    store_path: str | Path,
+    data_path: str | Path,
+    classifier_dir: str | Path,
+    encoder_dir: str | Path,
+    oracle_dir: str | None,
+    regressor_dirs: dict[str, str],
+    settings: dict[str, Any],
+    keys: dict[str, str],
+    metrics_path: str | Path,
+    csv_path: str | Path,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    metrics = compute(
+        store_path, data_path, classifier_dir, encoder_dir, oracle_dir, regressor_dirs, settings, seed, device
+    )
+    store_attrs = open_store(store_path, kind=STORE_KIND).attrs
+    record = provenance(settings, MODULES, seed, str(device), time.perf_counter() - started)
+    record["explanations_config_hash"] = store_attrs["provenance"]["config_hash"]
+    digest = config_hash(
+        {"metrics": record["config_hash"], "explanations": record["explanations_config_hash"]}
+    )
+    write_json(metrics_path, {**keys, "params": store_attrs["params"], **metrics, "provenance": record})
+    write_csv(csv_path, csv_rows(metrics, keys, digest))
+    log.info("metrics of %s: %s", store_path, metrics)
+    return metrics

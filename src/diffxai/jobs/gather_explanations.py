@@ -1,0 +1,56 @@
+"""Job ``gather_explanations``: merge a run's shard stores, in shard order, into one store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffxai.jobs.explain import STORE_KIND
+from diffxai.provenance import provenance
+from diffxai.store import ArraySpec, StoreWriter, open_store
+
+log = logging.getLogger(__name__)
+MODULES = ["diffxai.jobs.gather_explanations"]
+
+
+def summary(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Headline figures of a run: samples, flip rate, mean NFE and time per CE."""
+    if "success" not in arrays:
+        return {"n": 0}
+    return {
+        "n": len(arrays["success"]),
+        "flip_rate": float(arrays["success"].mean()),
+        "nfe_mean": float(arrays["nfe"].mean()),
+        "nfe_backward_mean": float(arrays["nfe_backward"].mean()),
+        "seconds_per_ce": float(arrays["seconds"].mean()),
+    }
+
+
+def run(shard_paths: list[str | Path], out_path: str | Path, run_info: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    shards = [open_store(p, kind=STORE_KIND) for p in shard_paths]
+    filled = [s for s in shards if s.n_samples]
+    names = sorted(filled[0].marker["per_sample"]) if filled else []
+    arrays = {name: np.concatenate([s.read(name) for s in filled]) for name in names}
+    if names and len(np.unique(arrays["sample_ids"])) != len(arrays["sample_ids"]):
+        raise ValueError(f"shards of {out_path} overlap: duplicate sample ids")
+    specs = {name: ArraySpec(tuple(a.shape[1:]), a.dtype.str) for name, a in arrays.items()}
+    figures = summary(arrays)
+    attrs = {
+        **{k: shards[0].attrs[k] for k in ("method", "params", "shards")},
+        **run_info,
+        "summary": figures,
+        "shard_provenance": [s.attrs["provenance"] for s in shards],
+    }
+    with StoreWriter(out_path, STORE_KIND, specs, attrs=attrs) as writer:
+        writer.append(**arrays)
+        writer.update_attrs(
+            provenance=provenance(run_info, MODULES, None, "cpu", time.perf_counter() - started)
+        )
+        writer.finalize()
+    log.info("gathered %d shards into %s: %s", len(shards), out_path, figures)
+    return figures

@@ -1,0 +1,10 @@
+"""Counterfactual methods by config name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from diffxai.methods import ace, dime
+from diffxai.methods.base import Explanations
+
+METHODS: dict[str, Callable[..., Explanations]] = {"dime": dime.explain, "ace": ace.explain}
