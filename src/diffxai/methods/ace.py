@@ -2,7 +2,7 @@
 diffusion filter, then a RePaint refinement inside the changed region.
 
 1. Pre-explanation x': minimise L_class(F_τ(x'); y') + λd·d(x', x) with an unbounded
-   attack (``pgd``: signed steps; ``gd``: raw gradient steps; ``cw``: Adam on the
+   attack (``pgd``: signed steps; ``gd``: gradient steps of unit RMS; ``cw``: Adam on the
    Carlini–Wagner margin), where F_τ noises to respaced step τ and denoises τ steps,
    gradients flowing through every step (τ forward + τ backward passes per attack step).
 2. Mask: channel-summed |x − x'| normalised by its maximum, dilated by a square of
@@ -35,7 +35,7 @@ from diffxai.methods.base import (
 
 PARAMS = {
     "steps", "tau", "attack", "attack_steps", "step_size", "distance", "lambda_d", "class_loss",
-    "dilation", "threshold", "early_stop", "target", "pre_explanation",
+    "dilation", "threshold", "early_stop", "target", "mask_from",
 }  # fmt: skip
 ATTACKS = ("pgd", "gd", "cw")
 DISTANCES = {"l1": 0.001, "l2": 0.1}  # seed defaults of λd
@@ -132,7 +132,10 @@ def pre_explain(
                 variable.copy_(torch.where(frozen.view(-1, 1, 1, 1), before, variable.clamp(-1, 1)))
             continue
         (gradient,) = torch.autograd.grad(loss.sum(), x)
-        step = torch.sign(gradient) if params["attack"] == "pgd" else gradient
+        if params["attack"] == "pgd":
+            step = torch.sign(gradient)
+        else:  # gd: the gradient scaled to unit root-mean-square per sample (scale-free step size)
+            step = gradient / gradient.pow(2).flatten(1).mean(1).sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
         with torch.no_grad():
             updated = (x - params["step_size"] * step).clamp(-1, 1)
             adversarial[rows] = torch.where(keep.view(-1, 1, 1, 1), updated, x)
@@ -170,15 +173,16 @@ def explain(
     logits_before = classify(models.classifier, images, sample_ids, "on the input")
     targets = choose_targets(logits_before, params.get("target"), sample_ids).to(device)
     noise = SampleNoise(seed, sample_ids, models.image_shape)
-    attacked, flip_step, steps_run = pre_explain(diffusion, models, images, targets, params, noise, sample_ids)
+    pre, flip_step, steps_run = pre_explain(diffusion, models, images, targets, params, noise, sample_ids)
     all_rows = np.arange(n)
-    pre, extra_nfe = attacked, 0
-    if params["pre_explanation"] == "filtered":  # what the classifier saw: F_τ(x')
+    draw = lambda: noise.draw(all_rows).to(device)  # noqa: E731
+    changed, extra_nfe = pre, 0
+    if params["mask_from"] == "filtered":  # what the classifier judged: F_τ(x')
         with torch.no_grad():
-            pre = _filter(diffusion, attacked, tau, lambda: noise.draw(all_rows).to(device)).clamp(-1, 1)
+            changed = _filter(diffusion, pre, tau, draw).clamp(-1, 1)
         extra_nfe = tau
-    mask = region_mask(images, pre, dilation_size(params, images.shape[-1]), params["threshold"])
-    counterfactuals = repaint(diffusion, images, pre, mask, tau, lambda: noise.draw(all_rows).to(device))
+    mask = region_mask(images, changed, dilation_size(params, images.shape[-1]), params["threshold"])
+    counterfactuals = repaint(diffusion, images, pre, mask, tau, draw)
     logits_after = classify(models.classifier, counterfactuals, sample_ids, "on the CE")
     return Explanations(
         counterfactuals=counterfactuals.cpu().numpy(),
