@@ -36,6 +36,8 @@ rule gather_explanations:
         directory(f"{R}/{{dataset}}/{{method}}/{{run}}/explanations.zarr"),
     log:
         f"{R}/logs/gather_explanations/{{dataset}}/{{method}}/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/gather_explanations/{{dataset}}/{{method}}/{{run}}.tsv"
     localrule: True
     conda:
         "../envs/diffxai.yaml"
@@ -95,6 +97,8 @@ rule diversity:
         csv=f"{R}/{{dataset}}/{{method}}/diversity.csv",
     log:
         f"{R}/logs/diversity/{{dataset}}/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/diversity/{{dataset}}/{{method}}.tsv"
     conda:
         "../envs/diffxai.yaml"
     threads: 1

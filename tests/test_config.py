@@ -270,6 +270,60 @@ BAD_CONFIGS = {
         "[0.1]",
         "at least 2 items",
     ),
+    "unknown-explanation-method": (
+        _set("explanations", "dime", "method", "dimee"),
+        "explanations.dime.method",
+        "'dimee'",
+        "'dime'",
+    ),
+    "unknown-dime-parameter": (
+        _set("explanations", "dime", "params", "lambda_x", 1.0),
+        "explanations.dime.params.lambda_x",
+        "1.0",
+        "allowed keys: class_loss, clean_estimate",
+    ),
+    "unknown-ace-attack": (
+        _set("explanations", "ace_l1", "params", "attack", "fgsm"),
+        "explanations.ace_l1.params.attack",
+        "'fgsm'",
+        "'pgd'",
+    ),
+    "tau-beyond-steps": (
+        _set("explanations", "dime", "params", "tau", 80),
+        "explanations.dime.params.tau",
+        "80",
+        "1..steps (50)",
+    ),
+    "explanation-dataset-without-ddpm": (
+        _set("explanations", "dime", "datasets", ["nowhere"]),
+        "explanations.dime.datasets",
+        "'nowhere'",
+        "datasets the ddpm 'ddpm' is trained on",
+    ),
+    "explained-model-is-not-a-classifier": (
+        _set("explanations", "ace_l1", "classifier", "oracle"),
+        "explanations.ace_l1.classifier",
+        "'oracle'",
+        "classifier models: classifier",
+    ),
+    "vgg-perceptual-without-weights": (
+        _set("explanations", "dime", "perceptual", {"network": "vgg"}),
+        "explanations.dime.perceptual.weights",
+        "None",
+        "existing VGG state-dict file",
+    ),
+    "metric-encoder-is-not-an-encoder": (
+        _set("counterfactual_metrics", {"encoder": "classifier"}),
+        "counterfactual_metrics.encoder",
+        "'classifier'",
+        "encoder models: encoder",
+    ),
+    "missing-inception-file": (
+        _set("counterfactual_metrics", {"inception_weights": "no/inception.pt"}),
+        "counterfactual_metrics.inception_weights",
+        "'no/inception.pt'",
+        "existing file",
+    ),
 }
 
 

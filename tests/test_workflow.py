@@ -16,7 +16,29 @@ from diffxai.store import open_store
 from tests.workflow_helpers import REPO, SNAKEMAKE, planned_jobs, snakemake, write_overlay
 
 ELLIPSE_MODELS = ["classifier", "regressor_aspect", "regressor_area", "encoder", "ddpm"]
-ATTRIBUTE_MODELS = ["classifier", "oracle", "encoder"]
+ATTRIBUTE_MODELS = ["classifier", "oracle", "encoder", "ddpm"]
+DATASETS = ("ellipses", "attributes")
+EXPLANATIONS = {"dime": 2, "ace_l1": 1, "ace_l2": 1}  # name -> runs (default config and tiny preset)
+SHARDS = 2
+
+
+def explanation_jobs(datasets=DATASETS, methods=tuple(EXPLANATIONS), stages=("explain", "metrics")):
+    """The jobs of counterfactual runs: shards, gather, metrics and diversity."""
+    jobs = set()
+    for dataset in datasets:
+        for method in methods:
+            runs = [f"run{k}" for k in range(EXPLANATIONS[method])]
+            for run in runs:
+                keys = f"dataset={dataset}, method={method}, run={run}"
+                if "explain" in stages:
+                    jobs |= {("explain_shard", f"{keys}, shard={s}") for s in range(SHARDS)}
+                    jobs.add(("gather_explanations", keys))
+                jobs.add(("cf_metrics", keys))
+            if len(runs) > 1:
+                jobs.add(("diversity", f"dataset={dataset}, method={method}"))
+    return jobs
+
+
 ALL_JOBS = {
     ("prepare_data", "dataset=ellipses"),
     ("prepare_data", "dataset=attributes"),
@@ -29,7 +51,9 @@ ALL_JOBS = {
     ("train_encoder", "dataset=attributes, name=encoder"),
     ("train_ddpm", "dataset=ellipses, name=ddpm"),
     ("evaluate_ddpm", "dataset=ellipses, name=ddpm"),
-}
+    ("train_ddpm", "dataset=attributes, name=ddpm"),
+    ("evaluate_ddpm", "dataset=attributes, name=ddpm"),
+} | explanation_jobs()
 
 
 def test_default_config_dry_run_lists_the_whole_dag(tmp_path):
@@ -125,17 +149,19 @@ def test_unchanged_second_run_does_nothing(tiny_run):
             {
                 ("train_supervised", "dataset=ellipses, name=regressor_area"),
                 ("evaluate_ddpm", "dataset=ellipses, name=ddpm"),
-            },
-            id="regressor-reruns-itself-and-ddpm-evaluation",
+            }
+            | explanation_jobs(datasets=["ellipses"], stages=("metrics",)),
+            id="regressor-reruns-itself-ddpm-evaluation-and-ellipse-cf-metrics",
         ),
         pytest.param(
             {"models": {"ddpm": {"train": {"steps": 21}}}},
-            {("train_ddpm", "dataset=ellipses, name=ddpm"), ("evaluate_ddpm", "dataset=ellipses, name=ddpm")},
-            id="ddpm-training-reruns-ddpm-only",
+            {(rule, f"dataset={d}, name=ddpm") for rule in ("train_ddpm", "evaluate_ddpm") for d in DATASETS}
+            | explanation_jobs(),
+            id="ddpm-training-reruns-ddpm-and-explanations",
         ),
         pytest.param(
             {"models": {"ddpm": {"evaluation": {"samples": 8}}}},
-            {("evaluate_ddpm", "dataset=ellipses, name=ddpm")},
+            {("evaluate_ddpm", f"dataset={d}, name=ddpm") for d in DATASETS},
             id="ddpm-evaluation-does-not-retrain",
         ),
         pytest.param(
@@ -145,8 +171,21 @@ def test_unchanged_second_run_does_nothing(tiny_run):
                 ("train_supervised", "dataset=attributes, name=classifier"),
                 ("train_supervised", "dataset=attributes, name=oracle"),
                 ("train_encoder", "dataset=attributes, name=encoder"),
-            },
+                ("train_ddpm", "dataset=attributes, name=ddpm"),
+                ("evaluate_ddpm", "dataset=attributes, name=ddpm"),
+            }
+            | explanation_jobs(datasets=["attributes"]),
             id="dataset-change-reruns-its-chain-only",
+        ),
+        pytest.param(
+            {"explanations": {"ace_l2": {"params": {"threshold": 0.2}}}},
+            explanation_jobs(methods=["ace_l2"]),
+            id="method-parameter-reruns-that-method-only",
+        ),
+        pytest.param(
+            {"counterfactual_metrics": {"cout_steps": 12}},
+            explanation_jobs(stages=("metrics",)) - {j for j in explanation_jobs() if j[0] == "diversity"},
+            id="metric-setting-reruns-metrics-only",
         ),
     ],
 )
@@ -154,3 +193,99 @@ def test_a_changed_parameter_reruns_only_its_jobs_and_dependents(tiny_run, overl
     result = snakemake(tiny_run, "-n", configfiles=[write_overlay(tiny_run, overlay)])
     assert result.returncode == 0, result.stderr
     assert planned_jobs(result.stdout + result.stderr) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_tiny_run_writes_explanations_and_their_metrics(tiny_run, dataset):
+    root = tiny_run / "results/tiny" / dataset
+    data = PreparedData(root / "data.zarr")
+    expected_ids = data.indices("test")[:8]
+    for method in EXPLANATIONS:
+        store = open_store(root / method / "run0" / "explanations.zarr", kind="explanations")
+        assert np.array_equal(store.read("sample_ids"), expected_ids)
+        cfs = store.read("counterfactuals")
+        assert cfs.shape == (8, data.channels, 16, 16)
+        assert np.abs(cfs).max() <= 1
+        success = store.read("logits_after").argmax(1) == store.read("targets")
+        assert np.array_equal(store.read("success"), success)
+        assert np.all(store.read("targets") != store.read("sources"))
+        params = store.attrs["params"]
+        if method == "dime":  # tiny preset: steps 10, tau 3; NFE per lambda_c attempt tau(tau+1)/2
+            attempts = 1 + (
+                ~np.isnan(store.read("flip_lambda_c")) & (store.read("flip_lambda_c") > 8)
+            ).astype(int)
+            failed = np.isnan(store.read("flip_lambda_c"))
+            attempts[failed] = len(params["lambda_c"])
+            assert np.array_equal(store.read("nfe"), attempts * 6)
+        else:  # tiny preset: tau 2, 3 attack steps: 3*2 forward+backward, 2 refinement
+            assert np.all(store.read("nfe_backward") == 6)
+            assert np.all(store.read("nfe") == 8)
+            assert set(np.unique(store.read("masks"))) <= {0, 1}
+        assert len(store.attrs["shard_provenance"]) == SHARDS
+        metrics = json.loads((root / method / "run0" / "metrics.json").read_text())
+        assert metrics["n"] == 8
+        assert metrics["flip_rate"] == pytest.approx(success.mean())
+        assert metrics["nfe"] == pytest.approx(store.read("nfe").mean())
+        assert metrics["feature_space"] == "simsiam-encoder"
+        if dataset == "attributes":
+            assert "mnac" in metrics
+        else:
+            assert set(metrics["factor_changes"]) == {"log_aspect_ratio", "area"}
+        rows = (root / method / "run0" / "metrics.csv").read_text().splitlines()
+        assert rows[0] == "dataset,classifier,method,run,metric,value,n,provenance"
+        assert any(row.startswith(f"{dataset},classifier,{method},run0,flip_rate,") for row in rows)
+    diversity = json.loads((root / "dime" / "diversity.json").read_text())
+    assert diversity["runs"] == 2 and diversity["sigma_l"] > 0
+
+
+@pytest.mark.slow
+def test_shard_count_does_not_change_results(tiny_run, tmp_path):
+    from diffxai.jobs import explain
+    from diffxai.jobs.gather_explanations import run as gather
+
+    root = tiny_run / "results/tiny/ellipses"
+    gathered = open_store(root / "dime" / "run0" / "explanations.zarr")
+    spec = {**gathered.attrs["spec"], "shards": 1}
+    spec["perceptual"] = {**spec["perceptual"], "encoder_dir": str(root / "models" / "encoder")}
+    seed = gathered.attrs["shard_provenance"][0]["seed"]
+    models = root / "models"
+    one = explain.run(
+        root / "data.zarr", models / "classifier", models / "ddpm", tmp_path / "0.zarr", spec, 0, seed, "cpu"
+    )
+    gather([one], tmp_path / "all.zarr", {"spec": spec})
+    single = open_store(tmp_path / "all.zarr")
+    for name in ("sample_ids", "counterfactuals", "nfe", "logits_after"):
+        np.testing.assert_array_equal(single.read(name), gathered.read(name))
+
+
+@pytest.mark.slow
+def test_a_failing_shard_leaves_no_store_and_spares_the_others(tiny_run, tmp_path, monkeypatch):
+    from diffxai.jobs import explain
+    from diffxai.methods import registry
+    from diffxai.methods.base import ExplanationError
+
+    root = tiny_run / "results/tiny/ellipses"
+    spec = {**open_store(root / "ace_l1" / "run0" / "explanations.zarr").attrs["spec"]}
+    models = root / "models"
+
+    def run_shard(shard):
+        out = tmp_path / f"{shard}.zarr"
+        explain.run(root / "data.zarr", models / "classifier", models / "ddpm", out, spec, shard, 0, "cpu")
+        return out
+
+    good = run_shard(0)
+    bad_id = int(PreparedData(root / "data.zarr").indices("test")[6])  # in shard 1 (batches of 4)
+    original = registry.METHODS["ace"]
+
+    def failing(images, sample_ids, *args):
+        if bad_id in sample_ids:
+            raise ExplanationError(f"sample {bad_id}: classifier returned non-finite logits on the input")
+        return original(images, sample_ids, *args)
+
+    monkeypatch.setitem(explain.METHODS, "ace", failing)
+    with pytest.raises(ExplanationError, match=str(bad_id)):
+        run_shard(1)
+    assert not (tmp_path / "1.zarr").exists()
+    assert not list(tmp_path.glob(".1.zarr.tmp-*"))
+    assert open_store(good).n_samples == 4
