@@ -187,10 +187,10 @@ def _mask_and_ce(result, row=0):
 
 
 @pytest.mark.parametrize(("attack", "step_size"), [("pgd", 0.1), ("cw", 0.1)])
-@pytest.mark.parametrize("pre_explanation", ["attacked", "filtered"])
-def test_ace_turns_a_into_b_inside_the_mask(attack, step_size, pre_explanation):
+@pytest.mark.parametrize("mask_from", ["attacked", "filtered"])
+def test_ace_turns_a_into_b_inside_the_mask(attack, step_size, mask_from):
     models = toy_models(std=0.02)
-    params = ace_params(attack=attack, step_size=step_size, pre_explanation=pre_explanation)
+    params = ace_params(attack=attack, step_size=step_size, mask_from=mask_from)
     result = ace.explain(A[None], np.array([0]), models, params, seed=0)
     mask, ce = _mask_and_ce(result)
     assert result.success.all()
@@ -200,13 +200,14 @@ def test_ace_turns_a_into_b_inside_the_mask(attack, step_size, pre_explanation):
     inside = mask.expand_as(ce)
     assert (ce - B)[inside].abs().mean() < 0.1
     assert torch.equal(ce[~inside], A[~inside])  # outside the mask the CE is the input, exactly
-    # the returned mask is region_mask of the returned pre-explanation
-    pre = torch.from_numpy(result.extras["pre_explanations"])
-    expected = ace.region_mask(A[None], pre, ace.dilation_size(params, 8), params["threshold"])
-    np.testing.assert_array_equal(result.extras["masks"], expected.numpy().astype(np.uint8))
+    pre = torch.from_numpy(result.extras["pre_explanations"])  # the attacked x'
+    assert (pre[0] - B)[0][CHANGED].abs().max() < 1  # every changed pixel is past the midpoint
+    if mask_from == "attacked":  # the returned mask is region_mask of the returned x'
+        expected = ace.region_mask(A[None], pre, ace.dilation_size(params, 8), params["threshold"])
+        np.testing.assert_array_equal(result.extras["masks"], expected.numpy().astype(np.uint8))
     # documented counts, and the counted network evaluations
     tau, steps = params["tau"], params["attack_steps"]
-    extra = tau if pre_explanation == "filtered" else 0
+    extra = tau if mask_from == "filtered" else 0
     np.testing.assert_array_equal(result.nfe, [steps * tau + tau + extra])
     np.testing.assert_array_equal(result.nfe_backward, [steps * tau])
     np.testing.assert_array_equal(result.classifier_calls, [steps + 2])
@@ -229,7 +230,7 @@ def test_ace_early_stop_stops_attacking_flipped_samples():
     easy = A + 0.9 * ((A + B) / 2 - A)
     images = torch.stack([easy, A])
     models = toy_models(std=0.02)
-    params = ace_params(early_stop=True, pre_explanation="attacked")
+    params = ace_params(early_stop=True, mask_from="attacked")
     stopped = ace.explain(images, np.array([0, 1]), models, params, seed=0)
     tau, steps = 5, 30
     flip = stopped.extras["flip_attack_step"]
