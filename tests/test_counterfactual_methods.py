@@ -587,3 +587,8 @@ def test_shards_partition_the_same_aligned_batches(n, batch_size, shards):
 def test_an_out_of_range_shard_is_refused(shards, shard):
     with pytest.raises(ValueError, match="shard"):
         shard_batches(10, 3, shards, shard)
+
+
+def test_binary_targets_are_always_the_other_class_even_with_a_configured_target():
+    logits = torch.tensor([[0.0, 1.0], [2.0, -1.0]])
+    assert choose_targets(logits, 1, np.array([5, 6])).tolist() == [0, 1]

@@ -38,6 +38,7 @@ PARAMS = {
     "dilation", "threshold", "early_stop", "target", "mask_from",
 }  # fmt: skip
 ATTACKS = ("pgd", "gd", "cw")
+MASK_SOURCES = ("attacked", "filtered")
 DISTANCES = {"l1": 0.001, "l2": 0.1}  # seed defaults of λd
 REFERENCE_SIZE, REFERENCE_DILATION = 128, 15
 
@@ -163,6 +164,8 @@ def explain(
     check_params(params, PARAMS, "ace")
     if params["attack"] not in ATTACKS:
         raise ExplanationError(f"params.attack={params['attack']!r}: allowed {ATTACKS}")
+    if params["mask_from"] not in MASK_SOURCES:
+        raise ExplanationError(f"params.mask_from={params['mask_from']!r}: allowed {MASK_SOURCES}")
     if params["distance"] not in DISTANCES:
         raise ExplanationError(f"params.distance={params['distance']!r}: allowed {sorted(DISTANCES)}")
     if not 1 <= params["tau"] <= params["steps"]:
@@ -177,7 +180,7 @@ def explain(
     all_rows = np.arange(n)
     draw = lambda: noise.draw(all_rows).to(device)  # noqa: E731
     changed, extra_nfe = pre, 0
-    if params["mask_from"] == "filtered":  # what the classifier judged: F_τ(x')
+    if params["mask_from"] == "filtered":  # a fresh draw of F_τ(x'), the kind of image the classifier judged
         with torch.no_grad():
             changed = _filter(diffusion, pre, tau, draw).clamp(-1, 1)
         extra_nfe = tau

@@ -93,16 +93,16 @@ def check_logits(logits: torch.Tensor, sample_ids: np.ndarray, where: str) -> No
 
 
 def choose_targets(logits: torch.Tensor, target: int | None, sample_ids: np.ndarray) -> torch.Tensor:
-    """Target classes (N,): the other class for binary tasks; for multi-class the
-    configured ``target`` or else the runner-up class."""
+    """Target classes (N,): the other class for binary tasks (``target`` is ignored); for
+    multi-class the configured ``target`` or else the runner-up class."""
     num_classes = logits.shape[1]
     prediction = logits.argmax(1)
+    if num_classes == 2:
+        return 1 - prediction
     if target is not None:
         if not 0 <= target < num_classes:
             raise ExplanationError(f"params.target={target}: allowed 0..{num_classes - 1}")
         targets = torch.full_like(prediction, target)
-    elif num_classes == 2:
-        targets = 1 - prediction
     else:
         targets = logits.topk(2, dim=1).indices[:, 1]
     same = targets == prediction
