@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=None)
     parser.add_argument("--n-images", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", default=list(FAST_ENTRIES), choices=list(FAST_ENTRIES))
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -111,6 +112,8 @@ def main() -> None:
         images = to_m11(torch.from_numpy(data.array("images")[ids]))
         rows = {}
         for name, entry in compared.items():
+            if name.split()[0] not in args.methods:
+                continue
             perceptual = dict(entry["perceptual"])
             if entry["method"] == "dime" and perceptual["network"] == "encoder":
                 perceptual["encoder_dir"] = str(root / dataset / "models" / perceptual["encoder"])
@@ -118,8 +121,11 @@ def main() -> None:
                 root / dataset / "models" / entry["classifier"], root / dataset / "models" / entry["ddpm"],
                 perceptual, torch.device("cpu"),
             )  # fmt: skip
-            forward, backward = unet_seconds_per_image(models.ddpm, models.image_shape, entry["batch_size"])
+            # the network's speed is measured right before and after the run, under the same load
+            before = unet_seconds_per_image(models.ddpm, models.image_shape, entry["batch_size"])
             row = run_setting(entry, models, images, ids, args.seed)
+            after = unet_seconds_per_image(models.ddpm, models.image_shape, entry["batch_size"])
+            forward, backward = ((b + a) / 2 for b, a in zip(before, after, strict=True))
             network = (row["nfe"] - row["nfe_backward"]) * forward + row["nfe_backward"] * backward
             row.update(unet_forward_s=forward, unet_forward_backward_s=backward, network_s_per_ce=network,
                        overhead_ratio=row["seconds_per_ce"] / network)  # fmt: skip
@@ -128,7 +134,7 @@ def main() -> None:
                 f"[{dataset}] {name}: {json.dumps({k: v for k, v in row.items() if k != 'params'})}",
                 flush=True,
             )
-        for method in FAST_ENTRIES:
+        for method in args.methods:
             published, fast = rows[f"{method} published"], rows[f"{method} fast"]
             passes = lambda r: r["nfe"] + r["nfe_backward"]  # noqa: E731 - network passes per CE
             rows[f"{method} fast vs published"] = {
@@ -146,7 +152,7 @@ def main() -> None:
                     f"{row['nfe_backward']:.0f} | {row['seconds_per_ce']:.2f} | {row['overhead_ratio']:.2f} |"
                 )
     for dataset, rows in report.items():
-        for method in FAST_ENTRIES:
+        for method in args.methods:
             cmp = rows[f"{method} fast vs published"]
             print(
                 f"{dataset} {method}: fast uses {cmp['network_passes_reduction']:.1f}x fewer network passes; "

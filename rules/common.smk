@@ -47,7 +47,9 @@ def model_files(dataset, name):
 
 def model_cfg(wildcards):
     """A model's config minus its dataset list: adding a dataset re-trains nothing else."""
-    return {k: v for k, v in config["models"][wildcards.name].items() if k != "datasets"}
+    return {
+        k: v for k, v in config["models"][wildcards.name].items() if k != "datasets"
+    }
 
 
 def job_seed(wildcards):
