@@ -15,13 +15,16 @@ def model_dir(key):
 
 names = list(sm.input.keys())  # a Namedlist: keys() gives its names
 regressors = {key.removeprefix("regressor_"): model_dir(key) for key in names if key.startswith("regressor_")}
-cf_metrics.run(
+inputs = cf_metrics.MetricInputs(
     sm.input.store,
     sm.input.data,
     model_dir("classifier"),
     model_dir("encoder"),
     model_dir("oracle") if "oracle" in names else None,
     regressors,
+)
+cf_metrics.run(
+    inputs,
     dict(sm.params.settings),
     dict(sm.params.labels),
     sm.output.metrics,

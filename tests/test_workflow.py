@@ -18,7 +18,7 @@ from tests.workflow_helpers import REPO, SNAKEMAKE, planned_jobs, snakemake, wri
 ELLIPSE_MODELS = ["classifier", "regressor_aspect", "regressor_area", "encoder", "ddpm"]
 ATTRIBUTE_MODELS = ["classifier", "oracle", "encoder", "ddpm"]
 DATASETS = ("ellipses", "attributes")
-EXPLANATIONS = {"dime": 2, "ace_l1": 1, "ace_l2": 1}  # name -> runs (default config and tiny preset)
+EXPLANATIONS = {"dime": 2, "ace_l1": 1}  # name -> runs (default config and tiny preset)
 SHARDS = 2
 
 
@@ -178,8 +178,8 @@ def test_unchanged_second_run_does_nothing(tiny_run):
             id="dataset-change-reruns-its-chain-only",
         ),
         pytest.param(
-            {"explanations": {"ace_l2": {"params": {"threshold": 0.2}}}},
-            explanation_jobs(methods=["ace_l2"]),
+            {"explanations": {"ace_l1": {"params": {"threshold": 0.2}}}},
+            explanation_jobs(methods=["ace_l1"]),
             id="method-parameter-reruns-that-method-only",
         ),
         pytest.param(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,31 +98,35 @@ def _factor_metrics(regressor_dirs: dict[str, str], data: PreparedData, x, cf, d
     return changes
 
 
+@dataclass
+class MetricInputs:
+    """Where one run's metrics read from: its store, the data and the model directories."""
+
+    store: str | Path
+    data: str | Path
+    classifier: str | Path
+    encoder: str | Path
+    oracle: str | Path | None = None
+    regressors: dict[str, str] = field(default_factory=dict)
+
+
 def compute(
-    store_path: str | Path,
-    data_path: str | Path,
-    classifier_dir: str | Path,
-    encoder_dir: str | Path,
-    oracle_dir: str | None,
-    regressor_dirs: dict[str, str],
-    settings: dict[str, Any],
-    seed: int,
-    device: torch.device,
+    inputs: MetricInputs, settings: dict[str, Any], seed: int, device: torch.device
 ) -> dict[str, Any]:
     """Every metric of one explanations store, as a flat-ish dict."""
-    store = open_store(store_path, kind=STORE_KIND)
-    data = PreparedData(data_path)
+    store = open_store(inputs.store, kind=STORE_KIND)
+    data = PreparedData(inputs.data)
     ids = store.read("sample_ids")
     x = to_m11(torch.from_numpy(data.array("images")[ids]))
     cf_all = torch.from_numpy(store.read("counterfactuals"))
     success = store.read("success").astype(bool)
     targets, sources = store.read("targets"), store.read("sources")
     x_ok, cf_ok = x[success], cf_all[success]
-    classifier, _ = load_model(classifier_dir)
+    classifier, _ = load_model(inputs.classifier)
     classifier = classifier.to(device).eval()
     probs = torch.softmax(torch.from_numpy(store.read("logits_after")), 1).numpy()
     pixel = distances(x_ok, cf_ok)
-    encoder, _ = load_model(encoder_dir)
+    encoder, _ = load_model(inputs.encoder)
     space = feature_space(encoder.to(device).eval(), settings["inception_weights"], device)
     real_features, cf_features = space.features(x), space.features(cf_all)
     lpips = Lpips(settings["lpips_weights"], device)
@@ -145,10 +150,10 @@ def compute(
         "classifier_gradients": _mean(store.read("classifier_gradients")),
         "seconds_per_ce": _mean(store.read("seconds")),
     }
-    if oracle_dir is not None and data.attribute_names:
-        metrics.update(_oracle_metrics(oracle_dir, data, x_ok, cf_ok, device))
-    if regressor_dirs:
-        metrics["factor_changes"] = _factor_metrics(regressor_dirs, data, x_ok, cf_ok, device)
+    if inputs.oracle is not None and data.attribute_names:
+        metrics.update(_oracle_metrics(inputs.oracle, data, x_ok, cf_ok, device))
+    if inputs.regressors:
+        metrics["factor_changes"] = _factor_metrics(inputs.regressors, data, x_ok, cf_ok, device)
     if "masks" in store and "ellipse" in data.mask_names:
         region = data.array("masks")[ids, data.mask_names.index("ellipse")]
         dilation = dilation_size(store.attrs["params"], data.image_size[0])
@@ -179,30 +184,24 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 def run(
-    store_path: str | Path,
-    data_path: str | Path,
-    classifier_dir: str | Path,
-    encoder_dir: str | Path,
-    oracle_dir: str | None,
-    regressor_dirs: dict[str, str],
+    inputs: MetricInputs,
     settings: dict[str, Any],
-    keys: dict[str, str],
+    labels: dict[str, str],
     metrics_path: str | Path,
     csv_path: str | Path,
     seed: int,
     device: torch.device,
 ) -> dict[str, Any]:
+    """Write metrics.json (labels, method params, metrics, provenance) and the CSV rows."""
     started = time.perf_counter()
-    metrics = compute(
-        store_path, data_path, classifier_dir, encoder_dir, oracle_dir, regressor_dirs, settings, seed, device
-    )
-    store_attrs = open_store(store_path, kind=STORE_KIND).attrs
+    metrics = compute(inputs, settings, seed, device)
+    store_attrs = open_store(inputs.store, kind=STORE_KIND).attrs
     record = provenance(settings, MODULES, seed, str(device), time.perf_counter() - started)
     record["explanations_config_hash"] = store_attrs["provenance"]["config_hash"]
     digest = config_hash(
         {"metrics": record["config_hash"], "explanations": record["explanations_config_hash"]}
     )
-    write_json(metrics_path, {**keys, "params": store_attrs["params"], **metrics, "provenance": record})
-    write_csv(csv_path, csv_rows(metrics, keys, digest))
-    log.info("metrics of %s: %s", store_path, metrics)
+    write_json(metrics_path, {**labels, "params": store_attrs["params"], **metrics, "provenance": record})
+    write_csv(csv_path, csv_rows(metrics, labels, digest))
+    log.info("metrics of %s: %s", inputs.store, metrics)
     return metrics

@@ -25,12 +25,10 @@ from diffxai.methods.base import (
     Explanations,
     Models,
     SampleNoise,
-    check_images,
     check_logits,
-    check_params,
-    choose_targets,
     class_loss,
     classify,
+    prepare,
 )
 
 PARAMS = {
@@ -161,21 +159,12 @@ def explain(
     images: torch.Tensor, sample_ids: np.ndarray, models: Models, params: dict[str, Any], seed: int
 ) -> Explanations:
     """ACE counterfactuals of ``images`` (N, C, H, W) in [-1, 1] on the DDPM's device."""
-    check_params(params, PARAMS, "ace")
-    if params["attack"] not in ATTACKS:
-        raise ExplanationError(f"params.attack={params['attack']!r}: allowed {ATTACKS}")
-    if params["mask_from"] not in MASK_SOURCES:
-        raise ExplanationError(f"params.mask_from={params['mask_from']!r}: allowed {MASK_SOURCES}")
-    if params["distance"] not in DISTANCES:
-        raise ExplanationError(f"params.distance={params['distance']!r}: allowed {sorted(DISTANCES)}")
-    if not 1 <= params["tau"] <= params["steps"]:
-        raise ExplanationError(f"params.tau={params['tau']}: allowed 1..steps={params['steps']}")
-    check_images(images, models.image_shape, sample_ids)
-    diffusion = RespacedDiffusion(models.ddpm, models.scheduler_config, params["steps"])
+    setup = prepare(images, sample_ids, models, params, PARAMS, "ace", seed)
+    for key, allowed in (("attack", ATTACKS), ("mask_from", MASK_SOURCES), ("distance", tuple(DISTANCES))):
+        if params[key] not in allowed:
+            raise ExplanationError(f"params.{key}={params[key]!r}: allowed {allowed}")
+    diffusion, noise, targets = setup.diffusion, setup.noise, setup.targets
     device, n, tau = images.device, len(images), params["tau"]
-    logits_before = classify(models.classifier, images, sample_ids, "on the input")
-    targets = choose_targets(logits_before, params.get("target"), sample_ids).to(device)
-    noise = SampleNoise(seed, sample_ids, models.image_shape)
     pre, flip_step, steps_run = pre_explain(diffusion, models, images, targets, params, noise, sample_ids)
     all_rows = np.arange(n)
     draw = lambda: noise.draw(all_rows).to(device)  # noqa: E731
@@ -187,20 +176,17 @@ def explain(
     mask = region_mask(images, changed, dilation_size(params, images.shape[-1]), params["threshold"])
     counterfactuals = repaint(diffusion, images, pre, mask, tau, draw)
     logits_after = classify(models.classifier, counterfactuals, sample_ids, "on the CE")
-    return Explanations(
-        counterfactuals=counterfactuals.cpu().numpy(),
-        sources=logits_before.argmax(1).numpy(),
-        targets=targets.cpu().numpy(),
-        logits_before=logits_before.numpy(),
-        logits_after=logits_after.numpy(),
+    extras = {
+        "pre_explanations": pre.detach().cpu().numpy(),
+        "masks": mask.cpu().numpy().astype(np.uint8),
+        "flip_attack_step": flip_step,
+    }
+    return setup.result(
+        counterfactuals,
+        logits_after,
+        extras,
         nfe=steps_run * tau + tau + extra_nfe,
         nfe_backward=steps_run * tau,
         classifier_calls=steps_run + 2,
         classifier_gradients=steps_run,
-        seconds=np.zeros(n, np.float32),
-        extras={
-            "pre_explanations": pre.detach().cpu().numpy(),
-            "masks": mask.cpu().numpy().astype(np.uint8),
-            "flip_attack_step": flip_step,
-        },
     )

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffxai.diffusion.respaced import RespacedDiffusion
 from diffxai.jobs.common import derive_seed
 
 RANGE_TOLERANCE = 1e-3
@@ -156,3 +157,57 @@ def classify(classifier: nn.Module, images: torch.Tensor, sample_ids: np.ndarray
     logits = classifier(images.to(device)).float().cpu()
     check_logits(logits, sample_ids, where)
     return logits
+
+
+@dataclass
+class Setup:
+    """What both diffusion methods start from: the respaced chain, the classifier's logits
+    on the input (N, K), the targets (N,) and the per-sample noise."""
+
+    diffusion: RespacedDiffusion
+    logits_before: torch.Tensor
+    targets: torch.Tensor
+    noise: SampleNoise
+
+    def result(
+        self,
+        counterfactuals: torch.Tensor,
+        logits_after: torch.Tensor,
+        extras: dict[str, np.ndarray],
+        **counts,
+    ) -> Explanations:
+        """The method's Explanations; ``counts``: nfe, nfe_backward, classifier_calls and
+        classifier_gradients per sample (seconds are filled in by the caller)."""
+        return Explanations(
+            counterfactuals=counterfactuals.detach().cpu().numpy(),
+            sources=self.logits_before.argmax(1).numpy(),
+            targets=self.targets.cpu().numpy(),
+            logits_before=self.logits_before.numpy(),
+            logits_after=logits_after.numpy(),
+            seconds=np.zeros(len(counterfactuals), np.float32),
+            extras=extras,
+            **{k: np.asarray(v, np.int64) for k, v in counts.items()},
+        )
+
+
+def prepare(
+    images: torch.Tensor,
+    sample_ids: np.ndarray,
+    models: Models,
+    params: dict[str, Any],
+    allowed: set[str],
+    method: str,
+    seed: int,
+) -> Setup:
+    """Check parameters and inputs, classify the inputs and choose the targets."""
+    check_params(params, allowed, method)
+    if not 1 <= params["tau"] <= params["steps"]:
+        raise ExplanationError(f"params.tau={params['tau']}: allowed 1..steps={params['steps']}")
+    check_images(images, models.image_shape, sample_ids)
+    logits_before = classify(models.classifier, images, sample_ids, "on the input")
+    return Setup(
+        RespacedDiffusion(models.ddpm, models.scheduler_config, params["steps"]),
+        logits_before,
+        choose_targets(logits_before, params.get("target"), sample_ids).to(images.device),
+        SampleNoise(seed, sample_ids, models.image_shape),
+    )

@@ -22,13 +22,10 @@ from diffxai.methods.base import (
     ExplanationError,
     Explanations,
     Models,
-    SampleNoise,
-    check_images,
     check_logits,
-    check_params,
-    choose_targets,
     class_loss,
     classify,
+    prepare,
 )
 from diffxai.methods.perceptual_features import perceptual_distance
 
@@ -83,20 +80,14 @@ def explain(
     images: torch.Tensor, sample_ids: np.ndarray, models: Models, params: dict[str, Any], seed: int
 ) -> Explanations:
     """DiME counterfactuals of ``images`` (N, C, H, W) in [-1, 1] on the DDPM's device."""
-    check_params(params, PARAMS, "dime")
+    setup = prepare(images, sample_ids, models, params, PARAMS, "dime", seed)
     if params["clean_estimate"] not in CLEAN_ESTIMATES:
         raise ExplanationError(
             f"params.clean_estimate={params['clean_estimate']!r}: allowed {CLEAN_ESTIMATES}"
         )
-    if not 1 <= params["tau"] <= params["steps"]:
-        raise ExplanationError(f"params.tau={params['tau']}: allowed 1..steps={params['steps']}")
-    diffusion = RespacedDiffusion(models.ddpm, models.scheduler_config, params["steps"])
-    check_images(images, models.image_shape, sample_ids)
-    shape = models.image_shape
+    diffusion, noise, targets = setup.diffusion, setup.noise, setup.targets
+    logits_before = setup.logits_before
     device = images.device
-    logits_before = classify(models.classifier, images, sample_ids, "on the input")
-    targets = choose_targets(logits_before, params.get("target"), sample_ids).to(device)
-    noise = SampleNoise(seed, sample_ids, shape)
     n = len(images)
     counterfactuals = images.clone()
     logits_after = logits_before.clone()
@@ -128,16 +119,12 @@ def explain(
         flipped = (logits.argmax(1) == targets[rows].cpu()).numpy()
         done[rows[flipped]] = True
         flip_scale[rows[flipped]] = scale
-    return Explanations(
-        counterfactuals=counterfactuals.cpu().numpy(),
-        sources=logits_before.argmax(1).numpy(),
-        targets=targets.cpu().numpy(),
-        logits_before=logits_before.numpy(),
-        logits_after=logits_after.numpy(),
+    return setup.result(
+        counterfactuals,
+        logits_after,
+        {"flip_lambda_c": flip_scale},
         nfe=nfe,
-        nfe_backward=np.zeros(n, np.int64),
+        nfe_backward=np.zeros(n),
         classifier_calls=calls,
         classifier_gradients=gradients,
-        seconds=np.zeros(n, np.float32),
-        extras={"flip_lambda_c": flip_scale},
     )
