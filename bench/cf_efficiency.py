@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
@@ -70,18 +69,12 @@ def unet_seconds_per_image(ddpm: torch.nn.Module, shape: tuple[int, ...], batch:
 
 
 def run_setting(entry: dict[str, Any], models, images, ids, seed: int) -> dict[str, Any]:
-    batch = entry["batch_size"]
-    results, started = [], time.perf_counter()
-    for start in range(0, len(ids), batch):
-        results.append(
-            METHODS[entry["method"]](
-                images[start : start + batch], ids[start : start + batch], models, entry["params"], seed
-            )
-        )
+    started = time.perf_counter()
+    result = METHODS[entry["method"]](
+        images, ids, models, entry["params"], seed, batch_size=entry["batch_size"]
+    )
     wall = time.perf_counter() - started
-    success = np.concatenate([r.success for r in results])
-    nfe = np.concatenate([r.nfe for r in results])
-    backward = np.concatenate([r.nfe_backward for r in results])
+    success, nfe, backward = result.success, result.nfe, result.nfe_backward
     return {
         "params": entry["params"],
         "n": len(ids),
@@ -99,6 +92,7 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", default=list(FAST_ENTRIES), choices=list(FAST_ENTRIES))
+    parser.add_argument("--settings", nargs="+", default=["published", "fast"], choices=["published", "fast"])
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -112,7 +106,8 @@ def main() -> None:
         images = to_m11(torch.from_numpy(data.array("images")[ids]))
         rows = {}
         for name, entry in compared.items():
-            if name.split()[0] not in args.methods:
+            method, setting = name.split()
+            if method not in args.methods or setting not in args.settings:
                 continue
             perceptual = dict(entry["perceptual"])
             if entry["method"] == "dime" and perceptual["network"] == "encoder":
@@ -134,7 +129,7 @@ def main() -> None:
                 f"[{dataset}] {name}: {json.dumps({k: v for k, v in row.items() if k != 'params'})}",
                 flush=True,
             )
-        for method in args.methods:
+        for method in args.methods if len(args.settings) == 2 else []:
             published, fast = rows[f"{method} published"], rows[f"{method} fast"]
             passes = lambda r: r["nfe"] + r["nfe_backward"]  # noqa: E731 - network passes per CE
             rows[f"{method} fast vs published"] = {
@@ -152,7 +147,7 @@ def main() -> None:
                     f"{row['nfe_backward']:.0f} | {row['seconds_per_ce']:.2f} | {row['overhead_ratio']:.2f} |"
                 )
     for dataset, rows in report.items():
-        for method in args.methods:
+        for method in args.methods if len(args.settings) == 2 else []:
             cmp = rows[f"{method} fast vs published"]
             print(
                 f"{dataset} {method}: fast uses {cmp['network_passes_reduction']:.1f}x fewer network passes; "

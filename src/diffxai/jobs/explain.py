@@ -22,7 +22,6 @@ from diffxai.methods.perceptual_features import encoder_layers, vgg_layers
 from diffxai.methods.registry import METHODS
 from diffxai.models.io import load_model
 from diffxai.paths import resolve
-from diffxai.progress import progress
 from diffxai.provenance import provenance
 from diffxai.store import ArraySpec, StoreWriter
 from diffxai.training.supervised import to_m11
@@ -66,11 +65,6 @@ def load_models(
     return Models(classifier, ddpm, info["scheduler_config"], features)
 
 
-def _writer(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> StoreWriter:
-    specs = {name: ArraySpec(tuple(a.shape[1:]), a.dtype.str) for name, a in arrays.items()}
-    return StoreWriter(path, STORE_KIND, specs, attrs=attrs)
-
-
 def run(
     data_path: str | Path,
     classifier_dir: str | Path,
@@ -90,30 +84,26 @@ def run(
     models = load_models(classifier_dir, ddpm_dir, spec["perceptual"], device)
     explain = METHODS[spec["method"]]
     images_uint8 = data.array("images")
-    writer: StoreWriter | None = None
     attrs = {"method": spec["method"], "params": spec["params"], "shard": shard, "shards": spec["shards"]}
-    try:
-        for positions in progress(batches, desc=f"{spec['method']} shard {shard}"):
-            ids = samples[positions]
-            images = to_m11(torch.from_numpy(images_uint8[ids])).to(device)
-            batch_started = time.perf_counter()
-            result = explain(images, ids, models, spec["params"], seed)
-            result.seconds[:] = (time.perf_counter() - batch_started) / len(ids)
-            arrays = {"sample_ids": ids.astype(np.int64), **result.arrays()}
-            if writer is None:
-                writer = _writer(Path(out_path), arrays, attrs)
+    rows = np.concatenate(batches) if batches else np.zeros(0, np.int64)
+    ids = samples[rows]
+    arrays: dict[str, np.ndarray] = {}
+    if ids.size:
+        images = to_m11(torch.from_numpy(images_uint8[ids])).to(device)
+        explain_started = time.perf_counter()
+        result = explain(images, ids, models, spec["params"], seed, batch_size=spec["batch_size"])
+        result.seconds[:] = (time.perf_counter() - explain_started) / len(ids)
+        arrays = {"sample_ids": ids.astype(np.int64), **result.arrays()}
+        log.info(
+            "samples %s..%s: flip rate %.3f, mean NFE %.0f, %.2f s per CE",
+            ids[0], ids[-1], result.success.mean(), result.nfe.mean(), result.seconds[0],
+        )  # fmt: skip
+    specs = {name: ArraySpec(tuple(a.shape[1:]), a.dtype.str) for name, a in arrays.items()}
+    with StoreWriter(Path(out_path), STORE_KIND, specs, attrs=attrs) as writer:
+        if arrays:
             writer.append(**arrays)
-            log.info(
-                "samples %s..%s: flip rate %.3f, mean NFE %.0f, %.2f s per CE",
-                ids[0], ids[-1], result.success.mean(), result.nfe.mean(), result.seconds[0],
-            )  # fmt: skip
-        if writer is None:  # more shards than batches: an empty, complete store
-            writer = StoreWriter(Path(out_path), STORE_KIND, {}, attrs=attrs)
         elapsed = time.perf_counter() - started
         writer.update_attrs(provenance=provenance(spec, MODULES, seed, str(device), elapsed))
         path = writer.finalize()
-    finally:
-        if writer is not None:
-            writer.__exit__(None, None, None)
     log.info("wrote %s (%d batches) in %.1f s", out_path, len(batches), time.perf_counter() - started)
     return path

@@ -150,11 +150,28 @@ def check_params(params: dict[str, Any], allowed: set[str], method: str) -> None
         raise ExplanationError(f"{method}: unknown params {unknown}; allowed: {sorted(allowed)}")
 
 
+def batches(rows: np.ndarray, batch_size: int | None) -> list[np.ndarray]:
+    """``rows`` cut into consecutive batches of at most ``batch_size`` (one batch when None)."""
+    if rows.size == 0:
+        return []
+    if batch_size is None:
+        return [rows]
+    return [rows[start : start + batch_size] for start in range(0, rows.size, batch_size)]
+
+
+def concatenate(parts: list[Explanations]) -> Explanations:
+    """One Explanations from per-batch ones, in order."""
+    join = lambda arrays: np.concatenate(arrays)  # noqa: E731
+    core = {name: join([vars(p)[name] for p in parts]) for name in vars(parts[0]) if name != "extras"}
+    extras = {name: join([p.extras[name] for p in parts]) for name in parts[0].extras}
+    return Explanations(**core, extras=extras)
+
+
 @torch.no_grad()
 def classify(classifier: nn.Module, images: torch.Tensor, sample_ids: np.ndarray, where: str) -> torch.Tensor:
     """Logits (N, K) on CPU, checked for NaN."""
     device = next(classifier.parameters()).device
-    logits = classifier(images.to(device)).float().cpu()
+    logits = torch.cat([classifier(chunk.to(device)).float().cpu() for chunk in images.split(256)])
     check_logits(logits, sample_ids, where)
     return logits
 

@@ -22,12 +22,14 @@ from diffxai.methods.base import (
     ExplanationError,
     Explanations,
     Models,
+    batches,
     check_logits,
     class_loss,
     classify,
     prepare,
 )
 from diffxai.methods.perceptual_features import perceptual_distance
+from diffxai.progress import progress
 
 PARAMS = {"steps", "tau", "lambda_c", "lambda_p", "eta_l1", "class_loss", "clean_estimate", "target"}
 CLEAN_ESTIMATES = ("chain", "tweedie")
@@ -77,9 +79,17 @@ def _guided_pass(
 
 
 def explain(
-    images: torch.Tensor, sample_ids: np.ndarray, models: Models, params: dict[str, Any], seed: int
+    images: torch.Tensor,
+    sample_ids: np.ndarray,
+    models: Models,
+    params: dict[str, Any],
+    seed: int,
+    batch_size: int | None = None,
 ) -> Explanations:
-    """DiME counterfactuals of ``images`` (N, C, H, W) in [-1, 1] on the DDPM's device."""
+    """DiME counterfactuals of ``images`` (N, C, H, W) in [-1, 1] on the DDPM's device.
+
+    Each λc attempt runs the samples not yet flipped in batches of ``batch_size`` (all at
+    once when None), so re-runs at a higher λc fill whole batches."""
     setup = prepare(images, sample_ids, models, params, PARAMS, "dime", seed)
     if params["clean_estimate"] not in CLEAN_ESTIMATES:
         raise ExplanationError(
@@ -97,28 +107,26 @@ def explain(
     gradients = np.zeros(n, np.int64)
     calls = np.ones(n, np.int64)
     for scale in params["lambda_c"]:
-        rows = np.flatnonzero(~done)
-        if rows.size == 0:
-            break
-        cfs, pass_nfe = _guided_pass(
-            diffusion,
-            models,
-            images[rows],
-            targets[rows],
-            float(scale),
-            params,
-            lambda rows=rows: noise.draw(rows).to(device),
-            sample_ids[rows],
-        )
-        logits = classify(models.classifier, cfs, sample_ids[rows], f"on the CE (lambda_c={scale})")
-        counterfactuals[rows] = cfs
-        logits_after[rows] = logits
-        nfe[rows] += pass_nfe
-        gradients[rows] += params["tau"]
-        calls[rows] += params["tau"] + 1
-        flipped = (logits.argmax(1) == targets[rows].cpu()).numpy()
-        done[rows[flipped]] = True
-        flip_scale[rows[flipped]] = scale
+        for rows in progress(batches(np.flatnonzero(~done), batch_size), desc=f"DiME lambda_c={scale}"):
+            cfs, pass_nfe = _guided_pass(
+                diffusion,
+                models,
+                images[rows],
+                targets[rows],
+                float(scale),
+                params,
+                lambda rows=rows: noise.draw(rows).to(device),
+                sample_ids[rows],
+            )
+            logits = classify(models.classifier, cfs, sample_ids[rows], f"on the CE (lambda_c={scale})")
+            counterfactuals[rows] = cfs
+            logits_after[rows] = logits
+            nfe[rows] += pass_nfe
+            gradients[rows] += params["tau"]
+            calls[rows] += params["tau"] + 1
+            flipped = (logits.argmax(1) == targets[rows].cpu()).numpy()
+            done[rows[flipped]] = True
+            flip_scale[rows[flipped]] = scale
     return setup.result(
         counterfactuals,
         logits_after,
