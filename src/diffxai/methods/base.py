@@ -142,6 +142,10 @@ class SampleNoise:
         """Standard normal noise (len(rows), *shape) from the given samples' streams."""
         return torch.stack([torch.randn(self.shape, generator=self.generators[r]) for r in rows])
 
+    def draw_many(self, rows: np.ndarray | list[int], k: int) -> torch.Tensor:
+        """Standard normal noise (len(rows), k, *shape): k draws from each sample's stream."""
+        return torch.stack([torch.randn((k, *self.shape), generator=self.generators[r]) for r in rows])
+
 
 def check_params(params: dict[str, Any], allowed: set[str], method: str) -> None:
     """Refuse unknown parameter names."""
