@@ -14,6 +14,9 @@ include: "rules/common.smk"
 wildcard_constraints:
     dataset=names_of(config["datasets"]),
     method=EXPLANATIONS,
+    attribution=ATTRIBUTIONS,
+    ablation=ABLATIONS,
+    setting="[A-Za-z_]+=[^/]+",
     run="run[0-9]+",
     shard="[0-9]+",
 
@@ -21,6 +24,7 @@ wildcard_constraints:
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/explain.smk"
+include: "rules/attribute.smk"
 
 
 rule all:

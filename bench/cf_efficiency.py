@@ -1,10 +1,11 @@
-"""Counterfactual efficiency: published vs fast settings of DiME and ACE, side by side.
+"""Counterfactual efficiency: published vs fast settings of DiME, ACE and FreeMCG, side by side.
 
 For each dataset, explains the same first N test images with each setting and prints
 flip rate, diffusion-network evaluations per CE (forward, and backward through the
-UNet), seconds per CE, and the ratio of wall time to the network's own cost
-(forward-only NFE × time of one batched UNet forward + backward NFE × time of one
-batched forward+backward, per image, at the same batch size): a ratio near 1 means
+UNet), classifier calls (FreeMCG: black-box queries), seconds per CE, and the ratio of
+wall time to the network's own cost (forward-only NFE × time of one batched UNet forward
++ backward NFE × time of one batched forward+backward, per image, at the same batch
+size): a ratio near 1 means
 little overhead beyond the diffusion network itself.
 
 python bench/cf_efficiency.py --n-images 32 [--datasets ellipses] [--out results/bench/cf_efficiency.json]
@@ -29,7 +30,8 @@ from diffxai.jobs.explain import explained_samples, load_models
 from diffxai.methods.registry import METHODS
 from diffxai.training.supervised import to_m11
 
-FAST_ENTRIES = {"dime": "dime", "ace": "ace_l1"}  # method -> config entry with its fast setting
+# method -> config entry with its fast setting
+FAST_ENTRIES = {"dime": "dime", "ace": "ace_l1", "freemcg": "freemcg"}
 
 
 def compared_settings(config_files: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -81,6 +83,7 @@ def run_setting(entry: dict[str, Any], models, images, ids, seed: int) -> dict[s
         "flip_rate": float(success.mean()),
         "nfe": float(nfe.mean()),
         "nfe_backward": float(backward.mean()),
+        "classifier_calls": float(result.classifier_calls.mean()),
         "seconds_per_ce": wall / len(ids),
     }
 
@@ -137,14 +140,15 @@ def main() -> None:
                 "network_passes_reduction": passes(published) / passes(fast),
             }
         report[dataset] = rows
-    print("\n| dataset | setting | flip rate | NFE fwd | NFE bwd | s/CE | wall / network |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("\n| dataset | setting | flip rate | NFE fwd | NFE bwd | classifier calls | s/CE | wall/network |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for dataset, rows in report.items():
         for name, row in rows.items():
             if "flip_rate" in row:
                 print(
                     f"| {dataset} | {name} | {row['flip_rate']:.3f} | {row['nfe']:.0f} | "
-                    f"{row['nfe_backward']:.0f} | {row['seconds_per_ce']:.2f} | {row['overhead_ratio']:.2f} |"
+                    f"{row['nfe_backward']:.0f} | {row['classifier_calls']:.0f} | "
+                    f"{row['seconds_per_ce']:.2f} | {row['overhead_ratio']:.2f} |"
                 )
     for dataset, rows in report.items():
         for method in args.methods if len(args.settings) == 2 else []:

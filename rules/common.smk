@@ -33,6 +33,8 @@ SUPERVISED = names_of(config["models"], kind=("classifier", "regressor", "oracle
 ENCODERS = names_of(config["models"], kind=("encoder",))
 DDPMS = names_of(config["models"], kind=("ddpm",))
 EXPLANATIONS = "|".join(sorted(config["explanations"])) or NEVER
+ATTRIBUTIONS = "|".join(sorted(config["attributions"])) or NEVER
+ABLATIONS = "|".join(sorted(config["ablations"])) or NEVER
 
 
 def model_dir(dataset, name):
@@ -72,12 +74,40 @@ def explanation_targets():
     return targets
 
 
+def attribution_targets():
+    """metrics.json of every (dataset, attribution)."""
+    return [
+        f"{R}/{dataset}/attributions/{name}/metrics.json"
+        for name, entry in config["attributions"].items()
+        for dataset in entry["datasets"]
+    ]
+
+
+def ablation_settings(name):
+    """{setting wildcard: {'parameter', 'value'}} of an ablation, in table order."""
+    return {
+        f"{parameter}={value}": {"parameter": parameter, "value": value}
+        for parameter, values in config["ablations"][name]["vary"].items()
+        for value in values
+    }
+
+
+def ablation_targets():
+    """table.csv of every (dataset, ablation) on the datasets of its explanation."""
+    return [
+        f"{R}/{dataset}/ablations/{name}/table.csv"
+        for name, entry in config["ablations"].items()
+        for dataset in config["explanations"][entry["explanation"]]["datasets"]
+    ]
+
+
 def all_targets():
-    """prepared data, metrics.json of every (dataset, model) and of every explanation run."""
+    """prepared data, metrics.json of every (dataset, model), explanation run and
+    attribution, and every ablation table."""
     targets = [f"{R}/{dataset}/data.zarr" for dataset in config["datasets"]]
     for name, model in config["models"].items():
         targets += [f"{model_dir(d, name)}/metrics.json" for d in model["datasets"]]
-    return targets + explanation_targets()
+    return targets + explanation_targets() + attribution_targets() + ablation_targets()
 
 
 def explanation_spec(wildcards):
@@ -88,16 +118,61 @@ def explanation_spec(wildcards):
 
 
 def explain_inputs(wildcards):
-    entry = config["explanations"][wildcards.method]
+    return method_inputs(wildcards.dataset, config["explanations"][wildcards.method])
+
+
+def method_inputs(dataset, entry):
+    """Data, classifier, ddpm (and DiME's encoder) of an explanation entry."""
     inputs = {
-        "data": f"{R}/{wildcards.dataset}/data.zarr",
-        "classifier": model_files(wildcards.dataset, entry["classifier"]),
-        "ddpm": model_files(wildcards.dataset, entry["ddpm"]),
+        "data": f"{R}/{dataset}/data.zarr",
+        "classifier": model_files(dataset, entry["classifier"]),
+        "ddpm": model_files(dataset, entry["ddpm"]),
     }
     perceptual = entry["perceptual"]
     if entry["method"] == "dime" and perceptual["network"] == "encoder":
-        inputs["encoder"] = model_files(wildcards.dataset, perceptual["encoder"])
+        inputs["encoder"] = model_files(dataset, perceptual["encoder"])
     return inputs
+
+
+def ablation_inputs(wildcards):
+    """The ablated explanation's inputs, plus the FID encoder (metric_encoder)."""
+    entry = config["explanations"][
+        config["ablations"][wildcards.ablation]["explanation"]
+    ]
+    inputs = method_inputs(wildcards.dataset, entry)
+    encoder = config["counterfactual_metrics"]["encoder"]
+    inputs["metric_encoder"] = model_files(wildcards.dataset, encoder)
+    return inputs
+
+
+def ablation_spec(wildcards):
+    """The ablated explanation's spec with the ablation's n_images."""
+    ablation = config["ablations"][wildcards.ablation]
+    entry = config["explanations"][ablation["explanation"]]
+    keys = ("method", "batch_size", "perceptual")
+    return {
+        **{key: entry[key] for key in keys},
+        "params": {**entry["params"], **ablation["params"]},
+        "n_images": ablation["n_images"],
+    }
+
+
+def attribution_inputs(wildcards):
+    entry = config["attributions"][wildcards.attribution]
+    inputs = {
+        "data": f"{R}/{wildcards.dataset}/data.zarr",
+        "classifier": model_files(wildcards.dataset, entry["classifier"]),
+    }
+    if entry["method"] == "freemcg":
+        inputs["ddpm"] = model_files(wildcards.dataset, entry["ddpm"])
+    return inputs
+
+
+def attribution_spec(wildcards):
+    """What a maps job computes (a change re-runs it)."""
+    entry = config["attributions"][wildcards.attribution]
+    keys = ("method", "params", "n_images", "batch_size", "cache_particles")
+    return {key: entry[key] for key in keys}
 
 
 def cf_metrics_inputs(wildcards):

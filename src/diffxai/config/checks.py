@@ -226,6 +226,10 @@ def semantic_errors(config: dict[str, Any], base_dir: Path) -> list[str]:
         return errors
     for name, entry in config["explanations"].items():
         errors += _check_explanation(name, entry, config, base_dir)
+    for name, entry in config["attributions"].items():
+        errors += _check_attribution(name, entry, config)
+    for name, entry in config["ablations"].items():
+        errors += _check_ablation(name, entry, config)
     return errors + _check_counterfactual_metrics(config, base_dir)
 
 
@@ -243,24 +247,42 @@ def _model_reference(
     return []
 
 
+RESERVED_NAMES = ("attributions", "ablations", "models", "cache")  # folders beside explanations
+
+
+def _datasets_of(key: str, entry: dict[str, Any], model_key: str, config: dict[str, Any]) -> list[str]:
+    """Fill ``entry['datasets']`` (default: the model's) and check they are the model's."""
+    model = config["models"][entry[model_key]]
+    entry.setdefault("datasets", list(model["datasets"]))
+    allowed = f"allowed: datasets the {model['kind']} {entry[model_key]!r} is trained on: {model['datasets']}"
+    return [_msg(f"{key}.datasets", d, allowed) for d in entry["datasets"] if d not in model["datasets"]]
+
+
+def _check_freemcg_steps(key: str, params: dict[str, Any], ddpm: dict[str, Any]) -> list[str]:
+    """DDIM steps must be distinct timesteps between t_start·T and 0."""
+    start = round(params["t_start"] * ddpm["schedule"]["num_train_timesteps"])
+    if params["mode"] == "ddim" and params["steps"] > start + 1:
+        return [_msg(f"{key}.params.steps", params["steps"], f"allowed: 1..{start + 1} (t_start·T + 1)")]
+    return []
+
+
 def _check_explanation(name: str, entry: dict[str, Any], config: dict[str, Any], base_dir: Path) -> list[str]:
     key = f"explanations.{name}"
+    if name in RESERVED_NAMES:
+        return [_msg("explanations", name, f"allowed: any name but {', '.join(RESERVED_NAMES)}")]
     ddpm = config["models"].get(entry["ddpm"])
     if ddpm is None or ddpm["kind"] != "ddpm":
         return _model_reference(f"{key}.ddpm", entry["ddpm"], "ddpm", [], config)
-    entry.setdefault("datasets", list(ddpm["datasets"]))
-    errors = []
-    for dataset_name in entry["datasets"]:
-        if dataset_name not in ddpm["datasets"]:
-            allowed = f"allowed: datasets the ddpm {entry['ddpm']!r} is trained on: {ddpm['datasets']}"
-            errors.append(_msg(f"{key}.datasets", dataset_name, allowed))
+    errors = _datasets_of(key, entry, "ddpm", config)
     if errors:
         return errors
     errors += _model_reference(
         f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config
     )
     params = entry["params"]
-    if params["tau"] > params["steps"]:
+    if entry["method"] == "freemcg":
+        errors += _check_freemcg_steps(key, params, ddpm)
+    elif params["tau"] > params["steps"]:
         errors.append(_msg(f"{key}.params.tau", params["tau"], f"allowed: 1..steps ({params['steps']})"))
     perceptual = entry["perceptual"]
     if entry["method"] == "dime" and perceptual["network"] == "encoder":
@@ -273,6 +295,50 @@ def _check_explanation(name: str, entry: dict[str, Any], config: dict[str, Any],
             errors.append(
                 _msg(f"{key}.perceptual.weights", weights, "allowed: an existing VGG state-dict file")
             )
+    return errors
+
+
+def _check_attribution(name: str, entry: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    key = f"attributions.{name}"
+    model_key = "ddpm" if entry["method"] == "freemcg" else "classifier"
+    kind = "ddpm" if model_key == "ddpm" else "classifier"
+    model = config["models"].get(entry[model_key])
+    if model is None or model["kind"] != kind:
+        return _model_reference(f"{key}.{model_key}", entry[model_key], kind, [], config)
+    errors = _datasets_of(key, entry, model_key, config)
+    if errors or model_key == "classifier":
+        return errors
+    return _model_reference(f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config)
+
+
+def _check_ablation(name: str, entry: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The explanation exists and every varied value is a valid value of its parameter."""
+    from jsonschema import Draft202012Validator
+
+    from diffxai.config.load import load_schema
+
+    key = f"ablations.{name}"
+    explanation = config["explanations"].get(entry["explanation"])
+    if explanation is None:
+        names = ", ".join(sorted(config["explanations"])) or "none"
+        return [_msg(f"{key}.explanation", entry["explanation"], f"allowed: explanations: {names}")]
+    schema = load_schema()
+    params_schema = {"$defs": schema["$defs"], **schema["$defs"][f"{explanation['method']}_params"]}
+    allowed = sorted(params_schema["properties"])
+    errors = []
+    for param, values in entry["vary"].items():
+        if param not in allowed:
+            errors.append(
+                _msg(f"{key}.vary", param, f"allowed: parameters of {explanation['method']}: {allowed}")
+            )
+            continue
+        for value in values:
+            trial = {**explanation["params"], **entry["params"], param: value}
+            for error in Draft202012Validator(params_schema).iter_errors(trial):
+                errors.append(_msg(f"{key}.vary.{param}", value, error.message))
+            if explanation["method"] == "freemcg" and not errors:
+                ddpm = config["models"][explanation["ddpm"]]
+                errors += _check_freemcg_steps(f"{key}.vary", trial, ddpm)
     return errors
 
 

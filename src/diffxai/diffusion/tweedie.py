@@ -41,24 +41,30 @@ class Tweedie:
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
     @torch.no_grad()
-    def x0(self, z: torch.Tensor, t: int) -> torch.Tensor:
-        """x̂0 (N, C, H, W) of z at timestep t (clipped when the model samples clipped)."""
+    def x0_and_eps(self, z: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x̂0 (clipped when the model samples clipped) and the network's ε̂, each (N, C, H, W),
+        of z at timestep t."""
         device = next(self.unet.parameters()).device
         outputs = []
         for chunk in z.split(self.batch):
             timesteps = torch.full((len(chunk),), t, device=device, dtype=torch.long)
             outputs.append(self.unet(chunk.to(device), timesteps).sample.to(z.device))
         self.nfe += len(z)
-        _, x0 = eps_and_x0(torch.cat(outputs), z, self.alpha_bar[t], self.prediction_type)
-        return x0.clamp(-1, 1) if self.clip else x0
+        eps, x0 = eps_and_x0(torch.cat(outputs), z, self.alpha_bar[t], self.prediction_type)
+        return (x0.clamp(-1, 1) if self.clip else x0), eps
 
-    def ddim_step(self, z: torch.Tensor, x0: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
-        """Deterministic DDIM step z_t → z_{t_prev} given a clean estimate ``x0`` (possibly
-        edited); ε is re-derived from x0, as diffusers does after clipping. t_prev = −1: x0."""
+    def x0(self, z: torch.Tensor, t: int) -> torch.Tensor:
+        """x̂0 (N, C, H, W) of z at timestep t."""
+        return self.x0_and_eps(z, t)[0]
+
+    def ddim_step(self, x0: torch.Tensor, eps: torch.Tensor, t_prev: int) -> torch.Tensor:
+        """Deterministic DDIM step to timestep ``t_prev`` from a clean estimate and the network's
+        noise estimate (η = 0): sqrt(ᾱ_prev) x0 + sqrt(1 − ᾱ_prev) ε; t_prev = −1 gives x0.
+        As in diffusers, ε is not re-derived from a clipped (or guided) x0, so an edit of x0
+        is carried over whole."""
         if t_prev < 0:
             return x0
-        a, a_prev = self.alpha_bar[t], self.alpha_bar[t_prev]
-        eps = (z - a.sqrt() * x0) / (1 - a).sqrt()
+        a_prev = self.alpha_bar[t_prev]
         return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
 
     def alpha_bar_at(self, t: int) -> torch.Tensor:

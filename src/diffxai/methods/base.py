@@ -52,6 +52,17 @@ class Explanations:
 
 
 @dataclass
+class Attribution:
+    """Maps of one method on N images: ``maps`` float32 (N, H, W), signed, per-sample
+    costs (NFE of the diffusion network, classifier rows evaluated) and optional extras."""
+
+    maps: np.ndarray
+    nfe: np.ndarray
+    classifier_calls: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
 class Models:
     """The networks a method may use (None where a method needs none)."""
 

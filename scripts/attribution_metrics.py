@@ -1,0 +1,23 @@
+"""Snakemake entry point of rule attribution_metrics (logic: diffxai.jobs.attribution_metrics)."""
+
+from pathlib import Path
+
+from diffxai.jobs import attribution_metrics
+from diffxai.jobs.common import setup_job
+
+sm = snakemake  # noqa: F821
+device = setup_job(sm.log[0], sm.threads, sm.params.device)
+# a Namedlist: keys() gives its names
+ddpm = Path(sm.input.ddpm[0]).parent if "ddpm" in sm.input.keys() else None  # noqa: SIM118
+attribution_metrics.run(
+    sm.input.store,
+    sm.input.data,
+    Path(sm.input.classifier[0]).parent,
+    ddpm,
+    dict(sm.params.settings),
+    dict(sm.params.labels),
+    sm.output.metrics,
+    sm.output.csv,
+    sm.params.seed,
+    device,
+)

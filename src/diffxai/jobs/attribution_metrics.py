@@ -1,0 +1,188 @@
+"""Job ``attribution_metrics``: faithfulness, robustness, complexity, sanity and ground truth
+of one maps store → metrics.json + long-format CSV rows.
+
+* Faithfulness: insertion and deletion (per substrate; AUC and AUC / curve maximum) and
+  ROAD (MoRF, LeRF; noisy linear imputation) on the probability of the mapped class.
+* Robustness: average and max sensitivity (maps recomputed on perturbed inputs; FreeMCG
+  keeps each sample's particle noise, so only the input changes).
+* Complexity: entropy of the normalised |map|.
+* Sanity: cascading, top-down parameter randomisation of the classifier (rank and Pearson
+  correlation per depth).
+* Ground truth: AUROC and pointing game against the data's region mask of the task (the
+  ellipse; the task attribute's region), on the images where that region is present.
+* Efficiency: NFE, classifier rows and seconds per map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffxai.data.prepared import PreparedData
+from diffxai.jobs.attribute import STORE_KIND, load_attribution_models
+from diffxai.jobs.cf_metrics import query_attribute, write_csv
+from diffxai.jobs.common import write_json
+from diffxai.methods.base import Models
+from diffxai.methods.maps import compute_maps, map_function
+from diffxai.metrics import attribution as am
+from diffxai.provenance import config_hash, provenance
+from diffxai.store import open_store
+from diffxai.training.supervised import to_m11
+
+log = logging.getLogger(__name__)
+MODULES = ["diffxai.jobs.attribution_metrics"]
+
+
+def ground_truth_region(data: PreparedData, ids: np.ndarray) -> np.ndarray | None:
+    """Bool (N, H, W) region of the task: the mask named after the label attribute, else
+    the data's only mask; None when the data has no such mask."""
+    names = data.mask_names
+    query = query_attribute(data)
+    if query is not None and data.attribute_names[query] in names:
+        index = names.index(data.attribute_names[query])
+    elif len(names) == 1:
+        index = 0
+    else:
+        return None
+    return data.array("masks")[ids, index].astype(bool)
+
+
+def _predictor(models: Models):
+    @torch.no_grad()
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        device = next(models.classifier.parameters()).device
+        return torch.softmax(models.classifier(images.to(device)), dim=1).cpu()
+
+    return predict
+
+
+def faithfulness(predict, x, maps, targets, settings: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Insertion/deletion AUC and nAUC per substrate; ROAD curves and their means."""
+    absolute = settings["absolute"]
+    result: dict[str, Any] = {}
+    for kind in settings["substrates"]:
+        for mode in am.CURVE_MODES:
+            curves = am.insertion_deletion_curves(
+                predict, x, maps, targets, mode, kind, settings["curve_steps"], absolute
+            )
+            result[f"{mode}_auc_{kind}"] = float(am.auc(curves).mean())
+            result[f"{mode}_nauc_{kind}"] = float(np.nanmean(am.normalised_auc(curves)))
+    generator = torch.Generator().manual_seed(seed)
+    for order in am.ROAD_ORDERS:
+        curves = am.road_curves(
+            predict, x, maps, targets, order, settings["road_fractions"], absolute,
+            settings["road_noise_std"], generator,
+        )  # fmt: skip
+        result[f"road_{order}_curve"] = curves.mean(0).tolist()
+        result[f"road_{order}_mean"] = float(curves.mean())
+    result["road_lerf_minus_morf"] = result["road_lerf_mean"] - result["road_morf_mean"]
+    return result
+
+
+def robustness_and_sanity(
+    method: str, models: Models, spec_params: dict[str, Any], x, targets, ids, settings, seed
+) -> dict[str, Any]:
+    """Sensitivity on the first images and the randomisation check on the first ones."""
+    n_sens = min(settings["sensitivity_images"], len(x))
+    explain = map_function(method, models, spec_params, seed, ids)
+    average, maximum = am.sensitivity(
+        explain, x[:n_sens], targets[:n_sens], settings["sensitivity_radius"],
+        settings["sensitivity_samples"], torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    n_rand = min(settings["randomisation_images"], len(x))
+
+    def explain_with(model, images, classes):
+        randomised = dataclasses.replace(models, classifier=model)
+        return torch.from_numpy(
+            compute_maps(method, images, classes, randomised, spec_params, seed, ids[: len(images)]).maps
+        )
+
+    check = am.randomisation_check(
+        models.classifier, explain_with, x[:n_rand], targets[:n_rand], seed, settings["absolute"]
+    )
+    spearman, pearson = np.nanmean(check["spearman"], 1), np.nanmean(check["pearson"], 1)
+    return {
+        "avg_sensitivity": float(average.mean()),
+        "max_sensitivity": float(maximum.mean()),
+        "sensitivity_n": n_sens,
+        "randomisation_layers": check["layers"],
+        "randomisation_spearman_curve": spearman.tolist(),
+        "randomisation_pearson_curve": pearson.tolist(),
+        "randomisation_spearman_top_layer": float(spearman[0]),
+        "randomisation_spearman_all_layers": float(spearman[-1]),
+        "randomisation_n": n_rand,
+    }
+
+
+def compute(
+    store_path: str | Path,
+    data_path: str | Path,
+    classifier_dir: str | Path,
+    ddpm_dir: str | Path | None,
+    settings: dict[str, Any],
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Every attribution metric of one maps store."""
+    store = open_store(store_path, kind=STORE_KIND)
+    data = PreparedData(data_path)
+    ids, targets_np = store.read("sample_ids"), store.read("targets")
+    maps = store.read("maps")
+    x = to_m11(torch.from_numpy(data.array("images")[ids])).to(device)
+    targets = torch.from_numpy(targets_np).to(device)
+    models = load_attribution_models(classifier_dir, ddpm_dir, device)
+    metrics: dict[str, Any] = {"n": len(ids)}
+    metrics.update(faithfulness(_predictor(models), x, maps, targets, settings, seed))
+    metrics["complexity"] = float(np.nanmean(am.complexity(maps)))
+    method, params = store.attrs["method"], store.attrs["params"]
+    metrics.update(robustness_and_sanity(method, models, params, x, targets, ids, settings, seed))
+    region = ground_truth_region(data, ids)
+    if region is not None:
+        present = region.reshape(len(ids), -1).any(1)
+        metrics["mask_auroc"] = float(
+            np.nanmean(am.mask_auroc(maps[present], region[present], settings["absolute"]))
+        )
+        metrics["pointing_game"] = float(
+            am.pointing_game(maps[present], region[present], settings["absolute"]).mean()
+        )
+        metrics["ground_truth_n"] = int(present.sum())
+    metrics["nfe_per_map"] = float(store.read("nfe").mean())
+    metrics["classifier_calls_per_map"] = float(store.read("classifier_calls").mean())
+    metrics["seconds_per_map"] = float(store.read("seconds").mean())
+    return metrics
+
+
+def run(
+    store_path: str | Path,
+    data_path: str | Path,
+    classifier_dir: str | Path,
+    ddpm_dir: str | Path | None,
+    settings: dict[str, Any],
+    labels: dict[str, str],
+    metrics_path: str | Path,
+    csv_path: str | Path,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Write metrics.json (labels, method params, metrics, provenance) and the CSV rows."""
+    started = time.perf_counter()
+    metrics = compute(store_path, data_path, classifier_dir, ddpm_dir, settings, seed, device)
+    store_attrs = open_store(store_path, kind=STORE_KIND).attrs
+    record = provenance(settings, MODULES, seed, str(device), time.perf_counter() - started)
+    record["maps_config_hash"] = store_attrs["provenance"]["config_hash"]
+    digest = config_hash({"metrics": record["config_hash"], "maps": record["maps_config_hash"]})
+    write_json(metrics_path, {**labels, "params": store_attrs["params"], **metrics, "provenance": record})
+    scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, bool | int | float)}
+    rows = [
+        {**labels, "metric": k, "value": v, "n": metrics["n"], "provenance": digest}
+        for k, v in scalars.items()
+    ]
+    write_csv(csv_path, rows)
+    log.info("attribution metrics of %s: %s", store_path, scalars)
+    return metrics

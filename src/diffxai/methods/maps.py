@@ -1,0 +1,79 @@
+"""Attribution maps by method name: FreeMCG and the post-hoc baselines behind one call.
+
+``compute_maps(method, images, targets, models, params, seed, sample_ids)`` returns an
+:class:`~diffxai.methods.base.Attribution` whatever the method; classifier rows are
+counted with a forward hook, so the cost of every method is measured the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffxai.methods import freemcg
+from diffxai.methods.attribution_baselines import BASELINES, attribute
+from diffxai.methods.base import Attribution, ExplanationError, Models
+
+METHODS = ("freemcg", *BASELINES)
+
+
+class _RowCounter:
+    """Counts the rows of every forward call of a module while registered, including calls
+    of deep copies of it (a plain function hook is shared by copies; a bound method is not)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        rows = [0]
+
+        def count(module, inputs, output) -> None:
+            rows[0] += len(inputs[0])
+
+        self._rows = rows
+        self.handle = module.register_forward_hook(count)
+
+    @property
+    def rows(self) -> int:
+        return self._rows[0]
+
+
+def compute_maps(
+    method: str,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    models: Models,
+    params: dict[str, Any],
+    seed: int,
+    sample_ids: np.ndarray,
+    keep_particles: bool = False,
+) -> Attribution:
+    """Maps (N, H, W) of ``method`` for the ``targets`` classes (N,) of ``images`` (N, C, H, W)."""
+    if method not in METHODS:
+        raise ExplanationError(f"attribution method {method!r}: allowed {', '.join(METHODS)}")
+    counter = _RowCounter(models.classifier)
+    try:
+        if method == "freemcg":
+            result = freemcg.attribution_maps(
+                images, targets, models, params, seed, sample_ids, keep_particles
+            )
+        else:
+            maps = attribute(method, models.classifier, images, targets, params, seed)
+            n = len(images)
+            result = Attribution(
+                maps.numpy().astype(np.float32), np.zeros(n, np.int64), np.zeros(n, np.int64)
+            )
+    finally:
+        counter.handle.remove()
+    result.classifier_calls = np.full(len(images), counter.rows // max(len(images), 1), np.int64)
+    return result
+
+
+def map_function(method: str, models: Models, params: dict[str, Any], seed: int, sample_ids: np.ndarray):
+    """``explain(images, targets) -> maps`` (N, H, W) tensor for the metrics that recompute
+    maps (sensitivity): the same method, models, params and per-sample noise."""
+
+    def explain(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        result = compute_maps(method, images, targets, models, params, seed, sample_ids[: len(images)])
+        return torch.from_numpy(result.maps)
+
+    return explain
