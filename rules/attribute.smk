@@ -98,6 +98,8 @@ rule ablation_table:
         markdown=f"{R}/{{dataset}}/ablations/{{ablation}}/table.md",
     log:
         f"{R}/logs/ablation_table/{{dataset}}/{{ablation}}.log",
+    benchmark:
+        f"{R}/benchmarks/ablation_table/{{dataset}}/{{ablation}}.tsv"
     localrule: True
     conda:
         "../envs/diffxai.yaml"

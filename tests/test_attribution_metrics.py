@@ -610,3 +610,36 @@ def test_shape_mismatches_are_named():
         road_curves(predict, images, torch.zeros(2, 4, 4), [0, 1], "random")
     with pytest.raises(ValueError, match="insertion, deletion"):
         insertion_deletion_curves(predict, images, torch.zeros(2, 4, 4), [0, 1], "both")
+
+
+def test_randomisation_check_equals_a_hand_computation_of_the_cascading_definition():
+    """Quantus' cascading model-parameter randomisation on a two-layer linear model whose gradient map is
+    (W2 W1)[target]: after randomising W2, then W1, the maps are (W2' W1) and (W2' W1'), with W' drawn in
+    order from one generator as N(0, std(W)); Spearman ranks are computed here by hand (argsort twice)."""
+    w1 = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.5]])  # no tied pixels
+    w2 = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, -1.0]])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False), nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(w1)
+        model[2].weight.copy_(w2)
+
+    def gradient_map(net, images, targets):
+        x = images.clone().requires_grad_(True)
+        net(x).gather(1, targets[:, None]).sum().backward()
+        return x.grad.mean(1)
+
+    images = torch.zeros(1, 1, 2, 2)
+    result = randomisation_check(model, gradient_map, images, [0], seed=3, absolute=False)
+    assert result["layers"] == ["2", "1"]
+    generator = torch.Generator().manual_seed(3)
+    w2_new = torch.randn(w2.shape, generator=generator) * w2.std().item()
+    w1_new = torch.randn(w1.shape, generator=generator) * w1.std().item()
+    original = (w2 @ w1)[0].numpy()
+
+    def ranks(values):
+        return np.argsort(np.argsort(values)).astype(float)
+
+    for depth, effective in enumerate([(w2_new @ w1)[0].numpy(), (w2_new @ w1_new)[0].numpy()]):
+        expected = np.corrcoef(ranks(original), ranks(effective))[0, 1]
+        assert result["spearman"][depth, 0] == pytest.approx(expected)
+        assert result["pearson"][depth, 0] == pytest.approx(np.corrcoef(original, effective)[0, 1])

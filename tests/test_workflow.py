@@ -18,15 +18,25 @@ from tests.workflow_helpers import REPO, SNAKEMAKE, planned_jobs, snakemake, wri
 ELLIPSE_MODELS = ["classifier", "regressor_aspect", "regressor_area", "encoder", "ddpm"]
 ATTRIBUTE_MODELS = ["classifier", "oracle", "encoder", "ddpm"]
 DATASETS = ("ellipses", "attributes")
-EXPLANATIONS = {"dime": 2, "ace_l1": 1}  # name -> runs (default config and tiny preset)
+EXPLANATIONS = {"dime": 2, "ace_l1": 1, "freemcg": 1}  # name -> runs (default config and tiny preset)
+EXPLANATION_DATASETS = {"dime": DATASETS, "ace_l1": DATASETS, "freemcg": ("ellipses",)}
 SHARDS = 2
+BASELINES = (
+    "gradient", "integrated_gradients", "input_x_gradient", "occlusion", "kernel_shap", "rise", "gradcam"
+)  # fmt: skip
+ABLATION_POINTS = {  # default config, tiny preset
+    "default": [f"particles={k}" for k in (10, 50, 100, 200)]
+    + [f"t_start={t}" for t in (0.3, 0.4, 0.5, 0.6)]
+    + [f"beta={b}" for b in (0.0, 0.01, 0.02, 0.03)],
+    "tiny": ["particles=2", "particles=4", "t_start=0.3", "beta=0.0"],
+}
 
 
 def explanation_jobs(datasets=DATASETS, methods=tuple(EXPLANATIONS), stages=("explain", "metrics")):
     """The jobs of counterfactual runs: shards, gather, metrics and diversity."""
     jobs = set()
     for dataset in datasets:
-        for method in methods:
+        for method in (m for m in methods if dataset in EXPLANATION_DATASETS[m]):
             runs = [f"run{k}" for k in range(EXPLANATIONS[method])]
             for run in runs:
                 keys = f"dataset={dataset}, method={method}, run={run}"
@@ -56,10 +66,36 @@ ALL_JOBS = {
 } | explanation_jobs()
 
 
-def test_default_config_dry_run_lists_the_whole_dag(tmp_path):
-    result = snakemake(tmp_path, "-n", configfiles=[])
+def attribution_jobs(
+    baseline_datasets=DATASETS, stages=("maps", "metrics"), datasets=DATASETS, baselines=BASELINES
+):
+    """Maps and metrics of FreeMCG (every dataset) and the baselines (``baseline_datasets``)."""
+    jobs = set()
+    for dataset in datasets:
+        names = ["freemcg_map"] + (list(baselines) if dataset in baseline_datasets else [])
+        for name in names:
+            keys = f"dataset={dataset}, attribution={name}"
+            if "maps" in stages:
+                jobs.add(("attribute", keys))
+            jobs.add(("attribution_metrics", keys))
+    return jobs
+
+
+def ablation_jobs(preset):
+    keys = "dataset=ellipses, ablation=freemcg_table4"
+    points = {("ablation_point", f"{keys}, setting={s}") for s in ABLATION_POINTS[preset]}
+    return points | {("ablation_table", keys)}
+
+
+DEFAULT_JOBS = ALL_JOBS | attribution_jobs() | ablation_jobs("default")
+TINY_JOBS = ALL_JOBS | attribution_jobs(baseline_datasets=("ellipses",)) | ablation_jobs("tiny")
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, DEFAULT_JOBS), ("tiny", TINY_JOBS)])
+def test_dry_run_lists_the_whole_dag(tmp_path, preset, expected):
+    result = snakemake(tmp_path, "-n", preset=preset)
     assert result.returncode == 0, result.stderr
-    assert planned_jobs(result.stdout + result.stderr) == ALL_JOBS
+    assert planned_jobs(result.stdout + result.stderr) == expected
 
 
 def test_snakefmt_leaves_the_workflow_unchanged():
@@ -127,8 +163,8 @@ def test_tiny_run_writes_loadable_models_with_metrics(tiny_run, dataset, models)
 def test_tiny_run_writes_a_log_and_benchmark_per_job(tiny_run):
     logs = sorted((tiny_run / "results/tiny/logs").rglob("*.log"))
     benchmarks = sorted((tiny_run / "results/tiny/benchmarks").rglob("*.tsv"))
-    assert len(logs) == len(ALL_JOBS)
-    assert len(benchmarks) == len(ALL_JOBS)
+    assert len(logs) == len(TINY_JOBS)
+    assert len(benchmarks) == len(TINY_JOBS)
     assert all(log.stat().st_size > 0 for log in logs)
 
 
@@ -156,8 +192,10 @@ def test_unchanged_second_run_does_nothing(tiny_run):
         pytest.param(
             {"models": {"ddpm": {"train": {"steps": 21}}}},
             {(rule, f"dataset={d}, name=ddpm") for rule in ("train_ddpm", "evaluate_ddpm") for d in DATASETS}
-            | explanation_jobs(),
-            id="ddpm-training-reruns-ddpm-and-explanations",
+            | explanation_jobs()
+            | attribution_jobs(baseline_datasets=())
+            | ablation_jobs("tiny"),
+            id="ddpm-training-reruns-ddpm-explanations-freemcg-maps-and-ablation",
         ),
         pytest.param(
             {"models": {"ddpm": {"evaluation": {"samples": 8}}}},
@@ -174,8 +212,25 @@ def test_unchanged_second_run_does_nothing(tiny_run):
                 ("train_ddpm", "dataset=attributes, name=ddpm"),
                 ("evaluate_ddpm", "dataset=attributes, name=ddpm"),
             }
-            | explanation_jobs(datasets=["attributes"]),
+            | explanation_jobs(datasets=["attributes"])
+            | attribution_jobs(baseline_datasets=(), datasets=["attributes"]),
             id="dataset-change-reruns-its-chain-only",
+        ),
+        pytest.param(
+            {"attributions": {"rise": {"params": {"masks": 40}}}},
+            attribution_jobs(baseline_datasets=("ellipses",), baselines=["rise"])
+            - attribution_jobs(baseline_datasets=()),
+            id="attribution-parameter-reruns-that-attribution-only",
+        ),
+        pytest.param(
+            {"attribution_metrics": {"curve_steps": 5}},
+            attribution_jobs(baseline_datasets=("ellipses",), stages=("metrics",)),
+            id="attribution-metric-setting-reruns-attribution-metrics-only",
+        ),
+        pytest.param(
+            {"ablations": {"freemcg_table4": {"n_images": 5}}},
+            ablation_jobs("tiny"),
+            id="ablation-setting-reruns-the-ablation-only",
         ),
         pytest.param(
             {"explanations": {"ace_l1": {"params": {"threshold": 0.2}}}},
@@ -237,6 +292,53 @@ def test_tiny_run_writes_explanations_and_their_metrics(tiny_run, dataset):
         assert any(row.startswith(f"{dataset},classifier,{method},run0,flip_rate,") for row in rows)
     diversity = json.loads((root / "dime" / "diversity.json").read_text())
     assert diversity["runs"] == 2 and diversity["sigma_l"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_tiny_run_writes_attribution_maps_and_their_metrics(tiny_run, dataset):
+    root = tiny_run / "results/tiny" / dataset
+    expected_ids = PreparedData(root / "data.zarr").indices("test")[:4]
+    names = ["freemcg_map", *BASELINES] if dataset == "ellipses" else ["freemcg_map"]
+    for name in names:
+        store = open_store(root / "attributions" / name / "maps.zarr", kind="attributions")
+        assert np.array_equal(store.read("sample_ids"), expected_ids)
+        maps = store.read("maps")
+        assert maps.shape == (4, 16, 16) and np.isfinite(maps).all()
+        assert np.abs(maps).max() > 0
+        metrics = json.loads((root / "attributions" / name / "metrics.json").read_text())
+        assert metrics["n"] == 4 and metrics["sensitivity_n"] == 2 and metrics["randomisation_n"] == 2
+        assert len(metrics["road_morf_curve"]) == 2  # tiny preset: two ROAD fractions
+        assert 0 <= metrics["insertion_auc_zero"] <= 1 and metrics["avg_sensitivity"] >= 0
+        assert len(metrics["randomisation_spearman_curve"]) == len(metrics["randomisation_layers"]) > 0
+        if name == "freemcg_map":  # tiny preset: 2 timesteps x 4 particles
+            assert np.all(store.read("nfe") == 8) and np.all(store.read("classifier_calls") == 8)
+        else:
+            assert np.all(store.read("nfe") == 0) and np.all(store.read("classifier_calls") >= 1)
+        if dataset == "ellipses":
+            assert 0 <= metrics["mask_auroc"] <= 1 and metrics["ground_truth_n"] == 4
+        rows = (root / "attributions" / name / "metrics.csv").read_text().splitlines()
+        assert any(row.startswith(f"{dataset},classifier,{name},maps,deletion_auc_blur,") for row in rows)
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_freemcg_counterfactuals_and_the_ablation_table(tiny_run):
+    root = tiny_run / "results/tiny/ellipses"
+    store = open_store(root / "freemcg" / "run0" / "explanations.zarr", kind="explanations")
+    # tiny preset: 3 DDIM steps x (4 particles + 1); queries: particles, input, CE, particle mean
+    assert np.all(store.read("nfe") == 15) and np.all(store.read("classifier_calls") == 15)
+    assert np.all(store.read("classifier_gradients") == 0) and np.all(store.read("nfe_backward") == 0)
+    assert store.read("particle_mean").shape == (8, 1, 16, 16)
+    metrics = json.loads((root / "freemcg" / "run0" / "metrics.json").read_text())
+    assert metrics["particle_mean_flip_rate"] == pytest.approx(store.read("particle_mean_success").mean())
+    table = (root / "ablations" / "freemcg_table4" / "table.csv").read_text().splitlines()
+    assert table[0] == "parameter,value,flip_rate,l2,fid,nfe,classifier_calls,seconds_per_ce,n"
+    assert [row.split(",")[:2] for row in table[1:]] == [
+        ["particles", "2"], ["particles", "4"], ["t_start", "0.3"], ["beta", "0.0"]
+    ]  # fmt: skip
+    nfe = [float(row.split(",")[5]) for row in table[1:]]
+    assert nfe == [3 * 3, 3 * 5, 3 * 5, 3 * 5]  # 3 steps x (particles + 1); the base has 4 particles
+    assert (root / "ablations" / "freemcg_table4" / "table.md").read_text().startswith("# freemcg_table4")
 
 
 @pytest.mark.slow

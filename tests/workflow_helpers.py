@@ -21,9 +21,12 @@ def write_overlay(workdir: Path, overlay: dict, name: str = "overlay.yaml") -> P
     return path
 
 
-def snakemake(workdir: Path, *args: str, configfiles: list[Path] = (), timeout: int = 900):
-    """Run the workflow with ``config.yaml`` + ``presets/tiny.yaml`` + ``configfiles``."""
-    files = [str(REPO / "config.yaml"), str(REPO / "presets" / "tiny.yaml"), *map(str, configfiles)]
+def snakemake(
+    workdir: Path, *args: str, configfiles: list[Path] = (), timeout: int = 900, preset: str | None = "tiny"
+):
+    """Run the workflow with ``config.yaml`` + ``presets/{preset}.yaml`` (if any) + ``configfiles``."""
+    presets = [str(REPO / "presets" / f"{preset}.yaml")] if preset else []
+    files = [str(REPO / "config.yaml"), *presets, *map(str, configfiles)]
     command = [
         SNAKEMAKE,
         "-s",

@@ -154,6 +154,8 @@ def compute(
         metrics.update(_oracle_metrics(inputs.oracle, data, x_ok, cf_ok, device))
     if inputs.regressors:
         metrics["factor_changes"] = _factor_metrics(inputs.regressors, data, x_ok, cf_ok, device)
+    if "particle_mean_success" in store:  # FreeMCG: the reference code's output, for comparison
+        metrics["particle_mean_flip_rate"] = float(store.read("particle_mean_success").mean())
     if "masks" in store and "ellipse" in data.mask_names:
         region = data.array("masks")[ids, data.mask_names.index("ellipse")]
         dilation = dilation_size(store.attrs["params"], data.image_size[0])
