@@ -19,7 +19,7 @@ from diffxai.config.load import DefaultFillingValidator, load_schema
 from diffxai.diffusion.tweedie import Tweedie
 from diffxai.methods import freemcg
 from diffxai.methods.base import ExplanationError, Models
-from diffxai.methods.maps import compute_maps
+from diffxai.methods.maps import compute_maps, map_function
 from tests.toy_diffusion import SCHEDULER_CONFIG, BarClassifier, ExactDenoiser, bar_images
 
 torch.set_num_threads(1)
@@ -240,3 +240,15 @@ def test_a_nan_classifier_is_named_by_sample():
     models = Models(NaNClassifier(), ExactDenoiser(torch.stack([A, B])), dict(SCHEDULER_CONFIG))
     with pytest.raises(ExplanationError, match="sample 7"):
         freemcg.explain(A[None], np.array([7]), models, ce_params(), seed=0)
+
+
+def test_map_function_repeats_the_noise_unless_asked_for_fresh_seeds():
+    models = toy_models(std=0.1)
+    params = {**MAP_DEFAULTS, "particles": 6, "timesteps": [0.3]}
+    images, targets, ids = torch.stack([A, B]), torch.tensor([1, 0]), np.array([1, 2])
+    same = map_function("freemcg", models, params, 0, ids)
+    torch.testing.assert_close(same(images, targets), same(images, targets))
+    fresh = map_function("freemcg", models, params, 0, ids, fresh_seeds=True)
+    first, second = fresh(images, targets), fresh(images, targets)
+    torch.testing.assert_close(first, same(images, targets))  # the first call uses the seed itself
+    assert not torch.allclose(first, second)

@@ -104,4 +104,3 @@ def write_table(
     lines += ["| " + " | ".join(_cell(row[k]) for k in TABLE_FIELDS) + " |" for row in rows]
     Path(markdown_path).write_text("\n".join(lines) + "\n")
     log.info("ablation table %s: %d points", csv_path, len(rows))
-

@@ -3,8 +3,9 @@ of one maps store → metrics.json + long-format CSV rows.
 
 * Faithfulness: insertion and deletion (per substrate; AUC and AUC / curve maximum) and
   ROAD (MoRF, LeRF; noisy linear imputation) on the probability of the mapped class.
-* Robustness: average and max sensitivity (maps recomputed on perturbed inputs; FreeMCG
-  keeps each sample's particle noise, so only the input changes).
+* Robustness: average and max sensitivity (maps recomputed on perturbed inputs with each
+  sample's own noise, so only the input changes; for stochastic methods also with a fresh
+  seed per recomputation, ``*_fresh_seeds``, which adds their Monte-Carlo noise).
 * Complexity: entropy of the normalised |map|.
 * Sanity: cascading, top-down parameter randomisation of the classifier (rank and Pearson
   correlation per depth).
@@ -29,7 +30,7 @@ from diffxai.jobs.attribute import STORE_KIND, load_attribution_models
 from diffxai.jobs.cf_metrics import query_attribute, write_csv
 from diffxai.jobs.common import write_json
 from diffxai.methods.base import Models
-from diffxai.methods.maps import compute_maps, map_function
+from diffxai.methods.maps import STOCHASTIC, compute_maps, map_function
 from diffxai.metrics import attribution as am
 from diffxai.provenance import config_hash, provenance
 from diffxai.store import open_store
@@ -90,11 +91,17 @@ def robustness_and_sanity(
 ) -> dict[str, Any]:
     """Sensitivity on the first images and the randomisation check on the first ones."""
     n_sens = min(settings["sensitivity_images"], len(x))
-    explain = map_function(method, models, spec_params, seed, ids)
-    average, maximum = am.sensitivity(
-        explain, x[:n_sens], targets[:n_sens], settings["sensitivity_radius"],
-        settings["sensitivity_samples"], torch.Generator().manual_seed(seed),
-    )  # fmt: skip
+    result: dict[str, Any] = {"sensitivity_n": n_sens}
+    for suffix, fresh in (("", False), ("_fresh_seeds", True)):
+        if fresh and method not in STOCHASTIC:
+            continue
+        explain = map_function(method, models, spec_params, seed, ids, fresh_seeds=fresh)
+        average, maximum = am.sensitivity(
+            explain, x[:n_sens], targets[:n_sens], settings["sensitivity_radius"],
+            settings["sensitivity_samples"], torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+        result[f"avg_sensitivity{suffix}"] = float(average.mean())
+        result[f"max_sensitivity{suffix}"] = float(maximum.mean())
     n_rand = min(settings["randomisation_images"], len(x))
 
     def explain_with(model, images, classes):
@@ -108,9 +115,7 @@ def robustness_and_sanity(
     )
     spearman, pearson = np.nanmean(check["spearman"], 1), np.nanmean(check["pearson"], 1)
     return {
-        "avg_sensitivity": float(average.mean()),
-        "max_sensitivity": float(maximum.mean()),
-        "sensitivity_n": n_sens,
+        **result,
         "randomisation_layers": check["layers"],
         "randomisation_spearman_curve": spearman.tolist(),
         "randomisation_pearson_curve": pearson.tolist(),

@@ -68,12 +68,27 @@ def compute_maps(
     return result
 
 
-def map_function(method: str, models: Models, params: dict[str, Any], seed: int, sample_ids: np.ndarray):
+STOCHASTIC = ("freemcg", "kernel_shap", "rise")  # methods whose maps depend on the seed
+
+
+def map_function(
+    method: str,
+    models: Models,
+    params: dict[str, Any],
+    seed: int,
+    sample_ids: np.ndarray,
+    fresh_seeds: bool = False,
+):
     """``explain(images, targets) -> maps`` (N, H, W) tensor for the metrics that recompute
-    maps (sensitivity): the same method, models, params and per-sample noise."""
+    maps (sensitivity): the same method, models and params; the same per-sample noise on
+    every call, or with ``fresh_seeds`` a new seed per call (seed, seed + 1, ...), so that
+    a stochastic method's Monte-Carlo noise is measured too."""
+    calls = [0]
 
     def explain(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        result = compute_maps(method, images, targets, models, params, seed, sample_ids[: len(images)])
+        call_seed = seed + calls[0] if fresh_seeds else seed
+        calls[0] += 1
+        result = compute_maps(method, images, targets, models, params, call_seed, sample_ids[: len(images)])
         return torch.from_numpy(result.maps)
 
     return explain
