@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 import zarr
 
-from diffxai.store import MARKER, STORE_VERSION, ArraySpec, StoreError, StoreWriter, open_store
+from diffxai.store import (
+    MARKER,
+    MAX_SHARD_ROWS,
+    STORE_VERSION,
+    ArraySpec,
+    StoreError,
+    StoreWriter,
+    open_store,
+)
 
 SPECS = {
     "images": ArraySpec((3, 4, 4), "float32"),
@@ -222,3 +230,16 @@ def test_rewriting_a_store_replaces_it_completely(tmp_path):
     assert sorted(store.group.array_keys()) == ["x"]
     assert "old_attr" not in store.attrs and store.attrs["new_attr"] == 2
     assert store.n_samples == 2
+
+
+def test_small_per_sample_arrays_get_small_shards(tmp_path):
+    """A shard index holds 16 bytes per chunk and is rewritten on each write: a flag per sample
+    (1 byte) must not get a shard of millions of chunks (that made a 13-array gather take 20 s)."""
+    specs = {"flag": ArraySpec((), "|b1"), "image": ArraySpec((1, 32, 32), "<f4")}
+    with StoreWriter(tmp_path / "s.zarr", "test", specs) as writer:
+        writer.append(flag=np.ones(3, bool), image=np.zeros((3, 1, 32, 32), np.float32))
+        writer.finalize()
+    group = zarr.open_group(tmp_path / "s.zarr", mode="r")
+    assert group["flag"].shards[0] == MAX_SHARD_ROWS
+    assert group["image"].shards[0] == MAX_SHARD_ROWS  # 4 KiB per sample: the byte budget allows 1024
+    assert group["flag"].chunks[0] == 1

@@ -26,6 +26,9 @@ from zarr.codecs import BloscCodec
 STORE_VERSION = 1
 MARKER = "diffxai_store"
 SHARD_BYTES = 4 * 2**20
+# A shard's index has 16 bytes per chunk and is rewritten on every write: capping the
+# chunks per shard keeps small per-sample arrays (flags, counts) from 64 MB indexes.
+MAX_SHARD_ROWS = 1024
 COMPRESSORS = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)
 
 
@@ -47,7 +50,7 @@ def _tmp_sibling(path: Path) -> Path:
 
 def _shard_rows(spec: ArraySpec, rows_hint: int | None) -> int:
     sample_bytes = max(1, int(np.prod(spec.sample_shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize)
-    rows = max(1, SHARD_BYTES // sample_bytes)
+    rows = max(1, min(SHARD_BYTES // sample_bytes, MAX_SHARD_ROWS))
     return int(min(rows, rows_hint)) if rows_hint else int(rows)
 
 
