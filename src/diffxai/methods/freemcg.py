@@ -153,12 +153,12 @@ def attribution_maps(
         if keep_particles:
             kept.append(result.particles.half().cpu().numpy())
     maps = (total / len(timesteps)).mean(1)
-    per_image = len(timesteps) * params["particles"]
+    n = len(images)
     extras = {"particles": np.stack(kept, axis=1)} if keep_particles else {}
     return Attribution(
         maps=maps.cpu().numpy().astype(np.float32),
-        nfe=np.full(len(images), per_image, np.int64),
-        classifier_calls=np.full(len(images), per_image, np.int64),
+        nfe=np.full(n, tweedie.nfe // n, np.int64),
+        classifier_calls=np.full(n, blackbox.queries // n, np.int64),
         extras=extras,
     )
 

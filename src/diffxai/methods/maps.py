@@ -2,7 +2,7 @@
 
 ``compute_maps(method, images, targets, models, params, seed, sample_ids)`` returns an
 :class:`~diffxai.methods.base.Attribution` whatever the method; classifier rows are
-counted with a forward hook, so the cost of every method is measured the same way.
+counted, not assumed: FreeMCG's by its black box, the baselines' by a forward hook.
 """
 
 from __future__ import annotations
@@ -50,25 +50,16 @@ def compute_maps(
     """Maps (N, H, W) of ``method`` for the ``targets`` classes (N,) of ``images`` (N, C, H, W)."""
     if method not in METHODS:
         raise ExplanationError(f"attribution method {method!r}: allowed {', '.join(METHODS)}")
+    if method == "freemcg":  # counts its own black-box queries
+        return freemcg.attribution_maps(images, targets, models, params, seed, sample_ids, keep_particles)
     counter = _RowCounter(models.classifier)
     try:
-        if method == "freemcg":
-            result = freemcg.attribution_maps(
-                images, targets, models, params, seed, sample_ids, keep_particles
-            )
-        else:
-            maps = attribute(method, models.classifier, images, targets, params, seed)
-            n = len(images)
-            result = Attribution(
-                maps.numpy().astype(np.float32), np.zeros(n, np.int64), np.zeros(n, np.int64)
-            )
+        maps = attribute(method, models.classifier, images, targets, params, seed)
     finally:
         counter.handle.remove()
-    result.classifier_calls = np.full(len(images), counter.rows // max(len(images), 1), np.int64)
-    return result
-
-
-STOCHASTIC = ("freemcg", "kernel_shap", "rise")  # methods whose maps depend on the seed
+    n = len(images)
+    calls = np.full(n, counter.rows // max(n, 1), np.int64)
+    return Attribution(maps.numpy().astype(np.float32), np.zeros(n, np.int64), calls)
 
 
 def map_function(
