@@ -17,6 +17,7 @@ from diffxai.methods.attribution_baselines import BASELINES, attribute
 from diffxai.methods.base import Attribution, ExplanationError, Models
 
 METHODS = ("freemcg", *BASELINES)
+STOCHASTIC = ("freemcg", "kernel_shap", "rise")  # methods whose maps depend on the seed
 
 
 class _RowCounter:
