@@ -25,6 +25,7 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/explain.smk"
 include: "rules/attribute.smk"
+include: "rules/gcd.smk"
 
 
 rule all:

@@ -4,6 +4,7 @@ import sys
 
 from diffxai.config.load import ConfigError, validate_config
 from diffxai.jobs.common import derive_seed
+from diffxai.methods.gcd_params import direction_params
 from diffxai.provenance import source_hash
 
 try:
@@ -32,6 +33,7 @@ def names_of(mapping, **conditions):
 SUPERVISED = names_of(config["models"], kind=("classifier", "regressor", "oracle"))
 ENCODERS = names_of(config["models"], kind=("encoder",))
 DDPMS = names_of(config["models"], kind=("ddpm",))
+DIFFAES = names_of(config["models"], kind=("diffae",))
 EXPLANATIONS = "|".join(sorted(config["explanations"])) or NEVER
 ATTRIBUTIONS = "|".join(sorted(config["attributions"])) or NEVER
 ABLATIONS = "|".join(sorted(config["ablations"])) or NEVER
@@ -63,7 +65,8 @@ def run_names(method):
 
 
 def explanation_targets():
-    """metrics.json of every (dataset, explanation, run); diversity.json with 2+ runs."""
+    """metrics.json of every (dataset, explanation, run); diversity.json with 2+ runs;
+    GCD's summary (sources, globality of its directions, BB-LIG)."""
     targets = []
     for method, entry in config["explanations"].items():
         for dataset in entry["datasets"]:
@@ -71,6 +74,8 @@ def explanation_targets():
             targets += [f"{R}/{dataset}/{method}/{run}/metrics.json" for run in runs]
             if len(runs) > 1:
                 targets.append(f"{R}/{dataset}/{method}/diversity.json")
+            if entry["method"] == "gcd":
+                targets.append(f"{R}/{dataset}/{method}/gcd_summary.json")
     return targets
 
 
@@ -114,15 +119,54 @@ def explanation_spec(wildcards):
     """What an explanation shard computes (its params: a change re-runs the method)."""
     entry = config["explanations"][wildcards.method]
     keys = ("method", "params", "n_images", "shards", "batch_size", "perceptual")
-    return {key: entry[key] for key in keys}
+    spec = {key: entry[key] for key in keys}
+    if entry["method"] == "gcd":
+        spec["lpips_weights"] = config["counterfactual_metrics"]["lpips_weights"]
+    return spec
 
 
 def explain_inputs(wildcards):
-    return method_inputs(wildcards.dataset, config["explanations"][wildcards.method])
+    entry = config["explanations"][wildcards.method]
+    inputs = method_inputs(wildcards.dataset, entry)
+    if entry["method"] == "gcd":
+        inputs["directions"] = gcd_directions_path(wildcards.dataset, wildcards.method, wildcards.run)
+    return inputs
+
+
+def gcd_directions_path(dataset, method, run):
+    return f"{R}/{dataset}/{method}/{run}/directions.zarr"
+
+
+def gcd_summary_inputs(wildcards):
+    """Every run's directions, CEs and metrics of a gcd explanation, with its models."""
+    entry = config["explanations"][wildcards.method]
+    runs = run_names(wildcards.method)
+    folder = f"{R}/{wildcards.dataset}/{wildcards.method}"
+    return {
+        "data": f"{R}/{wildcards.dataset}/data.zarr",
+        "classifier": model_files(wildcards.dataset, entry["classifier"]),
+        "diffae": model_files(wildcards.dataset, entry["diffae"]),
+        "latents": latents_path(wildcards.dataset, entry["diffae"]),
+        "directions": [f"{folder}/{run}/directions.zarr" for run in runs],
+        "stores": [f"{folder}/{run}/explanations.zarr" for run in runs],
+        "metrics": [f"{folder}/{run}/metrics.json" for run in runs],
+    }
+
+
+def latents_path(dataset, diffae):
+    return f"{model_dir(dataset, diffae)}/latents.zarr"
 
 
 def method_inputs(dataset, entry):
-    """Data, classifier, ddpm (and DiME's encoder) of an explanation entry."""
+    """Data, classifier, the generative model (ddpm, or gcd's DiffAE and its latents; as
+    ``ddpm``) and DiME's encoder of an explanation entry."""
+    if entry["method"] == "gcd":
+        return {
+            "data": f"{R}/{dataset}/data.zarr",
+            "classifier": model_files(dataset, entry["classifier"]),
+            "ddpm": model_files(dataset, entry["diffae"]),
+            "latents": latents_path(dataset, entry["diffae"]),
+        }
     inputs = {
         "data": f"{R}/{dataset}/data.zarr",
         "classifier": model_files(dataset, entry["classifier"]),

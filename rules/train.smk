@@ -115,3 +115,66 @@ rule evaluate_ddpm:
         code=source_hash("diffxai.jobs.evaluate_ddpm"),
     script:
         "../scripts/evaluate_ddpm.py"
+
+
+rule train_diffae:
+    input:
+        data=f"{R}/{{dataset}}/data.zarr",
+    output:
+        weights=f"{R}/{{dataset}}/models/{{name}}/model.safetensors",
+        config=f"{R}/{{dataset}}/models/{{name}}/config.json",
+    log:
+        f"{R}/logs/train_diffae/{{dataset}}/{{name}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_diffae/{{dataset}}/{{name}}.tsv"
+    wildcard_constraints:
+        name=DIFFAES,
+    priority: 10
+    conda:
+        "../envs/diffxai.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=GPU,
+    params:
+        # only what changes the weights: latents settings do not re-train
+        cfg=lambda wildcards: {
+            k: v for k, v in model_cfg(wildcards).items() if k != "latents"
+        },
+        seed=job_seed,
+        device=DEVICE,
+        cache=lambda wildcards: f"{R}/{wildcards.dataset}/cache/{wildcards.name}",
+        code=source_hash("diffxai.jobs.train_diffae"),
+    script:
+        "../scripts/train_diffae.py"
+
+
+rule encode_diffae:
+    input:
+        data=f"{R}/{{dataset}}/data.zarr",
+        diffae=model_files("{dataset}", "{name}"),
+    output:
+        latents=directory(f"{R}/{{dataset}}/models/{{name}}/latents.zarr"),
+        metrics=f"{R}/{{dataset}}/models/{{name}}/metrics.json",
+    log:
+        f"{R}/logs/encode_diffae/{{dataset}}/{{name}}.log",
+    benchmark:
+        f"{R}/benchmarks/encode_diffae/{{dataset}}/{{name}}.tsv"
+    wildcard_constraints:
+        name=DIFFAES,
+    conda:
+        "../envs/diffxai.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=GPU,
+    params:
+        latents=lambda wildcards: model_cfg(wildcards)["latents"],
+        lpips_weights=config["counterfactual_metrics"]["lpips_weights"],
+        seed=job_seed,
+        device=DEVICE,
+        code=source_hash("diffxai.jobs.encode_diffae"),
+    script:
+        "../scripts/encode_diffae.py"

@@ -150,12 +150,15 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any], base_
                 ", ".join(with_attributes) or "none"
             )
             errors.append(_msg(f"{key}.datasets", dataset_name, allowed))
+    if kind in ("ddpm", "diffae"):
+        errors += _check_unet(key, model, config)
     if kind == "ddpm":
-        errors += _check_ddpm(key, model, config)
+        errors += _check_ddpm_evaluation(key, model, config)
     return errors
 
 
-def _check_ddpm(key: str, model: dict[str, Any], config: dict[str, Any]) -> list[str]:
+def _check_unet(key: str, model: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """UNet levels, groups and image sizes, and the noise schedule, of a ddpm or diffae."""
     errors = []
     unet = model["unet"]
     widths, attention = unet["block_out_channels"], unet["attention"]
@@ -187,6 +190,11 @@ def _check_ddpm(key: str, model: dict[str, Any], config: dict[str, Any]) -> list
         errors.append(
             _msg(f"{key}.schedule.beta_start", schedule["beta_start"], "allowed: beta_start < beta_end")
         )
+    return errors
+
+
+def _check_ddpm_evaluation(key: str, model: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    errors = []
     evaluation = model["evaluation"]
     references = [("encoder", evaluation["encoder"])] if evaluation["encoder"] else []
     references += [("regressor", name) for name in evaluation["regressors"]]
@@ -266,22 +274,38 @@ def _check_freemcg_steps(key: str, params: dict[str, Any], ddpm: dict[str, Any])
     return []
 
 
+def _check_gcd(key: str, params: dict[str, Any], diffae: dict[str, Any]) -> list[str]:
+    """Decode steps within the schedule; the CE direction among the kept h-directions."""
+    errors = []
+    timesteps = diffae["schedule"]["num_train_timesteps"]
+    if params["decode_steps"] >= timesteps:
+        allowed = f"allowed: 1..{timesteps - 1}"
+        errors.append(_msg(f"{key}.params.decode_steps", params["decode_steps"], allowed))
+    if params["direction"] != "g" and int(params["direction"][1:]) > params["h_directions"]:
+        allowed = f"allowed: g or h1..h{params['h_directions']} (h_directions)"
+        errors.append(_msg(f"{key}.params.direction", params["direction"], allowed))
+    return errors
+
+
 def _check_explanation(name: str, entry: dict[str, Any], config: dict[str, Any], base_dir: Path) -> list[str]:
     key = f"explanations.{name}"
     if name in RESERVED_NAMES:
         return [_msg("explanations", name, f"allowed: any name but {', '.join(RESERVED_NAMES)}")]
-    ddpm = config["models"].get(entry["ddpm"])
-    if ddpm is None or ddpm["kind"] != "ddpm":
-        return _model_reference(f"{key}.ddpm", entry["ddpm"], "ddpm", [], config)
-    errors = _datasets_of(key, entry, "ddpm", config)
+    generator = "diffae" if entry["method"] == "gcd" else "ddpm"  # the generative model's key and kind
+    model = config["models"].get(entry[generator])
+    if model is None or model["kind"] != generator:
+        return _model_reference(f"{key}.{generator}", entry[generator], generator, [], config)
+    errors = _datasets_of(key, entry, generator, config)
     if errors:
         return errors
     errors += _model_reference(
         f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config
     )
     params = entry["params"]
-    if entry["method"] == "freemcg":
-        errors += _check_freemcg_steps(key, params, ddpm)
+    if entry["method"] == "gcd":
+        errors += _check_gcd(key, params, model)
+    elif entry["method"] == "freemcg":
+        errors += _check_freemcg_steps(key, params, model)
     elif params["tau"] > params["steps"]:
         errors.append(_msg(f"{key}.params.tau", params["tau"], f"allowed: 1..steps ({params['steps']})"))
     perceptual = entry["perceptual"]

@@ -74,14 +74,17 @@ def run(
     shard: int,
     seed: int,
     device: torch.device,
+    context: dict[str, Any] | None = None,
 ) -> Path:
     """Explain shard ``shard`` of ``spec`` (method, params, n_images, shards, batch_size,
-    perceptual) and write its store; the noise of each sample is seeded by (seed, sample id)."""
+    perceptual) and write its store; the noise of each sample is seeded by (seed, sample id).
+    ``context``: method-specific inputs (GCD's directions and latents)."""
     started = time.perf_counter()
     data = PreparedData(data_path)
     samples = explained_samples(data, spec["n_images"])
     batches = shard_batches(len(samples), spec["batch_size"], spec["shards"], shard)
     models = load_models(classifier_dir, ddpm_dir, spec["perceptual"], device)
+    models.context = dict(context or {})
     explain = METHODS[spec["method"]]
     images_uint8 = data.array("images")
     attrs = {"method": spec["method"], "params": spec["params"], "shard": shard, "shards": spec["shards"]}

@@ -70,6 +70,7 @@ class Models:
     ddpm: nn.Module | None = None
     scheduler_config: dict[str, Any] | None = None
     perceptual: nn.Module | None = None
+    context: dict[str, Any] = field(default_factory=dict)  # method-specific inputs (GCD's directions)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -41,6 +41,10 @@ def build_module(info: dict[str, Any]) -> nn.Module:
         from diffusers import UNet2DModel
 
         return UNet2DModel.from_config(info["unet_config"])
+    if kind == "diffae":
+        from diffxai.models.diffae import diffae_from_info
+
+        return diffae_from_info(info)
     if kind == "encoder":
         return SimSiam(info["in_channels"], info["width"], info["feature_dim"])
     outputs = {
@@ -50,7 +54,7 @@ def build_module(info: dict[str, Any]) -> nn.Module:
     }
     if kind not in outputs:
         raise CheckpointError(
-            f"unknown model kind {kind!r}; allowed: classifier, regressor, oracle, encoder, ddpm"
+            f"unknown model kind {kind!r}; allowed: classifier, regressor, oracle, encoder, ddpm, diffae"
         )
     network = create_network(
         info["arch"], info["in_channels"], info["image_size"], outputs[kind], info.get("arch_params")

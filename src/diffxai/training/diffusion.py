@@ -12,6 +12,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,13 @@ def training_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.T
     return x0
 
 
+def unet_output(
+    network: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor
+) -> torch.Tensor:
+    """An unconditional diffusers UNet's output at (x_t, t); ``x0`` is unused."""
+    return network(x_t, t).sample
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -81,6 +89,7 @@ def train_ddpm(
     generator: torch.Generator,
     checkpoint: Path | None = None,
     stop_at: int | None = None,
+    output: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = unet_output,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train ``unet`` on images (float32 (N, C, H, W) in [-1, 1]); returns EMA model, history.
 
@@ -88,6 +97,8 @@ def train_ddpm(
     checkpoint_every (steps), min_snr_gamma (null: uniform weights), lr_schedule
     (constant or cosine over ``steps``). ``stop_at`` ends training early (a later call
     resumes from the checkpoint), as the benchmark does to evaluate along the way.
+    ``output(network, x_t, t, x0)`` is the network's prediction; a conditional model
+    (DiffAE) reads its condition from the clean batch x0.
     """
     noise_scheduler = build_scheduler(scheduler_config, "ddpm")
     unet = unet.to(device)
@@ -132,7 +143,7 @@ def train_ddpm(
         t = torch.randint(0, timesteps, (batch,), generator=generator)
         xt = noise_scheduler.add_noise(x0, noise, t)
         target = training_target(noise_scheduler, x0, noise, t)
-        error = (unet(xt.to(device), t.to(device)).sample - target.to(device)) ** 2
+        error = (output(unet, xt.to(device), t.to(device), x0.to(device)) - target.to(device)) ** 2
         loss = (error.mean(dim=(1, 2, 3)) * weights[t].to(device)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,0 +1,77 @@
+# GCD (seed 001): each run's directions from its own source image, then the summary
+# across runs (sources, globality of the directions, BB-LIG vs BB-IG, efficiency).
+
+
+rule gcd_directions:
+    input:
+        data=f"{R}/{{dataset}}/data.zarr",
+        classifier=lambda wildcards: model_files(
+            wildcards.dataset, config["explanations"][wildcards.method]["classifier"]
+        ),
+        ddpm=lambda wildcards: model_files(
+            wildcards.dataset, config["explanations"][wildcards.method]["diffae"]
+        ),
+        latents=lambda wildcards: latents_path(
+            wildcards.dataset, config["explanations"][wildcards.method]["diffae"]
+        ),
+    output:
+        directory(f"{R}/{{dataset}}/{{method}}/{{run}}/directions.zarr"),
+    log:
+        f"{R}/logs/gcd_directions/{{dataset}}/{{method}}/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/gcd_directions/{{dataset}}/{{method}}/{{run}}.tsv"
+    conda:
+        "../envs/diffxai.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=GPU,
+    params:
+        # only what shapes the directions: line-search settings re-run the CEs alone
+        params=lambda wildcards: direction_params(
+            config["explanations"][wildcards.method]["params"]
+        ),
+        lpips_weights=config["counterfactual_metrics"]["lpips_weights"],
+        seed=lambda wildcards: derive_seed(
+            config["seed"], wildcards.dataset, wildcards.method, wildcards.run
+        ),
+        device=DEVICE,
+        code=source_hash("diffxai.jobs.gcd_directions"),
+    script:
+        "../scripts/gcd_directions.py"
+
+
+rule gcd_summary:
+    input:
+        unpack(gcd_summary_inputs),
+    output:
+        metrics=f"{R}/{{dataset}}/{{method}}/gcd_summary.json",
+        csv=f"{R}/{{dataset}}/{{method}}/gcd_summary.csv",
+    log:
+        f"{R}/logs/gcd_summary/{{dataset}}/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/gcd_summary/{{dataset}}/{{method}}.tsv"
+    conda:
+        "../envs/diffxai.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=GPU,
+    params:
+        params=lambda wildcards: config["explanations"][wildcards.method]["params"],
+        settings=lambda wildcards: {
+            "globality": config["explanations"][wildcards.method]["globality"],
+            "lpips_weights": config["counterfactual_metrics"]["lpips_weights"],
+        },
+        labels=lambda wildcards: {
+            "dataset": wildcards.dataset,
+            "classifier": config["explanations"][wildcards.method]["classifier"],
+            "method": wildcards.method,
+        },
+        seed=job_seed,
+        device=DEVICE,
+        code=source_hash("diffxai.jobs.gcd_summary"),
+    script:
+        "../scripts/gcd_summary.py"

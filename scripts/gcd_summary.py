@@ -1,0 +1,28 @@
+"""Snakemake entry point of rule gcd_summary (logic: diffxai.jobs.gcd_summary)."""
+
+from pathlib import Path
+
+from diffxai.jobs import gcd_summary
+from diffxai.jobs.common import setup_job
+
+sm = snakemake  # noqa: F821
+device = setup_job(sm.log[0], sm.threads, sm.params.device)
+inputs = {
+    "data": sm.input.data,
+    "classifier_dir": Path(sm.input.classifier[0]).parent,
+    "diffae_dir": Path(sm.input.diffae[0]).parent,
+    "latents": sm.input.latents,
+    "directions": list(sm.input.directions),
+    "stores": list(sm.input.stores),
+    "metrics": list(sm.input.metrics),
+}
+gcd_summary.run(
+    inputs,
+    sm.params.params,
+    sm.params.settings,
+    sm.params.labels,
+    sm.output.metrics,
+    sm.output.csv,
+    sm.params.seed,
+    device,
+)

@@ -1,0 +1,233 @@
+"""Job ``gcd_summary``: what GCD claims beyond one run's CEs (seed 001 §5) →
+``gcd_summary.json`` + long-format CSV rows.
+
+* Sources (Table 3): every CE metric of each run (one source image per run) with its
+  mean ± std over the runs, and each run's discovery cost and proxy fit.
+* Globality (Fig. 3, Table 4): the first run's g- and h-directions applied to the first
+  ``globality.n_images`` explained images (a line search per image and direction): flip
+  rate per direction, the three h-directions of highest flip rate, and the others
+  combined by lowest CF loss per image.
+* Attribution (§5.3): BB-LIG maps of the first run's CEs against BB-IG (black baseline)
+  on the same images: AUROC and pointing game against the task's ground-truth region.
+* Efficiency: network evaluations to find one source's directions, next to the published
+  configuration's (counted with the same formula), and per transferred CE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffxai.data.prepared import PreparedData
+from diffxai.jobs.attribution_metrics import ground_truth_region
+from diffxai.jobs.cf_metrics import write_csv
+from diffxai.jobs.common import write_json
+from diffxai.jobs.encode_diffae import load_codec
+from diffxai.jobs.explain import STORE_KIND
+from diffxai.jobs.gcd_directions import cached_latents, latent_space, read_directions
+from diffxai.methods import gcd
+from diffxai.metrics import attribution as am
+from diffxai.metrics.perceptual import Lpips
+from diffxai.models.blackbox import BlackBox
+from diffxai.models.io import load_model
+from diffxai.progress import progress
+from diffxai.provenance import config_hash, provenance
+from diffxai.store import open_store
+from diffxai.training.supervised import to_m11
+
+log = logging.getLogger(__name__)
+MODULES = ["diffxai.jobs.gcd_summary"]
+PUBLISHED_ENCODE_STEPS = 250  # T_encode of the published configuration
+SKIPPED = ("provenance", "params")  # metrics.json sections that are not metrics
+
+
+def numeric_leaves(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Every int/float leaf of a nested dict by its dotted key (bools and sections in
+    ``SKIPPED`` left out)."""
+    leaves: dict[str, float] = {}
+    for key, value in record.items():
+        if key in SKIPPED:
+            continue
+        if isinstance(value, dict):
+            leaves.update(numeric_leaves(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            leaves[f"{prefix}{key}"] = float(value)
+    return leaves
+
+
+def across_runs(per_run: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """{metric: {mean, std (ddof 0), n_runs}} of the metrics every run reports."""
+    shared = set.intersection(*(set(run) for run in per_run)) if per_run else set()
+    table = {}
+    for key in sorted(shared):
+        values = np.array([run[key] for run in per_run])
+        table[key] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)), "n_runs": len(values)}
+    return table
+
+
+def combine_by_cf_loss(success: np.ndarray, cf_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image (N,) of directions (D, N): whether any direction flips it, and the index of
+    the flipped direction of lowest CF loss (−1 where none flips)."""
+    masked = np.where(success, cf_loss, np.inf)
+    best = masked.argmin(0)
+    flipped = success.any(0)
+    return flipped, np.where(flipped, best, -1)
+
+
+def globality(
+    codec, blackbox, lpips, space, directions: gcd.Directions, images, u, z_t, params, n_h: int
+) -> dict[str, Any]:
+    """Flip rate of g and of h1..h_{n_h} on the given images; top-3 h and the rest combined."""
+    sources = blackbox(images).argmax(1)
+    names = ["g"] + [f"h{i}" for i in range(1, min(n_h, len(directions.h)) + 1)]
+    success, loss = [], []
+    for name in progress(names, desc="globality"):
+        search = gcd.line_search(
+            codec, blackbox, lpips, space, images, u, z_t, directions.direction(name), sources, params
+        )
+        success.append(search.success.numpy())
+        loss.append(search.cf_loss.numpy())
+    success_all, loss_all = np.stack(success), np.stack(loss)
+    rates = success_all.mean(1)
+    result: dict[str, Any] = {
+        "n_images": len(images),
+        "flip_rate": {name: float(rate) for name, rate in zip(names, rates, strict=True)},
+        "eigenvalues": directions.eigenvalues[: len(names) - 1].tolist(),
+    }
+    h_order = np.argsort(-rates[1:], kind="stable") + 1
+    top, rest = h_order[:3], h_order[3:]
+    result["top3_h"] = [names[i] for i in top]
+    if len(rest):
+        flipped, best = combine_by_cf_loss(success_all[rest], loss_all[rest])
+        chosen = loss_all[rest][best[flipped], np.flatnonzero(flipped)]
+        result["others_combined"] = {
+            "directions": [names[i] for i in rest],
+            "flip_rate": float(flipped.mean()),
+            "mean_cf_loss": float(chosen.mean()) if chosen.size else float("nan"),
+        }
+    return result
+
+
+def attribution(
+    data: PreparedData, store_path: str | Path, blackbox: BlackBox, params: dict[str, Any]
+) -> dict[str, Any]:
+    """BB-LIG (from the CE store) vs BB-IG on the same images against the task region."""
+    store = open_store(store_path, STORE_KIND)
+    ids = store.read("sample_ids")
+    maps = {"bb_lig": torch.from_numpy(store.read("bb_lig"))}
+    images = to_m11(torch.from_numpy(data.array("images")[ids]))
+    sources = torch.from_numpy(store.read("sources"))
+    maps["bb_ig"] = gcd.bb_ig(blackbox, images, sources, params["alpha_steps"], params["lig_eps"])
+    region = ground_truth_region(data, ids)
+    result: dict[str, Any] = {"n_images": len(ids), "path_steps": params["alpha_steps"]}
+    if region is None:
+        return {**result, "region": None}
+    present = region.reshape(len(ids), -1).any(1)
+    result["region_present"] = int(present.sum())
+    for name, values in maps.items():
+        result[name] = {
+            "mask_auroc": float(np.nanmean(am.mask_auroc(values[present], region[present]))),
+            "pointing_game": float(np.mean(am.pointing_game(values[present], region[present]))),
+            "zero_fraction": float((values == 0).float().mean()),
+        }
+    return result
+
+
+def run(
+    inputs: dict[str, Any],
+    params: dict[str, Any],
+    settings: dict[str, Any],
+    labels: dict[str, str],
+    json_path: str | Path,
+    csv_path: str | Path,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """``inputs``: data, classifier_dir, diffae_dir, latents, directions / stores / metrics
+    (one per run, in run order). ``settings``: globality {n_images, h_directions}, lpips_weights."""
+    started = time.perf_counter()
+    params = gcd.with_defaults(params)
+    data = PreparedData(inputs["data"])
+    classifier, _ = load_model(inputs["classifier_dir"])
+    blackbox = BlackBox(classifier.to(device).eval().requires_grad_(False))
+    per_run = [numeric_leaves(json.loads(Path(p).read_text())) for p in inputs["metrics"]]
+    found = [read_directions(p) for p in inputs["directions"]]
+    summary: dict[str, Any] = {
+        **labels,
+        "params": params,
+        "sources": {
+            "runs": [
+                {
+                    "source_id": d.source_id,
+                    "source_class": d.source_class,
+                    "proxy_val_mse": d.fit.val_loss,
+                    "proxy_epochs": d.fit.epochs,
+                    "discovery_nfe": d.nfe,
+                    "discovery_queries": d.queries,
+                    "flip_rate": run.get("flip_rate"),
+                }
+                for d, run in zip(found, per_run, strict=True)
+            ],
+            "across_runs": across_runs(per_run),
+        },
+    }
+    space, encode_steps = latent_space(inputs["latents"])
+    codec = load_codec(inputs["diffae_dir"], device)
+    lpips = Lpips(settings["lpips_weights"], device)
+    n = settings["globality"]["n_images"]
+    ids = open_store(inputs["stores"][0], STORE_KIND).read("sample_ids")[:n]
+    images = to_m11(torch.from_numpy(data.array("images")[ids]))
+    cached = cached_latents(inputs["latents"])
+    if all(int(i) in cached for i in ids):
+        z_sem = torch.stack([cached[int(i)][0] for i in ids])
+        z_t = torch.stack([cached[int(i)][1] for i in ids])
+    else:
+        z_sem, z_t = codec.encode(images.to(device), encode_steps)
+    summary["globality"] = globality(
+        codec, blackbox, lpips, space, found[0], images, space.to_u(z_sem.cpu()), z_t.cpu(), params,
+        settings["globality"]["h_directions"],
+    )  # fmt: skip
+    summary["attribution"] = attribution(data, inputs["stores"][0], blackbox, params)
+    published = gcd.discovery_nfe({}, PUBLISHED_ENCODE_STEPS)
+    discovery = float(np.mean([d.nfe for d in found])) + encode_steps
+    summary["efficiency"] = {
+        "discovery_nfe": discovery,
+        "published_discovery_nfe": published,
+        "fraction_of_published": discovery / published,
+        "nfe_per_ce": float(np.mean(open_store(inputs["stores"][0], STORE_KIND).read("nfe"))),
+    }
+    elapsed = time.perf_counter() - started
+    summary["provenance"] = provenance(settings, MODULES, seed, str(device), elapsed)
+    write_json(json_path, summary)
+    rows = _csv_rows(summary, labels, config_hash(summary["provenance"]))
+    write_csv(csv_path, rows)
+    log.info("GCD summary in %.1f s: globality %s", elapsed, summary["globality"]["flip_rate"])
+    return summary
+
+
+def _csv_rows(summary: dict[str, Any], labels: dict[str, str], tag: str) -> list[dict[str, Any]]:
+    base = {**labels, "run": "all", "provenance": tag}
+    rows = []
+    for metric, stats in summary["sources"]["across_runs"].items():
+        rows.append({**base, "metric": f"{metric}_mean_over_sources", "value": stats["mean"], "n": stats["n_runs"]})
+        rows.append({**base, "metric": f"{metric}_std_over_sources", "value": stats["std"], "n": stats["n_runs"]})
+    n_glob = summary["globality"]["n_images"]
+    for name, rate in summary["globality"]["flip_rate"].items():
+        rows.append({**base, "metric": f"flip_rate_{name}", "value": rate, "n": n_glob})
+    if "others_combined" in summary["globality"]:
+        value = summary["globality"]["others_combined"]["flip_rate"]
+        rows.append({**base, "metric": "flip_rate_others_combined", "value": value, "n": n_glob})
+    attribution_record = summary["attribution"]
+    for name in ("bb_lig", "bb_ig"):
+        for metric, value in attribution_record.get(name, {}).items():
+            n = attribution_record["region_present"]
+            rows.append({**base, "metric": f"{name}_{metric}", "value": value, "n": n})
+    for metric, value in summary["efficiency"].items():
+        rows.append({**base, "metric": metric, "value": value, "n": len(summary["sources"]["runs"])})
+    return rows

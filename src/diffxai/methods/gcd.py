@@ -1,0 +1,464 @@
+"""Global Counterfactual Directions (seed 001 §4): black-box directions in a DiffAE's
+semantic space, found from one source image, applied to any image by a line search.
+
+Discovery (one source image x with codes z_sem, z_T):
+
+1. δ uniform in the n-ball of radius r; x̃ = DAE(z_sem + δ, z_T); record the black-box
+   probability f(x̃) of x's predicted class and s = LPIPS(x, x̃);
+2. a proxy MLP p (5 linear layers, sigmoid activations, outputs (p_f, p_s)) fitted to
+   (z̃ → (f, s)) with validation early stopping;
+3. g-direction ∇_z (p_f + λ p_s) at z_sem (eq. 3) and h-directions, eigenvectors of the
+   Hessian of the same function sorted by |eigenvalue| (eq. 4).
+
+All of it runs in standardised coordinates u = (z_sem − μ) / σ (μ, σ per latent
+dimension over training images), so the radius and step sizes do not depend on the
+encoder's scale. Directions are unit vectors pointing downhill on the proxy's CF loss
+(−g, and each h signed so that it does not climb the proxy's gradient).
+
+Transfer (eq. 5): for every image, x̃_k = DAE(z_sem + α_k d, z_T) on a grid of α in one
+batch; the CE is the flipped x̃_k of smallest CF loss f + λ·LPIPS(x, x̃_k).
+
+BB-LIG (eq. 6): the same line-search images up to the baseline (first α whose
+probability of the source class is at most ``baseline_probability``) give a
+finite-difference Latent Integrated Gradients map, zero where a pixel does not change
+(|Δ| ≤ ``lig_eps``). BB-IG is the same quotient on the straight path from a black image.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffxai.methods.base import ExplanationError, Explanations, check_images, check_params
+from diffxai.methods.gcd_params import DIRECTION_PARAMS, TRANSFER_PARAMS
+from diffxai.models.blackbox import BlackBox
+from diffxai.models.diffae import DiffAECodec
+
+PARAMS = {**DIRECTION_PARAMS, **TRANSFER_PARAMS}
+
+
+def with_defaults(params: dict[str, Any]) -> dict[str, Any]:
+    check_params(params, set(PARAMS), "gcd")
+    return {**PARAMS, **params}
+
+
+# ---------------------------------------------------------------------------- proxy
+
+
+def sample_ball(n: int, dim: int, radius: float, generator: torch.Generator) -> torch.Tensor:
+    """n points (n, dim) uniform in the dim-ball of ``radius``: a uniform direction times
+    radius · U^(1/dim)."""
+    direction = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    direction /= direction.norm(dim=1, keepdim=True)
+    scale = radius * torch.rand(n, 1, generator=generator, dtype=torch.float64) ** (1.0 / dim)
+    return (direction * scale).float()
+
+
+class ProxyMLP(nn.Module):
+    """5 linear layers with sigmoid activations: u (N, dim) → (p_f, p_s) (N, 2) in the
+    targets' units (targets are standardised inside, by buffers set before fitting)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        widths = [dim, hidden, hidden, hidden, hidden]
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(widths):
+            layers += [nn.Linear(a, b), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden, 2))
+        self.register_buffer("target_mean", torch.zeros(2))
+        self.register_buffer("target_std", torch.ones(2))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.net(u) * self.target_std + self.target_mean
+
+
+@dataclass
+class ProxyFit:
+    proxy: ProxyMLP
+    train_loss: float  # standardised MSE at the best epoch
+    val_loss: float
+    epochs: int
+
+
+def fit_proxy(
+    u: torch.Tensor, targets: torch.Tensor, params: dict[str, Any], generator: torch.Generator
+) -> ProxyFit:
+    """Fit a :class:`ProxyMLP` to targets (N, 2) = (f, s) at points u (N, dim): Adam on the
+    MSE of standardised targets, the weights of the best validation epoch, stopped after
+    ``proxy_patience`` epochs without improvement."""
+    n = len(u)
+    order = torch.randperm(n, generator=generator)
+    n_val = max(1, round(params["val_fraction"] * n))
+    val, train = order[:n_val], order[n_val:]
+    proxy = ProxyMLP(u.shape[1], params["proxy_hidden"])
+    proxy.target_mean.copy_(targets[train].mean(0))
+    proxy.target_std.copy_(targets[train].std(0).clamp_min(1e-6))
+    optimizer = torch.optim.Adam(proxy.parameters(), lr=params["proxy_lr"])
+
+    def loss_on(rows: torch.Tensor) -> torch.Tensor:
+        return (((proxy(u[rows]) - targets[rows]) / proxy.target_std) ** 2).mean()
+
+    best = (math.inf, math.inf, 0, {k: v.clone() for k, v in proxy.state_dict().items()})
+    for epoch in range(params["proxy_epochs"]):
+        proxy.train()
+        for rows in train[torch.randperm(len(train), generator=generator)].split(params["proxy_batch"]):
+            optimizer.zero_grad(set_to_none=True)
+            loss_on(rows).backward()
+            optimizer.step()
+        proxy.eval()
+        with torch.no_grad():
+            val_loss = float(loss_on(val))
+        if val_loss < best[0]:
+            with torch.no_grad():
+                train_loss = float(loss_on(train))
+            best = (val_loss, train_loss, epoch + 1, {k: v.clone() for k, v in proxy.state_dict().items()})
+        elif epoch + 1 - best[2] >= params["proxy_patience"]:
+            break
+    proxy.load_state_dict(best[3])
+    return ProxyFit(proxy.eval().requires_grad_(False), best[1], best[0], best[2])
+
+
+def proxy_cf_loss(proxy: ProxyMLP, lam: float):
+    """u (dim,) → p_f(u) + λ p_s(u), a scalar (the proxy's approximate CF loss)."""
+
+    def loss(u: torch.Tensor) -> torch.Tensor:
+        out = proxy(u[None])[0]
+        return out[0] + lam * out[1]
+
+    return loss
+
+
+def directions_at(proxy: ProxyMLP, u0: torch.Tensor, lam: float, k: int) -> dict[str, torch.Tensor]:
+    """g (dim,), h (k, dim) unit directions at u0 (both downhill), the gradient norm and the
+    Hessian eigenvalues (k,) sorted by magnitude (seed 001 eqs. 3–4)."""
+    loss = proxy_cf_loss(proxy, lam)
+    u = u0.detach().double().clone().requires_grad_(True)
+    proxy.double()
+    try:
+        gradient = torch.autograd.grad(loss(u), u)[0].detach()
+        hessian = torch.autograd.functional.hessian(loss, u0.detach().double())
+    finally:
+        proxy.float()
+    eigenvalues, eigenvectors = torch.linalg.eigh((hessian + hessian.T) / 2)
+    order = eigenvalues.abs().argsort(descending=True)[:k]
+    h = eigenvectors[:, order].T.clone()
+    signs = torch.where(h @ gradient > 0, -1.0, 1.0).to(h.dtype)
+    h *= signs[:, None]
+    g_norm = gradient.norm()
+    g = -gradient / g_norm.clamp_min(1e-30)
+    return {
+        "g": g.float(),
+        "h": h.float(),
+        "gradient_norm": g_norm.float(),
+        "eigenvalues": eigenvalues[order].float(),
+    }
+
+
+# ---------------------------------------------------------------------------- latents
+
+
+@dataclass
+class LatentSpace:
+    """The standardisation of z_sem: u = (z − mean) / std, per dimension (dim,)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def to_u(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.mean) / self.std
+
+    def to_z(self, u: torch.Tensor) -> torch.Tensor:
+        return u * self.std + self.mean
+
+
+@dataclass
+class Probe:
+    """What the black box and LPIPS say about decoded images: probabilities (N, K) and
+    LPIPS to their originals (N,)."""
+
+    probabilities: torch.Tensor
+    lpips: torch.Tensor
+
+
+def decode_and_probe(
+    codec: DiffAECodec,
+    blackbox: BlackBox,
+    lpips,
+    space: LatentSpace,
+    u: torch.Tensor,
+    z_t: torch.Tensor,
+    originals: torch.Tensor,
+    steps: int,
+) -> tuple[torch.Tensor, Probe]:
+    """Decode u (N, dim) with z_T (N, C, H, W), clipped to [-1, 1]; classify and compare
+    with ``originals`` (N, C, H, W)."""
+    images = codec.decode(space.to_z(u), z_t, steps).clamp(-1, 1)
+    return images, Probe(blackbox(images), lpips(originals, images))
+
+
+# ---------------------------------------------------------------------------- discovery
+
+
+@dataclass
+class Directions:
+    """One source image's GCDs and the proxy data behind them (u-space)."""
+
+    source_id: int
+    source_class: int
+    u0: torch.Tensor  # (dim,)
+    g: torch.Tensor  # (dim,)
+    h: torch.Tensor  # (k, dim)
+    eigenvalues: torch.Tensor  # (k,)
+    gradient_norm: float
+    proxy_u: torch.Tensor  # (n, dim)
+    proxy_f: torch.Tensor  # (n,)
+    proxy_s: torch.Tensor  # (n,)
+    fit: ProxyFit
+    nfe: int
+    queries: int
+
+    def direction(self, name: str) -> torch.Tensor:
+        """``g`` or ``h<i>`` (1-based, in |eigenvalue| order)."""
+        if name == "g":
+            return self.g
+        if name.startswith("h") and name[1:].isdigit() and 1 <= int(name[1:]) <= len(self.h):
+            return self.h[int(name[1:]) - 1]
+        raise ExplanationError(f"params.direction={name!r}: allowed g or h1..h{len(self.h)}")
+
+
+def discover(
+    codec: DiffAECodec,
+    blackbox: BlackBox,
+    lpips,
+    space: LatentSpace,
+    source: torch.Tensor,
+    source_id: int,
+    z_t: torch.Tensor,
+    params: dict[str, Any],
+    generator: torch.Generator,
+) -> Directions:
+    """GCDs of one source image (1, C, H, W) with its z_T (1, C, H, W)."""
+    params = with_defaults(params)
+    nfe0, queries0 = codec.nfe, blackbox.queries
+    source_class = int(blackbox(source).argmax(1))
+    u0 = space.to_u(codec.semantic(source))[0]
+    n = params["proxy_samples"]
+    u = u0 + sample_ball(n, len(u0), params["radius"], generator)
+    f, s = [], []
+    for rows in torch.arange(n).split(codec.batch):
+        _, probe = decode_and_probe(
+            codec, blackbox, lpips, space, u[rows], z_t.expand(len(rows), -1, -1, -1),
+            source.expand(len(rows), -1, -1, -1), params["decode_steps"],
+        )  # fmt: skip
+        f.append(probe.probabilities[:, source_class])
+        s.append(probe.lpips)
+    f_all, s_all = torch.cat(f).float(), torch.cat(s).float()
+    fit = fit_proxy(u, torch.stack([f_all, s_all], 1), params, generator)
+    found = directions_at(fit.proxy, u0, params["lam"], params["h_directions"])
+    return Directions(
+        source_id, source_class, u0, found["g"], found["h"], found["eigenvalues"],
+        float(found["gradient_norm"]), u, f_all, s_all, fit,
+        codec.nfe - nfe0, blackbox.queries - queries0,
+    )  # fmt: skip
+
+
+def discovery_nfe(params: dict[str, Any], encode_steps: int) -> int:
+    """Diffusion-network evaluations to find one source image's directions (encoding the
+    source, then decoding every proxy sample)."""
+    params = with_defaults(params)
+    return encode_steps + params["proxy_samples"] * params["decode_steps"]
+
+
+# ---------------------------------------------------------------------------- transfer
+
+
+def alpha_grid(params: dict[str, Any]) -> torch.Tensor:
+    """α_0 = 0 < α_1 < … < α_K = alpha_max (K + 1,); α_0 is the path's start (BB-LIG)."""
+    return torch.linspace(0.0, params["alpha_max"], params["alpha_steps"] + 1)
+
+
+@dataclass
+class LineSearch:
+    """Per image (N,): the chosen grid index (≥ 1), whether it flips, its CF loss, and the
+    whole path: images (N, K + 1, C, H, W), source-class probability (N, K + 1), LPIPS."""
+
+    index: torch.Tensor
+    success: torch.Tensor
+    cf_loss: torch.Tensor
+    path: torch.Tensor
+    probabilities: torch.Tensor  # (N, K + 1, classes)
+    lpips: torch.Tensor  # (N, K + 1)
+
+
+def line_search(
+    codec: DiffAECodec,
+    blackbox: BlackBox,
+    lpips,
+    space: LatentSpace,
+    images: torch.Tensor,
+    u: torch.Tensor,
+    z_t: torch.Tensor,
+    direction: torch.Tensor,
+    sources: torch.Tensor,
+    params: dict[str, Any],
+) -> LineSearch:
+    """Eq. 5 for images (N, C, H, W) with codes u (N, dim), z_T (N, C, H, W) along a unit
+    ``direction`` (dim,): every α of :func:`alpha_grid` decoded in one batch; the CE is the
+    flipped point of least CF loss f + λ s, else (no flip) the point of least f."""
+    alphas = alpha_grid(params)
+    n, k = len(images), len(alphas)
+    points = (u[:, None] + alphas[None, :, None] * direction).reshape(n * k, -1)
+    repeat = lambda x: x[:, None].expand(n, k, *x.shape[1:]).reshape(n * k, *x.shape[1:])  # noqa: E731
+    decoded, probe = decode_and_probe(
+        codec, blackbox, lpips, space, points, repeat(z_t), repeat(images), params["decode_steps"]
+    )
+    probabilities = probe.probabilities.reshape(n, k, -1)
+    s = probe.lpips.reshape(n, k)
+    f = probabilities.gather(2, sources[:, None, None].expand(n, k, 1))[..., 0]
+    loss = f + params["lam"] * s
+    flipped = probabilities.argmax(2) != sources[:, None]
+    flipped[:, 0] = False  # α = 0 is the reconstruction, never a CE
+    candidate = torch.where(flipped, loss, torch.inf)
+    fallback = f.clone()
+    fallback[:, 0] = torch.inf
+    index = torch.where(flipped.any(1), candidate.argmin(1), fallback.argmin(1))
+    rows = torch.arange(n)
+    path = decoded.reshape(n, k, *images.shape[1:])
+    return LineSearch(index, flipped[rows, index], loss[rows, index], path, probabilities, s)
+
+
+def finite_difference_ig(
+    originals: torch.Tensor, path: torch.Tensor, scores: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """Eq. 6 summed over channels: (1/m)(x − x') Σ_k (f_{k+1} − f_k) / (x̃_{k+1} − x̃_k), the
+    quotient set to 0 where |x̃_{k+1} − x̃_k| ≤ eps. originals (N, C, H, W); path
+    (N, m + 1, C, H, W) from x̃_0 to the baseline x̃_m = x'; scores (N, m + 1). → (N, H, W)."""
+    m = path.shape[1] - 1
+    if m < 1:
+        return torch.zeros(len(path), *path.shape[-2:])
+    step = path[:, 1:] - path[:, :-1]
+    change = (scores[:, 1:] - scores[:, :-1]).reshape(*scores.shape[:1], m, 1, 1, 1)
+    moved = step.abs() > eps
+    quotient = torch.where(moved, change / torch.where(moved, step, torch.ones_like(step)), 0.0)
+    maps = (originals - path[:, -1]) * quotient.sum(1) / m
+    return maps.sum(1)
+
+
+def bb_lig(
+    originals: torch.Tensor, search: LineSearch, sources: torch.Tensor, params: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BB-LIG maps (N, H, W) along each image's line-search path up to its baseline, and
+    the baseline's grid index (N,): the first α with source probability ≤
+    ``baseline_probability``, else the end of the grid."""
+    n, k = search.probabilities.shape[:2]
+    f = search.probabilities.gather(2, sources[:, None, None].expand(n, k, 1))[..., 0]
+    below = f <= params["baseline_probability"]
+    below[:, 0] = False
+    end = torch.where(below.any(1), below.float().argmax(1), torch.full((n,), k - 1))
+    maps = [
+        finite_difference_ig(
+            originals[i : i + 1],
+            search.path[i : i + 1, : end[i] + 1],
+            f[i : i + 1, : end[i] + 1],
+            params["lig_eps"],
+        )[0]
+        for i in range(n)
+    ]
+    return torch.stack(maps), end
+
+
+def bb_ig(
+    blackbox: BlackBox, images: torch.Tensor, targets: torch.Tensor, steps: int, eps: float
+) -> torch.Tensor:
+    """BB-IG maps (N, H, W): eq. 6 on the straight path from a black image (−1) to each image,
+    ``steps`` intervals, scores = black-box probability of ``targets``."""
+    alphas = torch.linspace(0.0, 1.0, steps + 1)
+    baseline = -torch.ones_like(images)
+    path = torch.stack([images + a * (baseline - images) for a in alphas], 1)  # x̃_0 = x … x̃_m = black
+    n, k = path.shape[:2]
+    probabilities = blackbox(path.reshape(n * k, *images.shape[1:])).reshape(n, k, -1)
+    scores = probabilities.gather(2, targets[:, None, None].expand(n, k, 1))[..., 0]
+    return finite_difference_ig(images, path, scores, eps)
+
+
+# ---------------------------------------------------------------------------- explain
+
+
+def explain(
+    images: torch.Tensor,
+    sample_ids: np.ndarray,
+    models,
+    params: dict[str, Any],
+    seed: int,
+    batch_size: int | None = None,
+) -> Explanations:
+    """GCD counterfactuals of images (N, C, H, W) along this run's direction (``params.direction``).
+
+    ``models.ddpm`` is the DiffAE; ``models.context`` holds ``directions`` (a
+    :class:`Directions`), ``space`` (:class:`LatentSpace`), ``latents`` ({sample id: (z_sem,
+    z_T)}, the cached codes; images without one are encoded here at ``encode_steps``),
+    ``encode_steps`` and ``lpips``. Extras: alpha, cf_loss, lpips, bb_lig (N, H, W) and the
+    baseline alpha of BB-LIG.
+    """
+    params = with_defaults(params)
+    context = models.context
+    codec = DiffAECodec(models.ddpm, models.scheduler_config)
+    check_images(images, (models.ddpm.unet.config.in_channels, *images.shape[2:]), sample_ids)
+    blackbox = BlackBox(models.classifier)
+    directions: Directions = context["directions"]
+    direction = directions.direction(params["direction"])
+    space: LatentSpace = context["space"]
+    cached = context.get("latents", {})
+    missing = [i for i, s in enumerate(sample_ids) if int(s) not in cached]
+    z_sem = torch.zeros(len(images), len(space.mean))
+    z_t = torch.zeros_like(images)
+    for i, s in enumerate(sample_ids):
+        if int(s) in cached:
+            z_sem[i], z_t[i] = cached[int(s)]
+    if missing:
+        rows = torch.tensor(missing)
+        z_sem[rows], z_t[rows] = codec.encode(images[rows], context["encode_steps"])
+    encode_nfe = context["encode_steps"]
+    before = blackbox(images)
+    sources = before.argmax(1)
+    search = line_search(
+        codec, blackbox, context["lpips"], space, images, space.to_u(z_sem), z_t, direction, sources, params
+    )
+    rows = torch.arange(len(images))
+    counterfactuals = search.path[rows, search.index]
+    after = search.probabilities[rows, search.index]
+    maps, end = bb_lig(images, search, sources, params)
+    alphas = alpha_grid(params)
+    n = len(images)
+    k = len(alphas) - 1
+    extras = {
+        "alpha": alphas[search.index].numpy().astype(np.float32),
+        "cf_loss": search.cf_loss.numpy().astype(np.float32),
+        "lpips": search.lpips[rows, search.index].numpy().astype(np.float32),
+        "bb_lig": maps.numpy().astype(np.float32),
+        "bb_lig_baseline_alpha": alphas[end].numpy().astype(np.float32),
+    }
+    # the log of a probability is a logit up to a per-sample constant: argmax and softmax agree
+    logits = lambda p: p.clamp_min(1e-12).log().numpy().astype(np.float32)  # noqa: E731
+    flipped = after.argmax(1) != sources
+    runner_up = before.topk(2, dim=1).indices[:, 1]
+    targets = torch.where(flipped, after.argmax(1), runner_up)
+    return Explanations(
+        counterfactuals=counterfactuals.numpy().astype(np.float32),
+        sources=sources.numpy(),
+        targets=targets.numpy(),
+        logits_before=logits(before),
+        logits_after=logits(after),
+        nfe=np.full(n, encode_nfe + (k + 1) * params["decode_steps"], np.int64),
+        nfe_backward=np.zeros(n, np.int64),
+        classifier_calls=np.full(n, k + 2, np.int64),
+        classifier_gradients=np.zeros(n, np.int64),
+        seconds=np.zeros(n, np.float32),
+        extras=extras,
+    )
