@@ -129,7 +129,9 @@ def explain_inputs(wildcards):
     entry = config["explanations"][wildcards.method]
     inputs = method_inputs(wildcards.dataset, entry)
     if entry["method"] == "gcd":
-        inputs["directions"] = gcd_directions_path(wildcards.dataset, wildcards.method, wildcards.run)
+        inputs["directions"] = gcd_directions_path(
+            wildcards.dataset, wildcards.method, wildcards.run
+        )
     return inputs
 
 

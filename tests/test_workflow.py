@@ -15,11 +15,12 @@ from diffxai.models.io import load_model
 from diffxai.store import open_store
 from tests.workflow_helpers import REPO, SNAKEMAKE, planned_jobs, snakemake, write_overlay
 
-ELLIPSE_MODELS = ["classifier", "regressor_aspect", "regressor_area", "encoder", "ddpm"]
+ELLIPSE_MODELS = ["classifier", "regressor_aspect", "regressor_area", "encoder", "ddpm", "diffae"]
 ATTRIBUTE_MODELS = ["classifier", "oracle", "encoder", "ddpm"]
 DATASETS = ("ellipses", "attributes")
-EXPLANATIONS = {"dime": 2, "ace_l1": 1, "freemcg": 1}  # name -> runs (default config and tiny preset)
-EXPLANATION_DATASETS = {"dime": DATASETS, "ace_l1": DATASETS, "freemcg": ("ellipses",)}
+EXPLANATIONS = {"dime": 2, "ace_l1": 1, "freemcg": 1, "gcd": 2}  # name -> runs (tiny preset)
+DEFAULT_RUNS = {**EXPLANATIONS, "gcd": 5}  # the default config's
+EXPLANATION_DATASETS = {"dime": DATASETS, "ace_l1": DATASETS, "freemcg": ("ellipses",), "gcd": ("ellipses",)}
 SHARDS = 2
 BASELINES = (
     "gradient", "integrated_gradients", "input_x_gradient", "occlusion", "kernel_shap", "rise", "gradcam"
@@ -32,21 +33,32 @@ ABLATION_POINTS = {  # default config, tiny preset
 }
 
 
-def explanation_jobs(datasets=DATASETS, methods=tuple(EXPLANATIONS), stages=("explain", "metrics")):
-    """The jobs of counterfactual runs: shards, gather, metrics and diversity."""
+def explanation_jobs(
+    datasets=DATASETS, methods=tuple(EXPLANATIONS), stages=("explain", "metrics"), runs=EXPLANATIONS
+):
+    """The jobs of counterfactual runs: (GCD's directions,) shards, gather, metrics, diversity
+    (and GCD's summary, which reads the metrics). ``stages``: "directions" (GCD), "explain",
+    "metrics"; ``runs``: runs per method."""
     jobs = set()
     for dataset in datasets:
         for method in (m for m in methods if dataset in EXPLANATION_DATASETS[m]):
-            runs = [f"run{k}" for k in range(EXPLANATIONS[method])]
-            for run in runs:
+            names = [f"run{k}" for k in range(runs[method])]
+            for run in names:
                 keys = f"dataset={dataset}, method={method}, run={run}"
+                if method == "gcd" and "directions" in stages:
+                    jobs.add(("gcd_directions", keys))
                 if "explain" in stages:
                     jobs |= {("explain_shard", f"{keys}, shard={s}") for s in range(SHARDS)}
                     jobs.add(("gather_explanations", keys))
                 jobs.add(("cf_metrics", keys))
-            if len(runs) > 1 and "explain" in stages:
+            if len(names) > 1 and "explain" in stages:
                 jobs.add(("diversity", f"dataset={dataset}, method={method}"))
+            if method == "gcd":
+                jobs.add(("gcd_summary", f"dataset={dataset}, method={method}"))
     return jobs
+
+
+ALL_STAGES = ("directions", "explain", "metrics")
 
 
 ALL_JOBS = {
@@ -63,7 +75,9 @@ ALL_JOBS = {
     ("evaluate_ddpm", "dataset=ellipses, name=ddpm"),
     ("train_ddpm", "dataset=attributes, name=ddpm"),
     ("evaluate_ddpm", "dataset=attributes, name=ddpm"),
-} | explanation_jobs()
+    ("train_diffae", "dataset=ellipses, name=diffae"),
+    ("encode_diffae", "dataset=ellipses, name=diffae"),
+}
 
 
 def attribution_jobs(
@@ -87,8 +101,18 @@ def ablation_jobs(preset):
     return points | {("ablation_table", keys)}
 
 
-DEFAULT_JOBS = ALL_JOBS | attribution_jobs() | ablation_jobs("default")
-TINY_JOBS = ALL_JOBS | attribution_jobs(baseline_datasets=("ellipses",)) | ablation_jobs("tiny")
+DEFAULT_JOBS = (
+    ALL_JOBS
+    | explanation_jobs(stages=ALL_STAGES, runs=DEFAULT_RUNS)
+    | attribution_jobs()
+    | ablation_jobs("default")
+)
+TINY_JOBS = (
+    ALL_JOBS
+    | explanation_jobs(stages=ALL_STAGES)
+    | attribution_jobs(baseline_datasets=("ellipses",))
+    | ablation_jobs("tiny")
+)
 
 
 @pytest.mark.parametrize(("preset", "expected"), [(None, DEFAULT_JOBS), ("tiny", TINY_JOBS)])
@@ -154,6 +178,12 @@ def test_tiny_run_writes_loadable_models_with_metrics(tiny_run, dataset, models)
             assert set(metrics["ks"]) == ({"log_aspect_ratio", "area"} if dataset == "ellipses" else set())
             assert metrics["nfe"] == 16 * 5
             assert (directory / "samples.png").stat().st_size > 0
+        elif info["kind"] == "diffae":
+            z_sem = module.encode_semantic(images)
+            assert z_sem.shape == (4, 8)  # tiny preset latent_dim
+            assert module(images, torch.tensor([10] * 4), z_sem).shape == images.shape
+            reconstruction = metrics["reconstruction"]["same_steps"]
+            assert reconstruction["decode_steps"] == 5 and np.isfinite(reconstruction["mse"])
         else:
             assert torch.isfinite(module(images)).all()
             assert metrics["n_test"] if "n_test" in metrics else metrics["test"]
@@ -187,12 +217,12 @@ def test_unchanged_second_run_does_nothing(tiny_run):
                 ("evaluate_ddpm", "dataset=ellipses, name=ddpm"),
             }
             | explanation_jobs(datasets=["ellipses"], stages=("metrics",)),
-            id="regressor-reruns-itself-ddpm-evaluation-and-ellipse-cf-metrics",
+            id="regressor-reruns-itself-ddpm-evaluation-and-ellipse-cf-metrics-and-gcd-summary",
         ),
         pytest.param(
             {"models": {"ddpm": {"train": {"steps": 21}}}},
             {(rule, f"dataset={d}, name=ddpm") for rule in ("train_ddpm", "evaluate_ddpm") for d in DATASETS}
-            | explanation_jobs()
+            | explanation_jobs(methods=("dime", "ace_l1", "freemcg"))
             | attribution_jobs(baseline_datasets=())
             | ablation_jobs("tiny"),
             id="ddpm-training-reruns-ddpm-explanations-freemcg-maps-and-ablation",
@@ -212,7 +242,7 @@ def test_unchanged_second_run_does_nothing(tiny_run):
                 ("train_ddpm", "dataset=attributes, name=ddpm"),
                 ("evaluate_ddpm", "dataset=attributes, name=ddpm"),
             }
-            | explanation_jobs(datasets=["attributes"])
+            | explanation_jobs(datasets=["attributes"], stages=ALL_STAGES)
             | attribution_jobs(baseline_datasets=(), datasets=["attributes"]),
             id="dataset-change-reruns-its-chain-only",
         ),
@@ -236,6 +266,22 @@ def test_unchanged_second_run_does_nothing(tiny_run):
             {"explanations": {"ace_l1": {"params": {"threshold": 0.2}}}},
             explanation_jobs(methods=["ace_l1"]),
             id="method-parameter-reruns-that-method-only",
+        ),
+        pytest.param(
+            {"explanations": {"gcd": {"params": {"alpha_max": 6.0}}}},
+            explanation_jobs(methods=["gcd"]),
+            id="gcd-line-search-reruns-its-ces-not-its-directions",
+        ),
+        pytest.param(
+            {"explanations": {"gcd": {"params": {"radius": 1.5}}}},
+            explanation_jobs(methods=["gcd"], stages=ALL_STAGES),
+            id="gcd-direction-parameter-reruns-directions-and-ces",
+        ),
+        pytest.param(
+            {"models": {"diffae": {"latents": {"encode_steps": 4}}}},
+            {("encode_diffae", "dataset=ellipses, name=diffae")}
+            | explanation_jobs(methods=["gcd"], stages=ALL_STAGES),
+            id="diffae-latents-reencode-without-retraining",
         ),
         pytest.param(
             {"counterfactual_metrics": {"cout_steps": 12}},
@@ -339,6 +385,47 @@ def test_tiny_run_writes_freemcg_counterfactuals_and_the_ablation_table(tiny_run
     nfe = [float(row.split(",")[5]) for row in table[1:]]
     assert nfe == [3 * 3, 3 * 5, 3 * 5, 3 * 5]  # 3 steps x (particles + 1); the base has 4 particles
     assert (root / "ablations" / "freemcg_table4" / "table.md").read_text().startswith("# freemcg_table4")
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_gcd_latents_directions_counterfactuals_and_summary(tiny_run):
+    root = tiny_run / "results/tiny/ellipses"
+    data = PreparedData(root / "data.zarr")
+    latents = open_store(root / "models" / "diffae" / "latents.zarr", kind="latents")
+    assert np.array_equal(latents.read("sample_ids"), data.indices("test")[:8])
+    assert latents.read("z_sem").shape == (8, 8) and latents.read("z_t").shape == (8, 1, 16, 16)
+    assert latents.read("z_std").shape == (8,) and np.all(latents.read("z_std") > 0)
+    sources = set()
+    for run in ("run0", "run1"):
+        directions = open_store(root / "gcd" / run / "directions.zarr", kind="gcd_directions")
+        assert directions.read("proxy_u").shape == (32, 8) and directions.read("proxy_f").shape == (32,)
+        assert np.all((directions.read("proxy_f") >= 0) & (directions.read("proxy_f") <= 1))
+        g, h = directions.read("g"), directions.read("h")
+        assert np.linalg.norm(g) == pytest.approx(1, abs=1e-5)
+        assert h.shape == (4, 8) and np.allclose(h @ h.T, np.eye(4), atol=1e-5)
+        # tiny preset: 32 proxy samples x 3 decode steps
+        assert directions.attrs["nfe"] == 96 and directions.attrs["queries"] == 33
+        sources.add(directions.attrs["source_id"])
+        assert directions.attrs["source_id"] in set(data.indices("val").tolist())
+        store = open_store(root / "gcd" / run / "explanations.zarr", kind="explanations")
+        # encode 5 + (4 alphas + the start) x 3 decode steps; queries: input + 5 path points
+        assert np.all(store.read("nfe") == 20) and np.all(store.read("classifier_calls") == 6)
+        assert np.all(store.read("classifier_gradients") == 0) and np.all(store.read("nfe_backward") == 0)
+        assert store.read("bb_lig").shape == (8, 16, 16)
+        assert np.all(np.isin(store.read("alpha"), np.linspace(0, 8, 5)[1:]))
+    assert len(sources) == 2  # one source image per run
+    summary = json.loads((root / "gcd" / "gcd_summary.json").read_text())
+    assert [run["source_id"] for run in summary["sources"]["runs"]] == [
+        open_store(root / "gcd" / r / "directions.zarr").attrs["source_id"] for r in ("run0", "run1")
+    ]
+    assert summary["sources"]["across_runs"]["flip_rate"]["n_runs"] == 2
+    assert list(summary["globality"]["flip_rate"]) == ["g", "h1", "h2", "h3", "h4"]
+    top, others = summary["globality"]["top3_h"], summary["globality"]["others_combined"]["directions"]
+    assert len(top) == 3 and sorted(top + others) == ["h1", "h2", "h3", "h4"]
+    assert 0 <= summary["attribution"]["bb_lig"]["mask_auroc"] <= 1
+    assert summary["efficiency"]["published_discovery_nfe"] == 250 + 25600 * 100
+    rows = (root / "gcd" / "gcd_summary.csv").read_text().splitlines()
+    assert any(row.startswith("ellipses,classifier,gcd,all,flip_rate_mean_over_sources,") for row in rows)
 
 
 @pytest.mark.slow

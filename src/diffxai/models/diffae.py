@@ -122,7 +122,7 @@ class DiffAECodec:
     def semantic(self, images: torch.Tensor) -> torch.Tensor:
         """z_sem (N, latent_dim), float32 on the images' device (no UNet evaluation)."""
         codes = [
-            self.model.encode_semantic(c.to(self.device)).float().to(images.device)
+            self.model.encode_semantic(c.to(self.device).float()).float().to(images.device)
             for c in images.split(self.batch)
         ]
         return torch.cat(codes)

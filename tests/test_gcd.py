@@ -1,0 +1,467 @@
+"""Global Counterfactual Directions: ball sampling, proxy directions, line search, BB-(L)IG.
+
+Ground truth comes from a toy DiffAE whose semantic code is the image's mean brightness:
+its ε depends on z_sem only, so DDIM decodes (z, z_T) exactly to z_T / r + z_0
+(r = sqrt(ᾱ_T / ᾱ_0)) and encodes x to (mean(x), r (x − mean(x))). Moving the code by Δ
+shifts every pixel by Δ; the classifier's class-1 probability rises with brightness.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from scipy import stats
+from torch import nn
+
+from diffxai.methods import gcd
+from diffxai.methods.base import ExplanationError, Models
+from diffxai.models.blackbox import BlackBox, GradientRefused
+from diffxai.models.diffae import DiffAECodec
+
+torch.set_num_threads(1)
+
+SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "prediction_type": "epsilon",
+}
+ALPHA_BAR = DDPMScheduler(**SCHEDULE).alphas_cumprod.double()
+A_FIRST, A_LAST = ALPHA_BAR[0], ALPHA_BAR[-1]
+RATIO = float((A_LAST / A_FIRST).sqrt())  # z_T = RATIO · (x − z_0)
+SHAPE = (3, 4, 4)
+
+
+class BrightnessDiffAE(nn.Module):
+    """z_sem = (mean brightness, 0); ε = −z_0 / (sqrt(ᾱ_0) (σ_T − σ_0)), whatever x_t and t.
+
+    Counts the image rows its network has seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
+        self.unet = SimpleNamespace(config=SimpleNamespace(in_channels=SHAPE[0]))
+        sigma = lambda a: ((1 - a) / a).sqrt()  # noqa: E731
+        self.scale = float(1 / (A_FIRST.sqrt() * (sigma(A_LAST) - sigma(A_FIRST))))
+        self.rows = 0
+
+    def encode_semantic(self, images: torch.Tensor) -> torch.Tensor:
+        brightness = images.mean(dim=(1, 2, 3))
+        return torch.stack([brightness, torch.zeros_like(brightness)], 1)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, z_sem: torch.Tensor) -> torch.Tensor:
+        self.rows += len(sample)
+        return (-self.scale * z_sem[:, 0])[:, None, None, None].expand_as(sample)
+
+
+class BrightnessClassifier(nn.Module):
+    """Logits (−10 m, 10 m) of the mean brightness m: p(class 1) = sigmoid(20 m)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert not torch.is_grad_enabled() and not x.requires_grad
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([-10 * m, 10 * m], 1)
+
+
+def lpips(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Stand-in perceptual distance: mean absolute difference per sample (N,)."""
+    return (a - b).abs().flatten(1).mean(1)
+
+
+def p_class1(images: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(20 * images.mean(dim=(1, 2, 3)))
+
+
+SPACE = gcd.LatentSpace(mean=torch.tensor([0.1, 0.0]), std=torch.tensor([0.5, 1.0]))
+
+
+def toy_images(means: tuple[float, ...] = (-0.2, 0.3)) -> torch.Tensor:
+    """Textured images (N, C, H, W) of the given mean brightness (default: dark, class 0; bright, class 1)."""
+    texture = 0.1 * torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(2, 2)
+    return torch.tensor(means)[:, None, None, None] + texture.expand(SHAPE)
+
+
+def exact_latents(
+    images: torch.Tensor, offsets: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z_sem, z_T) the toy DiffAE's codec encodes images to, in closed form; ``offsets`` (N,)
+    added to z_0 make the reconstruction brighter by that much (an imperfect autoencoder)."""
+    z = BrightnessDiffAE().encode_semantic(images)
+    z_t = RATIO * (images - z[:, 0, None, None, None])
+    if offsets is not None:
+        z[:, 0] += offsets
+    return z, z_t
+
+
+def transfer_params(**overrides) -> dict:
+    return gcd.with_defaults({"alpha_max": 2.0, "alpha_steps": 8, "decode_steps": 3, "lam": 0.5, **overrides})
+
+
+def brute_force(
+    images: torch.Tensor, offsets: torch.Tensor, direction: torch.Tensor, sources: torch.Tensor, params: dict
+) -> dict:
+    """The line search recomputed point by point from the closed-form path."""
+    alphas = torch.linspace(0, params["alpha_max"], params["alpha_steps"] + 1)
+    shift = offsets[:, None] + alphas * float(direction[0] * SPACE.std[0])  # (N, K + 1): Δz_0
+    path = (images[:, None] + shift[:, :, None, None, None]).clamp(-1, 1)  # (N, K + 1, C, H, W)
+    index, success = [], []
+    for n in range(len(images)):
+        p1 = p_class1(path[n])
+        f = p1 if sources[n] == 1 else 1 - p1
+        loss = f + params["lam"] * lpips(images[n].expand_as(path[n]), path[n])
+        flipped = [k for k in range(1, len(alphas)) if (p1[k] > 0.5) != bool(sources[n])]
+        pool = flipped or list(range(1, len(alphas)))
+        score = loss if flipped else f
+        index.append(min(pool, key=lambda k: float(score[k])))
+        success.append(bool(flipped))
+    return {"path": path, "index": torch.tensor(index), "success": torch.tensor(success), "alphas": alphas}
+
+
+# --- sampling and parameters ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dim", [3, 16])
+def test_sample_ball_is_uniform_in_the_ball(dim):
+    """Norms ≤ r, (‖δ‖ / r)^dim ~ Uniform(0, 1) (KS test), isotropic directions."""
+    radius, n = 2.5, 4000
+    points = gcd.sample_ball(n, dim, radius, torch.Generator().manual_seed(dim))
+    assert points.shape == (n, dim) and points.dtype == torch.float32
+    norms = points.double().norm(dim=1)
+    assert norms.max() <= radius * (1 + 1e-6)
+    assert stats.kstest((norms / radius).pow(dim).numpy(), "uniform").pvalue > 0.01
+    mean_direction = (points.double() / norms[:, None]).mean(0)
+    assert mean_direction.abs().max() < 5 / (dim * n) ** 0.5  # 5 standard errors per coordinate
+    again = gcd.sample_ball(n, dim, radius, torch.Generator().manual_seed(dim))
+    assert torch.equal(again, points)
+
+
+def test_with_defaults_refuses_unknown_parameters_and_fills_the_rest():
+    params = gcd.with_defaults({"radius": 3.0})
+    assert params["radius"] == 3.0 and set(params) == set(gcd.PARAMS)
+    with pytest.raises(ExplanationError, match="radius_max"):
+        gcd.with_defaults({"radius_max": 3.0})
+
+
+def test_alpha_grid_runs_from_zero_to_alpha_max_in_alpha_steps():
+    grid = gcd.alpha_grid({"alpha_max": 6.0, "alpha_steps": 4})
+    torch.testing.assert_close(grid, torch.tensor([0.0, 1.5, 3.0, 4.5, 6.0]))
+
+
+def directions(h: torch.Tensor) -> gcd.Directions:
+    dim = h.shape[1]
+    return gcd.Directions(
+        source_id=7, source_class=0, u0=torch.zeros(dim), g=torch.eye(dim)[0], h=h,
+        eigenvalues=torch.ones(len(h)), gradient_norm=1.0, proxy_u=torch.zeros(1, dim),
+        proxy_f=torch.zeros(1), proxy_s=torch.zeros(1), fit=None, nfe=0, queries=0,
+    )  # fmt: skip
+
+
+def test_direction_names_g_and_h1_to_hk_only():
+    h = torch.eye(4)[1:]  # k = 3
+    found = directions(h)
+    assert torch.equal(found.direction("g"), torch.eye(4)[0])
+    for i in range(1, 4):
+        assert torch.equal(found.direction(f"h{i}"), h[i - 1])
+    for bad in ["h0", "h4", "x", "h", "g1", "h-1"]:
+        with pytest.raises(ExplanationError, match=r"h1\.\.h3"):
+            found.direction(bad)
+
+
+# --- the proxy and its directions -------------------------------------------------------------------
+
+DIM = 8
+PROXY = {"proxy_hidden": 64, "proxy_patience": 60, "proxy_batch": 128, "proxy_lr": 0.003}
+
+
+def ball_around(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the proxy's initial weights
+    u0 = torch.randn(DIM, generator=g)
+    return u0, u0 + gcd.sample_ball(512, DIM, 2.0, g), g
+
+
+def test_g_direction_recovers_the_negative_gradient_of_the_true_cf_loss():
+    """f = sigmoid(w·(u − u0)), s = 0.1 ‖u − u0‖² (stationary at u0): g ≈ −w, ‖∇‖ ≈ |f'(0)| = 1/4."""
+    u0, u, g = ball_around(0)
+    w = torch.randn(DIM, generator=g)
+    w /= w.norm()
+    d = u - u0
+    targets = torch.stack([torch.sigmoid(d @ w), 0.1 * d.pow(2).sum(1)], 1)
+    fit = gcd.fit_proxy(
+        u, targets, gcd.with_defaults({**PROXY, "proxy_epochs": 150, "proxy_patience": 30}), g
+    )
+    found = gcd.directions_at(fit.proxy, u0, 1.0, DIM)
+    assert float(found["g"] @ -w) > 0.9
+    assert abs(float(found["gradient_norm"]) - 0.25) < 0.05
+    assert abs(float(found["g"].norm()) - 1) < 1e-5
+    h = found["h"]
+    torch.testing.assert_close(h @ h.T, torch.eye(DIM), rtol=0, atol=1e-5)
+    assert (h @ found["g"] >= -1e-6).all()  # every h is downhill: h·∇ ≤ 0
+    assert (found["eigenvalues"].abs().diff() <= 0).all()
+    assert next(fit.proxy.parameters()).dtype == torch.float32  # restored after the float64 Hessian
+
+
+def test_first_h_direction_recovers_the_dominant_curvature_axis_signed_downhill():
+    """f = 0.5 + 0.2 d_0 + 0.3 dᵀ diag(2, 0.2, 0, …) d, s = 0, λ = 0: h1 = −e_0 (largest |eigenvalue|,
+    1.2; signed against ∇ = 0.2 e_0)."""
+    u0, u, g = ball_around(1)
+    d = u - u0
+    curvature = torch.zeros(DIM)
+    curvature[:2] = torch.tensor([2.0, 0.2])
+    f = 0.5 + 0.2 * d[:, 0] + 0.3 * (d.pow(2) * curvature).sum(1)
+    targets = torch.stack([f, torch.zeros_like(f)], 1)
+    fit = gcd.fit_proxy(u, targets, gcd.with_defaults({**PROXY, "proxy_epochs": 200}), g)
+    found = gcd.directions_at(fit.proxy, u0, 0.0, 3)
+    h = found["h"]
+    assert h.shape == (3, DIM)
+    assert float(h[0, 0]) < -0.9
+    assert 0.6 < float(found["eigenvalues"][0]) < 1.8  # true 1.2
+    torch.testing.assert_close(h @ h.T, torch.eye(3), rtol=0, atol=1e-5)
+    assert float(found["g"][0]) < -0.9  # and g = −∇/‖∇‖ ≈ −e_0
+
+
+def test_fit_proxy_returns_the_best_validation_epoch_and_stops_patience_epochs_later():
+    """Noise targets: the proxy overfits, validation stops improving. The returned weights give
+    the reported losses on the same split; the generator shows exactly best + patience epochs ran;
+    the first epoch alone is no better."""
+    n, patience = 200, 5
+    data = torch.Generator().manual_seed(3)
+    u = torch.randn(n, 4, generator=data)
+    targets = torch.randn(n, 2, generator=data)
+    params = gcd.with_defaults({"proxy_hidden": 64, "proxy_epochs": 400, "proxy_patience": patience,
+                                "proxy_batch": 32, "proxy_lr": 0.01})  # fmt: skip
+    g = torch.Generator().manual_seed(4)
+    start = g.get_state()
+    torch.manual_seed(0)
+    fit = gcd.fit_proxy(u, targets, params, g)
+    assert 1 <= fit.epochs < 400 - patience
+
+    replay = torch.Generator().set_state(start)
+    order = torch.randperm(n, generator=replay)
+    val, train = order[:40], order[40:]
+    for _ in range(fit.epochs + patience):
+        torch.randperm(len(train), generator=replay)
+    assert torch.equal(replay.get_state(), g.get_state())
+
+    def loss(rows: torch.Tensor) -> float:
+        return float((((fit.proxy(u[rows]) - targets[rows]) / fit.proxy.target_std) ** 2).mean())
+
+    assert loss(val) == pytest.approx(fit.val_loss, rel=1e-5)
+    assert loss(train) == pytest.approx(fit.train_loss, rel=1e-5)
+    torch.testing.assert_close(fit.proxy.target_mean, targets[train].mean(0))
+    torch.manual_seed(0)
+    first = gcd.fit_proxy(u, targets, {**params, "proxy_epochs": 1}, torch.Generator().set_state(start))
+    assert first.epochs == 1 and first.val_loss >= fit.val_loss
+
+
+# --- finite-difference integrated gradients ---------------------------------------------------------
+
+
+def test_finite_difference_ig_on_a_straight_path_telescopes_to_the_score_change():
+    """x̃_k = x + (k/m)(x' − x): each moved channel contributes f_0 − f_m; unmoved pixels give 0."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    baseline = x + 0.5
+    baseline[0, :, 0, 0] = x[0, :, 0, 0]  # pixel (0, 0) of image 0 never moves
+    baseline[1, :2, 1, 1] = x[1, :2, 1, 1]  # pixel (1, 1) of image 1 moves in one channel only
+    m = 6
+    t = torch.linspace(0, 1, m + 1, dtype=torch.float64)[None, :, None, None, None]
+    path = x[:, None] + t * (baseline - x)[:, None]
+    scores = torch.rand(2, m + 1, generator=g, dtype=torch.float64)
+    maps = gcd.finite_difference_ig(x, path, scores, 1e-3)
+    assert maps.shape == (2, 4, 5)
+    moved = torch.full((2, 4, 5), 3.0, dtype=torch.float64)
+    moved[0, 0, 0], moved[1, 1, 1] = 0.0, 1.0
+    expected = moved * (scores[:, 0] - scores[:, -1])[:, None, None]
+    torch.testing.assert_close(maps, expected, rtol=1e-10, atol=1e-12)
+    assert maps[0, 0, 0] == 0.0
+
+
+def test_finite_difference_ig_by_hand_with_a_step_below_eps():
+    """One pixel, m = 2: (x − x') Σ Δf/Δx / m, the quotient of a step |Δx| ≤ eps set to 0."""
+    scores = torch.tensor([[1.0, 0.4, 0.2]], dtype=torch.float64)
+    x = torch.zeros(1, 1, 1, 1, dtype=torch.float64)
+    path = torch.tensor([0.0, 0.5, 0.6], dtype=torch.float64).view(1, 3, 1, 1, 1)
+    # (0 − 0.6) (−0.6 / 0.5 − 0.2 / 0.1) / 2 = 0.96
+    assert float(gcd.finite_difference_ig(x, path, scores, 1e-3)) == pytest.approx(0.96, rel=1e-12)
+    path[0, 2] = 0.5005
+    # the last step (5e-4) is below eps: (0 − 0.5005) (−1.2) / 2 = 0.3003
+    assert float(gcd.finite_difference_ig(x, path, scores, 1e-3)) == pytest.approx(0.3003, rel=1e-12)
+    assert torch.equal(gcd.finite_difference_ig(x, path[:, :1], scores[:, :1], 1e-3), torch.zeros(1, 1, 1))
+
+
+class TinyConvClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(6)
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(64, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert not torch.is_grad_enabled() and not x.requires_grad
+        return self.net(x)
+
+
+def test_bb_ig_is_the_probability_drop_to_black_times_the_moved_channels():
+    g = torch.Generator().manual_seed(7)
+    images = torch.rand(2, 3, 4, 4, generator=g) * 1.5 - 0.5  # ≥ −0.5: every channel moves
+    images[0, :, 0, 0] = -1.0  # already black
+    images[1, 0, 2, 3] = -1.0  # black in one channel
+    images[1, 1:, 3, 0] = -1.0  # black in two channels
+    targets = torch.tensor([2, 0])
+    classifier = TinyConvClassifier()
+    blackbox = BlackBox(classifier)
+    steps = 8
+    maps = gcd.bb_ig(blackbox, images, targets, steps, 1e-3)
+    assert blackbox.queries == 2 * (steps + 1)
+    with torch.no_grad():
+        probabilities = torch.softmax(classifier(torch.cat([images, -torch.ones_like(images)])), 1)
+    target_p = probabilities.gather(1, targets.repeat(2)[:, None])[:, 0]
+    drop = target_p[:2] - target_p[2:]  # f(x) − f(black)
+    channels = (images != -1).sum(1).float()
+    assert channels[0, 0, 0] == 0 and channels[1, 2, 3] == 2 and channels[1, 3, 0] == 1
+    torch.testing.assert_close(maps, channels * drop[:, None, None], rtol=1e-4, atol=1e-5)
+    assert maps[0, 0, 0] == 0.0
+    with pytest.raises(GradientRefused):
+        gcd.bb_ig(blackbox, images.clone().requires_grad_(True), targets, steps, 1e-3)
+
+
+def search_of(path: torch.Tensor, f_source: torch.Tensor) -> gcd.LineSearch:
+    """A LineSearch over ``path`` (N, K + 1, C, H, W) with source (class 0) probabilities (N, K + 1)."""
+    probabilities = torch.stack([f_source, 1 - f_source], 2)
+    n = len(path)
+    zeros = torch.zeros(n, dtype=torch.long)
+    return gcd.LineSearch(zeros, zeros.bool(), zeros.float(), path, probabilities, torch.zeros_like(f_source))
+
+
+def test_bb_lig_integrates_up_to_the_first_point_at_or_below_the_baseline_probability():
+    """Baseline: first k ≥ 1 with f ≤ 0.05 (not k = 0), else the last point. On a straight path
+    the map is (moved channels) × (f_0 − f_baseline); pixels that never change get 0."""
+    x = torch.full((3, 2, 2, 2), -0.5)
+    step = torch.ones(2, 2, 2)
+    step[:, 0, 0] = 0.0  # pixel (0, 0) never changes
+    step[1, 1, 1] = 0.0  # pixel (1, 1) changes in channel 0 only
+    k = torch.arange(5.0)[None, :, None, None, None]
+    path = x[:, None] + 0.1 * k * step  # (3, 5, 2, 2, 2)
+    f = torch.tensor([
+        [0.9, 0.5, 0.04, 0.01, 0.0],  # first below at k = 2
+        [0.9, 0.5, 0.3, 0.2, 0.1],  # never below: the end
+        [0.01, 0.6, 0.3, 0.05, 0.0],  # k = 0 does not count; 0.05 is "at most"
+    ])  # fmt: skip
+    params = {"baseline_probability": 0.05, "lig_eps": 1e-3}
+    maps, end = gcd.bb_lig(x, search_of(path, f), torch.zeros(3, dtype=torch.long), params)
+    assert end.tolist() == [2, 4, 3]
+    channels = step.sum(0)
+    expected = torch.stack([channels * (f[i, 0] - f[i, end[i]]) for i in range(3)])
+    torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-6)
+    assert (maps[:, 0, 0] == 0).all()
+
+
+# --- line search, explain and discovery on the brightness toy ---------------------------------------
+
+
+def test_line_search_picks_the_flipped_point_of_least_cf_loss_else_the_least_probability():
+    """Along +e_0 (brighter): image 0 (dark) flips and its least CF loss is inside the path;
+    image 1 (bright) never flips: the least source probability beyond α = 0; image 2's
+    reconstruction (α = 0) is already of the other class but is no CE; image 3 (very dark,
+    darker reconstruction) never flips and its least f (far) is not its least CF loss (near)."""
+    images = toy_images((-0.2, 0.3, 0.03, -0.8))
+    offsets = torch.tensor([0.0, 0.0, -0.1, -0.3])
+    sources = torch.tensor([0, 1, 1, 0])
+    params = transfer_params()
+    codec = DiffAECodec(BrightnessDiffAE(), SCHEDULE)
+    blackbox = BlackBox(BrightnessClassifier())
+    z, z_t = exact_latents(images, offsets)
+    direction = torch.tensor([1.0, 0.0])
+    search = gcd.line_search(
+        codec, blackbox, lpips, SPACE, images, SPACE.to_u(z), z_t, direction, sources, params
+    )
+    expected = brute_force(images, offsets, direction, sources, params)
+    torch.testing.assert_close(search.path, expected["path"], rtol=0, atol=1e-5)
+    assert search.index.tolist() == expected["index"].tolist()
+    assert search.success.tolist() == expected["success"].tolist() == [True, False, False, False]
+    assert 1 < int(search.index[0]) < params["alpha_steps"]  # an interior optimum, not the first flip
+    assert int(search.index[1]) == 1 and int(search.index[2]) == 1  # never α = 0
+    assert int(search.index[3]) == params["alpha_steps"]
+    assert int(search.probabilities[2, 0].argmax()) != 1  # the reconstruction is flipped
+    rows = torch.arange(4)
+    f = search.probabilities[rows, search.index, sources]
+    torch.testing.assert_close(search.cf_loss, f + 0.5 * search.lpips[rows, search.index])
+    loss_3 = search.probabilities[3, 1:, 0] + 0.5 * search.lpips[3, 1:]
+    assert int(loss_3.argmin()) + 1 < params["alpha_steps"]  # the least CF loss is elsewhere
+    assert codec.nfe == 4 * (params["alpha_steps"] + 1) * params["decode_steps"]
+    assert blackbox.queries == 4 * (params["alpha_steps"] + 1)
+
+
+def test_explain_returns_the_line_search_counterfactual_and_counts_its_cost():
+    """Image 10 has cached latents, image 11 is encoded in explain (encode_steps NFE)."""
+    images = toy_images()
+    params = transfer_params(direction="h2")
+    h = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # h2 = +e_0
+    z, z_t = exact_latents(images)
+    model = BrightnessDiffAE()
+    context = {"directions": directions(h), "space": SPACE, "latents": {10: (z[0], z_t[0])},
+               "encode_steps": 4, "lpips": lpips}  # fmt: skip
+    models = Models(BrightnessClassifier(), model, SCHEDULE, context=context)
+    result = gcd.explain(images, np.array([10, 11]), models, params, seed=0)
+
+    points = params["alpha_steps"] + 1
+    assert model.rows == 4 * 1 + points * params["decode_steps"] * 2
+    expected = brute_force(images, torch.zeros(2), h[1], torch.tensor([0, 1]), params)
+    index = expected["index"]
+    counterfactuals = expected["path"][torch.arange(2), index]
+    np.testing.assert_allclose(result.counterfactuals, counterfactuals.numpy(), atol=1e-5)
+    assert result.sources.tolist() == [0, 1]
+    assert result.targets.tolist() == [1, 0]  # flipped: its new class; not flipped: the runner-up
+    assert result.success.tolist() == expected["success"].tolist() == [True, False]
+    p1 = p_class1(counterfactuals)
+    np.testing.assert_allclose(np.exp(result.logits_after), torch.stack([1 - p1, p1], 1).numpy(), rtol=1e-4)
+    np.testing.assert_allclose(result.extras["alpha"], expected["alphas"][index].numpy())
+    assert result.nfe.tolist() == [4 + points * 3] * 2
+    assert result.classifier_calls.tolist() == [points + 1] * 2
+    assert result.nfe_backward.tolist() == [0, 0] and result.classifier_gradients.tolist() == [0, 0]
+    # image 0 reaches p(class 0) ≤ 0.05 at α_3 on a straight, unclipped path: 3 channels × (f_0 − f_3);
+    # image 1 never does: its baseline is the end of the grid
+    np.testing.assert_allclose(result.extras["bb_lig_baseline_alpha"], [0.75, 2.0])
+    f_0 = 1 - p_class1(expected["path"][0, [0, 3]])
+    np.testing.assert_allclose(
+        result.extras["bb_lig"][0], np.full((4, 4), 3 * float(f_0[0] - f_0[1])), rtol=1e-4
+    )
+    assert result.extras["bb_lig"].shape == (2, 4, 4)
+    with pytest.raises(ExplanationError, match=r"h1\.\.h2"):
+        gcd.explain(images, np.array([10, 11]), models, transfer_params(direction="h3"), seed=0)
+
+
+def test_discover_finds_the_brightening_direction_and_counts_decode_nfe_only():
+    """Source: dark (class 0). Only z_0 changes the image, brightening lowers f, so g ≈ +e_0.
+    The source's encoding is the caller's: discover costs proxy_samples × decode_steps NFE."""
+    source = toy_images()[:1] + 0.1  # mean −0.1: p(class 0) = sigmoid(2)
+    params = {"proxy_samples": 128, "decode_steps": 2, "radius": 1.0, "lam": 0.1, "h_directions": 2,
+              "proxy_hidden": 32, "proxy_epochs": 150, "proxy_patience": 60, "proxy_batch": 16}  # fmt: skip
+    codec = DiffAECodec(BrightnessDiffAE(), SCHEDULE, batch=50)
+    blackbox = BlackBox(BrightnessClassifier())
+    _, z_t = codec.encode(source, 5)
+    assert codec.nfe == 5
+    torch.manual_seed(8)
+    found = gcd.discover(
+        codec, blackbox, lpips, SPACE, source, 42, z_t, params, torch.Generator().manual_seed(9)
+    )
+    assert codec.nfe == gcd.discovery_nfe(params, 5) == 5 + 128 * 2
+    assert found.nfe == 128 * 2 and found.queries == 128 + 1
+    assert found.source_id == 42 and found.source_class == 0
+    torch.testing.assert_close(found.u0, SPACE.to_u(torch.tensor([-0.1, 0.0])), atol=1e-6, rtol=0)
+    assert found.proxy_u.shape == (128, 2) and found.h.shape == (2, 2)
+    assert (found.proxy_u - found.u0).norm(dim=1).max() <= 1.0 + 1e-5
+    shift = (found.proxy_u[:, 0] - found.u0[0]) * SPACE.std[0]
+    decoded = (source + shift[:, None, None, None]).clamp(-1, 1)
+    torch.testing.assert_close(found.proxy_f, 1 - p_class1(decoded), atol=1e-4, rtol=0)
+    torch.testing.assert_close(found.proxy_s, lpips(source.expand_as(decoded), decoded), atol=1e-4, rtol=0)
+    assert float(found.g[0]) > 0.9
