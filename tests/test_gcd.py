@@ -8,6 +8,7 @@ shifts every pixel by Δ; the classifier's class-1 probability rises with bright
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -102,16 +103,28 @@ def exact_latents(
     return z, z_t
 
 
+ROOT_DIM = math.sqrt(len(SPACE.std))  # step sizes are in units of sqrt(latent_dim)
+
+
 def transfer_params(**overrides) -> dict:
-    return gcd.with_defaults({"alpha_max": 2.0, "alpha_steps": 8, "decode_steps": 3, "lam": 0.5, **overrides})
+    """A grid of 8 steps up to α = 2 in u-space."""
+    params = {"alpha_max": 2.0 / ROOT_DIM, "alpha_steps": 8, "decode_steps": 3, "lam": 0.5, **overrides}
+    return gcd.with_defaults(params)
 
 
 def brute_force(
-    images: torch.Tensor, offsets: torch.Tensor, direction: torch.Tensor, sources: torch.Tensor, params: dict
+    images: torch.Tensor,
+    offsets: torch.Tensor,
+    direction: torch.Tensor,
+    sources: torch.Tensor,
+    params: dict,
+    signs: torch.Tensor | None = None,
 ) -> dict:
-    """The line search recomputed point by point from the closed-form path."""
-    alphas = torch.linspace(0, params["alpha_max"], params["alpha_steps"] + 1)
-    shift = offsets[:, None] + alphas * float(direction[0] * SPACE.std[0])  # (N, K + 1): Δz_0
+    """The line search recomputed point by point from the closed-form path; ``signs`` (N,)
+    orient the direction per image (default +1)."""
+    signs = torch.ones(len(images)) if signs is None else signs
+    alphas = torch.linspace(0, params["alpha_max"] * ROOT_DIM, params["alpha_steps"] + 1)
+    shift = offsets[:, None] + signs[:, None] * alphas * float(direction[0] * SPACE.std[0])  # (N, K+1): Δz_0
     path = (images[:, None] + shift[:, :, None, None, None]).clamp(-1, 1)  # (N, K + 1, C, H, W)
     index, success = [], []
     for n in range(len(images)):
@@ -123,7 +136,8 @@ def brute_force(
         score = loss if flipped else f
         index.append(min(pool, key=lambda k: float(score[k])))
         success.append(bool(flipped))
-    return {"path": path, "index": torch.tensor(index), "success": torch.tensor(success), "alphas": alphas}
+    index_t, success_t = torch.tensor(index), torch.tensor(success)
+    return {"path": path, "index": index_t, "success": success_t, "alphas": alphas / ROOT_DIM}
 
 
 # --- sampling and parameters ------------------------------------------------------------------------
@@ -152,8 +166,10 @@ def test_with_defaults_refuses_unknown_parameters_and_fills_the_rest():
 
 
 def test_alpha_grid_runs_from_zero_to_alpha_max_in_alpha_steps():
-    grid = gcd.alpha_grid({"alpha_max": 6.0, "alpha_steps": 4})
+    grid = gcd.alpha_grid({"alpha_max": 6.0, "alpha_steps": 4}, 1)
     torch.testing.assert_close(grid, torch.tensor([0.0, 1.5, 3.0, 4.5, 6.0]))
+    in_u_space = gcd.alpha_grid({"alpha_max": 6.0, "alpha_steps": 4}, 16)  # × sqrt(16)
+    torch.testing.assert_close(in_u_space, 4 * grid)
 
 
 def directions(h: torch.Tensor) -> gcd.Directions:
@@ -415,22 +431,29 @@ def test_explain_returns_the_line_search_counterfactual_and_counts_its_cost():
 
     points = params["alpha_steps"] + 1
     assert model.rows == 4 * 1 + points * params["decode_steps"] * 2
-    expected = brute_force(images, torch.zeros(2), h[1], torch.tensor([0, 1]), params)
+    # image 11 is not of the source image's class (0): it moves along −h2
+    expected = brute_force(
+        images, torch.zeros(2), h[1], torch.tensor([0, 1]), params, torch.tensor([1.0, -1.0])
+    )
     index = expected["index"]
     counterfactuals = expected["path"][torch.arange(2), index]
     np.testing.assert_allclose(result.counterfactuals, counterfactuals.numpy(), atol=1e-5)
     assert result.sources.tolist() == [0, 1]
-    assert result.targets.tolist() == [1, 0]  # flipped: its new class; not flipped: the runner-up
-    assert result.success.tolist() == expected["success"].tolist() == [True, False]
+    assert result.targets.tolist() == [1, 0]  # both flipped: their new classes
+    assert result.success.tolist() == expected["success"].tolist() == [True, True]
     p1 = p_class1(counterfactuals)
     np.testing.assert_allclose(np.exp(result.logits_after), torch.stack([1 - p1, p1], 1).numpy(), rtol=1e-4)
-    np.testing.assert_allclose(result.extras["alpha"], expected["alphas"][index].numpy())
+    np.testing.assert_allclose(result.extras["alpha"], expected["alphas"][index].numpy(), rtol=1e-6)
     assert result.nfe.tolist() == [4 + points * 3] * 2
     assert result.classifier_calls.tolist() == [points + 1] * 2
     assert result.nfe_backward.tolist() == [0, 0] and result.classifier_gradients.tolist() == [0, 0]
     # image 0 reaches p(class 0) ≤ 0.05 at α_3 on a straight, unclipped path: 3 channels × (f_0 − f_3);
-    # image 1 never does: its baseline is the end of the grid
-    np.testing.assert_allclose(result.extras["bb_lig_baseline_alpha"], [0.75, 2.0])
+    # image 1's baseline is its first grid point with p(class 1) ≤ 0.05
+    p1_path = p_class1(expected["path"][1])
+    first = next(k for k in range(1, len(p1_path)) if p1_path[k] <= 0.05)
+    np.testing.assert_allclose(
+        result.extras["bb_lig_baseline_alpha"], [0.75 / ROOT_DIM, float(expected["alphas"][first])], rtol=1e-6
+    )
     f_0 = 1 - p_class1(expected["path"][0, [0, 3]])
     np.testing.assert_allclose(
         result.extras["bb_lig"][0], np.full((4, 4), 3 * float(f_0[0] - f_0[1])), rtol=1e-4
@@ -459,7 +482,7 @@ def test_discover_finds_the_brightening_direction_and_counts_decode_nfe_only():
     assert found.source_id == 42 and found.source_class == 0
     torch.testing.assert_close(found.u0, SPACE.to_u(torch.tensor([-0.1, 0.0])), atol=1e-6, rtol=0)
     assert found.proxy_u.shape == (128, 2) and found.h.shape == (2, 2)
-    assert (found.proxy_u - found.u0).norm(dim=1).max() <= 1.0 + 1e-5
+    assert (found.proxy_u - found.u0).norm(dim=1).max() <= ROOT_DIM + 1e-5  # radius 1 × sqrt(dim)
     shift = (found.proxy_u[:, 0] - found.u0[0]) * SPACE.std[0]
     decoded = (source + shift[:, None, None, None]).clamp(-1, 1)
     torch.testing.assert_close(found.proxy_f, 1 - p_class1(decoded), atol=1e-4, rtol=0)

@@ -412,7 +412,7 @@ def test_tiny_run_writes_gcd_latents_directions_counterfactuals_and_summary(tiny
         assert np.all(store.read("nfe") == 20) and np.all(store.read("classifier_calls") == 6)
         assert np.all(store.read("classifier_gradients") == 0) and np.all(store.read("nfe_backward") == 0)
         assert store.read("bb_lig").shape == (8, 16, 16)
-        assert np.all(np.isin(store.read("alpha"), np.linspace(0, 8, 5)[1:]))
+        assert np.all(np.isin(store.read("alpha"), np.linspace(0, 4, 5)[1:]))
     assert len(sources) == 2  # one source image per run
     summary = json.loads((root / "gcd" / "gcd_summary.json").read_text())
     assert [run["source_id"] for run in summary["sources"]["runs"]] == [

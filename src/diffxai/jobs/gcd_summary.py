@@ -88,9 +88,8 @@ def globality(
     names = ["g"] + [f"h{i}" for i in range(1, min(n_h, len(directions.h)) + 1)]
     success, loss = [], []
     for name in progress(names, desc="globality"):
-        search = gcd.line_search(
-            codec, blackbox, lpips, space, images, u, z_t, directions.direction(name), sources, params
-        )
+        direction = gcd.oriented(directions.direction(name), sources, directions.source_class)
+        search = gcd.line_search(codec, blackbox, lpips, space, images, u, z_t, direction, sources, params)
         success.append(search.success.numpy())
         loss.append(search.cf_loss.numpy())
     success_all, loss_all = np.stack(success), np.stack(loss)

@@ -11,12 +11,14 @@ Discovery (one source image x with codes z_sem, z_T):
    Hessian of the same function sorted by |eigenvalue| (eq. 4).
 
 All of it runs in standardised coordinates u = (z_sem − μ) / σ (μ, σ per latent
-dimension over training images), so the radius and step sizes do not depend on the
-encoder's scale. Directions are unit vectors pointing downhill on the proxy's CF loss
+dimension over training images), and the radius and step sizes are in units of √dim, the
+typical norm of a standardised code, so they depend neither on the encoder's scale nor on
+the latent size. Directions are unit vectors pointing downhill on the proxy's CF loss
 (−g, and each h signed so that it does not climb the proxy's gradient).
 
 Transfer (eq. 5): for every image, x̃_k = DAE(z_sem + α_k d, z_T) on a grid of α in one
-batch; the CE is the flipped x̃_k of smallest CF loss f + λ·LPIPS(x, x̃_k).
+batch, d oriented against the image's predicted class (−d for images not of the source
+image's class); the CE is the flipped x̃_k of smallest CF loss f + λ·LPIPS(x, x̃_k).
 
 BB-LIG (eq. 6): the same line-search images up to the baseline (first α whose
 probability of the source class is at most ``baseline_probability``) give a
@@ -205,6 +207,21 @@ def decode_and_probe(
 # ---------------------------------------------------------------------------- discovery
 
 
+def class_score(probabilities: torch.Tensor, source_class: int, kind: str) -> torch.Tensor:
+    """The proxy's target f (N,) from black-box probabilities (N, K): ``probability`` of the
+    source class, or its ``log_odds`` log p_c − log Σ_{j≠c} p_j, which keeps varying where
+    the probability has saturated at 1 in float32 (the other classes' small probabilities
+    stay representable)."""
+    p = probabilities.double()
+    if kind == "probability":
+        return p[:, source_class].float()
+    if kind == "log_odds":
+        others = torch.cat([p[:, :source_class], p[:, source_class + 1 :]], 1).sum(1)
+        tiny = torch.finfo(torch.float32).tiny
+        return (p[:, source_class].clamp_min(tiny).log() - others.clamp_min(tiny).log()).float()
+    raise ExplanationError(f"params.score={kind!r}: allowed probability, log_odds")
+
+
 @dataclass
 class Directions:
     """One source image's GCDs and the proxy data behind them (u-space)."""
@@ -249,14 +266,14 @@ def discover(
     source_class = int(blackbox(source).argmax(1))
     u0 = space.to_u(codec.semantic(source))[0]
     n = params["proxy_samples"]
-    u = u0 + sample_ball(n, len(u0), params["radius"], generator)
+    u = u0 + sample_ball(n, len(u0), params["radius"] * math.sqrt(len(u0)), generator)
     f, s = [], []
     for rows in torch.arange(n).split(codec.batch):
         _, probe = decode_and_probe(
             codec, blackbox, lpips, space, u[rows], z_t.expand(len(rows), -1, -1, -1),
             source.expand(len(rows), -1, -1, -1), params["decode_steps"],
         )  # fmt: skip
-        f.append(probe.probabilities[:, source_class])
+        f.append(class_score(probe.probabilities, source_class, params["score"]))
         s.append(probe.lpips)
     f_all, s_all = torch.cat(f).float(), torch.cat(s).float()
     fit = fit_proxy(u, torch.stack([f_all, s_all], 1), params, generator)
@@ -278,9 +295,10 @@ def discovery_nfe(params: dict[str, Any], encode_steps: int) -> int:
 # ---------------------------------------------------------------------------- transfer
 
 
-def alpha_grid(params: dict[str, Any]) -> torch.Tensor:
-    """α_0 = 0 < α_1 < … < α_K = alpha_max (K + 1,); α_0 is the path's start (BB-LIG)."""
-    return torch.linspace(0.0, params["alpha_max"], params["alpha_steps"] + 1)
+def alpha_grid(params: dict[str, Any], dim: int) -> torch.Tensor:
+    """α_0 = 0 < α_1 < … < α_K = alpha_max·√dim (K + 1,), in u-space units for codes of
+    length ``dim``; α_0 is the path's start (BB-LIG)."""
+    return torch.linspace(0.0, params["alpha_max"] * math.sqrt(dim), params["alpha_steps"] + 1)
 
 
 @dataclass
@@ -308,12 +326,14 @@ def line_search(
     sources: torch.Tensor,
     params: dict[str, Any],
 ) -> LineSearch:
-    """Eq. 5 for images (N, C, H, W) with codes u (N, dim), z_T (N, C, H, W) along a unit
-    ``direction`` (dim,): every α of :func:`alpha_grid` decoded in one batch; the CE is the
-    flipped point of least CF loss f + λ s, else (no flip) the point of least f."""
-    alphas = alpha_grid(params)
+    """Eq. 5 for images (N, C, H, W) with codes u (N, dim), z_T (N, C, H, W) along unit
+    directions (dim,) or one per image (N, dim): every α of :func:`alpha_grid` decoded in
+    one batch; the CE is the flipped point of least CF loss f + λ s, else (no flip) the
+    point of least f (f: probability of the image's own predicted class ``sources``)."""
+    alphas = alpha_grid(params, u.shape[1])
     n, k = len(images), len(alphas)
-    points = (u[:, None] + alphas[None, :, None] * direction).reshape(n * k, -1)
+    per_image = direction.expand(n, -1)
+    points = (u[:, None] + alphas[None, :, None] * per_image[:, None]).reshape(n * k, -1)
     repeat = lambda x: x[:, None].expand(n, k, *x.shape[1:]).reshape(n * k, *x.shape[1:])  # noqa: E731
     decoded, probe = decode_and_probe(
         codec, blackbox, lpips, space, points, repeat(z_t), repeat(images), params["decode_steps"]
@@ -331,6 +351,14 @@ def line_search(
     rows = torch.arange(n)
     path = decoded.reshape(n, k, *images.shape[1:])
     return LineSearch(index, flipped[rows, index], loss[rows, index], path, probabilities, s)
+
+
+def oriented(direction: torch.Tensor, sources: torch.Tensor, source_class: int) -> torch.Tensor:
+    """One direction per image (N, dim): ``direction`` (found on an image of
+    ``source_class``, so it lowers that class) for images predicted as that class, its
+    opposite for the others (for a binary task: raising the source class lowers theirs)."""
+    signs = torch.where(sources == source_class, 1.0, -1.0)
+    return signs[:, None] * direction[None]
 
 
 def finite_difference_ig(
@@ -428,13 +456,14 @@ def explain(
     before = blackbox(images)
     sources = before.argmax(1)
     search = line_search(
-        codec, blackbox, context["lpips"], space, images, space.to_u(z_sem), z_t, direction, sources, params
-    )
+        codec, blackbox, context["lpips"], space, images, space.to_u(z_sem), z_t,
+        oriented(direction, sources, directions.source_class), sources, params,
+    )  # fmt: skip
     rows = torch.arange(len(images))
     counterfactuals = search.path[rows, search.index]
     after = search.probabilities[rows, search.index]
     maps, end = bb_lig(images, search, sources, params)
-    alphas = alpha_grid(params)
+    alphas = alpha_grid(params, 1)  # in the configured units (multiples of √dim)
     n = len(images)
     k = len(alphas) - 1
     extras = {

@@ -12,7 +12,7 @@ from typing import Any
 
 DIRECTION_PARAMS = {
     "proxy_samples": 25600,
-    "radius": 2.0,
+    "radius": 1.0,
     "lam": 1.0,
     "h_directions": 30,
     "decode_steps": 100,
@@ -23,10 +23,11 @@ DIRECTION_PARAMS = {
     "proxy_patience": 40,
     "val_fraction": 0.2,
     "source_split": "val",
+    "score": "probability",
 }
 TRANSFER_PARAMS = {
     "direction": "g",
-    "alpha_max": 8.0,
+    "alpha_max": 4.0,
     "alpha_steps": 16,
     "baseline_probability": 0.05,
     "lig_eps": 1e-3,
