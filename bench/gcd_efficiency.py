@@ -9,8 +9,11 @@ The published setting (50 rounds × 512 proxy samples, T_render 100, T_encode 25
 2.56 million decoder evaluations per source) is counted with the same formula the fast
 run is measured with, and its time extrapolated from the fast run's seconds per
 evaluation; ``--run-published`` runs it instead (hours on a CPU; meant for a GPU).
+``--from-results`` takes the fast row from the workflow's own GCD runs of the same config
+(``gcd_summary.json`` and each run's metrics) instead of recomputing it.
 
-python bench/gcd_efficiency.py --n-images 100 --sources 5 [--out results/bench/gcd_efficiency.json]
+python bench/gcd_efficiency.py --n-images 100 --sources 5 [--from-results]
+    [--out results/bench/gcd_efficiency.json]
 """
 
 from __future__ import annotations
@@ -55,7 +58,15 @@ def run_setting(
         started, nfe0, q0 = time.perf_counter(), codec.nfe, blackbox.queries
         z_t_source = codec.encode(source, encode_steps)[1]
         found = gcd.discover(
-            codec, blackbox, lpips, space, source, source_id, z_t_source, params, torch.Generator().manual_seed(seed)
+            codec,
+            blackbox,
+            lpips,
+            space,
+            source,
+            source_id,
+            z_t_source,
+            params,
+            torch.Generator().manual_seed(seed),
         )
         discovery_s.append(time.perf_counter() - started)
         discovery_nfe.append(codec.nfe - nfe0)
@@ -78,6 +89,30 @@ def run_setting(
     }
 
 
+def fast_from_results(folder: Path) -> dict[str, Any]:
+    """The fast row from a workflow run: its runs' flip rates, discovery and transfer costs."""
+    summary = json.loads((folder / "gcd_summary.json").read_text())
+    runs = summary["sources"]["runs"]
+    per_run = [json.loads((folder / f"run{k}" / "metrics.json").read_text()) for k in range(len(runs))]
+    flips = [run["flip_rate"] for run in per_run]
+    benchmarks = [
+        folder.parents[1] / "benchmarks" / "gcd_directions" / folder.parent.name / folder.name / f"run{k}.tsv"
+        for k in range(len(runs))
+    ]
+    seconds = [float(path.read_text().splitlines()[1].split("\t")[0]) for path in benchmarks if path.exists()]
+    return {
+        "flip_rate_mean": float(np.mean(flips)),
+        "flip_rate_std": float(np.std(flips)),
+        "flip_rates": flips,
+        "discovery_nfe": summary["efficiency"]["discovery_nfe"],
+        "discovery_queries": float(np.mean([run["discovery_queries"] for run in runs])),
+        "discovery_seconds": float(np.mean(seconds)) if seconds else float("nan"),
+        "nfe_per_ce": float(np.mean([run["nfe"] for run in per_run])),
+        "seconds_per_ce": float(np.mean([run["seconds_per_ce"] for run in per_run])),
+        "source": "workflow run",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", nargs="+", default=["config.yaml"])
@@ -86,6 +121,7 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=100)
     parser.add_argument("--sources", type=int, default=5)
     parser.add_argument("--run-published", action="store_true")
+    parser.add_argument("--from-results", action="store_true")
     parser.add_argument("--out", default="results/bench/gcd_efficiency.json")
     args = parser.parse_args()
     raw: dict[str, Any] = {}
@@ -120,8 +156,13 @@ def main() -> None:
         "u": space.to_u(torch.stack([cached[int(i)][0] for i in ids])),
         "z_t": torch.stack([cached[int(i)][1] for i in ids]),
     }
-    seeds = [derive_seed(config["seed"], args.dataset, args.explanation, f"run{k}") for k in range(args.sources)]
-    fast = run_setting(gcd.with_defaults(entry["params"]), setup, seeds, encode_steps)
+    seeds = [
+        derive_seed(config["seed"], args.dataset, args.explanation, f"run{k}") for k in range(args.sources)
+    ]
+    if args.from_results:
+        fast = fast_from_results(root / args.explanation)
+    else:
+        fast = run_setting(gcd.with_defaults(entry["params"]), setup, seeds, encode_steps)
     seconds_per_nfe = fast["discovery_seconds"] / fast["discovery_nfe"]
     published_nfe = gcd.discovery_nfe(published, PUBLISHED_ENCODE_STEPS)
     if args.run_published:

@@ -324,6 +324,36 @@ BAD_CONFIGS = {
         "'sde'",
         "'ddim', 'ascent'",
     ),
+    "gcd-direction-beyond-the-kept-h-directions": (
+        _set("explanations", "gcd", "params", "direction", "h9"),
+        "explanations.gcd.params.direction",
+        "'h9'",
+        "g or h1..h8 (h_directions)",
+    ),
+    "gcd-decode-steps-beyond-the-schedule": (
+        _set("explanations", "gcd", "params", "decode_steps", 1000),
+        "explanations.gcd.params.decode_steps",
+        "1000",
+        "1..999",
+    ),
+    "gcd-diffae-that-is-a-ddpm": (
+        _set("explanations", "gcd", "diffae", "ddpm"),
+        "explanations.gcd.diffae",
+        "'ddpm'",
+        "diffae models: diffae",
+    ),
+    "ablation-of-gcd": (
+        _set("ablations", "freemcg_table4", "explanation", "gcd"),
+        "ablations.freemcg_table4.explanation",
+        "'gcd'",
+        "non-gcd explanations: ace_l1, dime, freemcg",
+    ),
+    "diffae-latent-dim-too-large": (
+        _set("models", "diffae", "latent_dim", 1024),
+        "models.diffae.latent_dim",
+        "1024",
+        "512",
+    ),
     "explanation-named-like-a-results-folder": (
         _set("explanations", "attributions", {"method": "dime"}),
         "explanations",

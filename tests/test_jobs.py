@@ -83,3 +83,41 @@ def test_ddpm_resume_checkpoint_changes_with_training_settings_not_evaluation(ti
         resume_checkpoint("cache", {**cfg, "evaluation": {**cfg["evaluation"], "samples": 3}}, data) == same
     )
     assert resume_checkpoint("cache", {**cfg, "train": {**cfg["train"], "lr": 0.01}}, data) != same
+
+
+def test_a_user_diffae_checkpoint_is_loaded_and_encoded(tmp_path, tiny_config, ellipses_store):
+    """``checkpoint:`` (a safetensors file of the configured architecture) replaces
+    training; encode_diffae then writes the codes of the first test images and the
+    encode-decode error."""
+    from safetensors.torch import save_file
+
+    from diffxai.jobs import encode_diffae, train_diffae
+    from diffxai.models.diffae import build_diffae
+    from diffxai.store import open_store
+
+    cfg = {k: v for k, v in tiny_config["models"]["diffae"].items() if k not in ("datasets", "latents")}
+    torch.manual_seed(4)
+    model, _ = build_diffae(cfg, 1, 16)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "user.safetensors")
+    job = ModelJob(
+        ellipses_store, tmp_path / "diffae", "diffae", "ellipses", {**cfg, "checkpoint": "user.safetensors"},
+        0, torch.device("cpu"), base_dir=tmp_path,
+    )  # fmt: skip
+    info = train_diffae.run(job, tmp_path / "cache")
+    assert info["training"] == {} and not (tmp_path / "cache").exists()
+    loaded, saved = load_model(tmp_path / "diffae")
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+    assert saved["provenance"]["source"] == "user.safetensors" and saved["latent_dim"] == 8
+    latents_cfg = tiny_config["models"]["diffae"]["latents"]
+    metrics = encode_diffae.run(
+        ellipses_store, tmp_path / "diffae", tmp_path / "latents.zarr", tmp_path / "metrics.json",
+        latents_cfg, None, 0, torch.device("cpu"),
+    )  # fmt: skip
+    store = open_store(tmp_path / "latents.zarr", kind="latents")
+    data = train_supervised.PreparedData(ellipses_store)
+    assert np.array_equal(store.read("sample_ids"), data.indices("test")[: latents_cfg["n_images"]])
+    assert store.read("z_t").shape == (latents_cfg["n_images"], 1, 16, 16)
+    assert store.attrs["encode_steps"] == latents_cfg["encode_steps"]
+    assert metrics["reconstruction"]["same_steps"]["decode_steps"] == latents_cfg["encode_steps"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["n_images"] == latents_cfg["n_images"]

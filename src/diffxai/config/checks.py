@@ -346,6 +346,10 @@ def _check_ablation(name: str, entry: dict[str, Any], config: dict[str, Any]) ->
     if explanation is None:
         names = ", ".join(sorted(config["explanations"])) or "none"
         return [_msg(f"{key}.explanation", entry["explanation"], f"allowed: explanations: {names}")]
+    if explanation["method"] == "gcd":  # its CEs need a directions run per setting
+        others = sorted(n for n, e in config["explanations"].items() if e["method"] != "gcd")
+        names = ", ".join(others) or "none"
+        return [_msg(f"{key}.explanation", entry["explanation"], f"allowed: non-gcd explanations: {names}")]
     schema = load_schema()
     params_schema = {"$defs": schema["$defs"], **schema["$defs"][f"{explanation['method']}_params"]}
     allowed = sorted(params_schema["properties"])

@@ -16,7 +16,7 @@ from diffxai.data.prepared import PreparedData
 from diffxai.jobs.model_job import ModelJob
 from diffxai.models.ddpm import build_unet, scheduler_config
 from diffxai.provenance import config_hash
-from diffxai.training.diffusion import train_ddpm
+from diffxai.training.diffusion import train_ddpm, unet_output
 from diffxai.training.supervised import to_m11
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,27 @@ def resume_checkpoint(cache_dir: str | Path, cfg: dict[str, Any], data: Prepared
     training = {k: v for k, v in cfg.items() if k != "evaluation"}
     key = config_hash([training, data.store.attrs.get("provenance", {}).get("config_hash")])
     return Path(cache_dir) / f"checkpoint-{key}.pt"
+
+
+def fit(
+    job: ModelJob, model: torch.nn.Module, schedule: dict[str, Any], cache_dir: str | Path, output=unet_output
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train a diffusion model on the job's training images, resumable from ``cache_dir``;
+    returns the EMA model and its history. ``output``: see :func:`train_ddpm`."""
+    torch.manual_seed(job.seed)
+    data = job.data
+    images = to_m11(torch.from_numpy(data.array("images")[data.indices("train")]))
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return train_ddpm(
+        model,
+        schedule,
+        images,
+        job.model_cfg["train"],
+        job.device,
+        torch.Generator().manual_seed(job.seed),
+        checkpoint=resume_checkpoint(cache_dir, job.model_cfg, data),
+        output=output,
+    )
 
 
 def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
@@ -49,17 +70,6 @@ def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
         info.update({k: v for k, v in loaded.items() if k in ("unet_config", "scheduler_config")})
         info["training"] = {}
     else:
-        torch.manual_seed(job.seed)
-        images = to_m11(torch.from_numpy(data.array("images")[data.indices("train")]))
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        ema, info["training"] = train_ddpm(
-            unet,
-            info["scheduler_config"],
-            images,
-            cfg["train"],
-            job.device,
-            torch.Generator().manual_seed(job.seed),
-            checkpoint=resume_checkpoint(cache_dir, cfg, data),
-        )
+        ema, info["training"] = fit(job, unet, info["scheduler_config"], cache_dir)
     job.save(ema, info, MODULES)
     return info

@@ -15,11 +15,9 @@ from typing import Any
 import torch
 
 from diffxai.jobs.model_job import ModelJob
-from diffxai.jobs.train_ddpm import resume_checkpoint
+from diffxai.jobs.train_ddpm import fit
 from diffxai.models.ddpm import scheduler_config
 from diffxai.models.diffae import DiffAE, build_diffae
-from diffxai.training.diffusion import train_ddpm
-from diffxai.training.supervised import to_m11
 
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.train_diffae"]
@@ -46,18 +44,6 @@ def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
         ema, _ = job.load_checkpoint(info)
         info["training"] = {}
     else:
-        torch.manual_seed(job.seed)
-        images = to_m11(torch.from_numpy(data.array("images")[data.indices("train")]))
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        ema, info["training"] = train_ddpm(
-            model,
-            info["scheduler_config"],
-            images,
-            cfg["train"],
-            job.device,
-            torch.Generator().manual_seed(job.seed),
-            checkpoint=resume_checkpoint(cache_dir, cfg, data),
-            output=conditioned_output,
-        )
+        ema, info["training"] = fit(job, model, info["scheduler_config"], cache_dir, conditioned_output)
     job.save(ema, info, MODULES)
     return info
