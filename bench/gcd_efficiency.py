@@ -72,8 +72,9 @@ def run_setting(
         discovery_nfe.append(codec.nfe - nfe0)
         queries.append(blackbox.queries - q0)
         started, nfe0 = time.perf_counter(), codec.nfe
-        direction = gcd.oriented(found.g, sources, found.source_class)
-        search = gcd.line_search(codec, blackbox, lpips, space, images, u, z_t, direction, sources, params)
+        search, _ = gcd.transfer(
+            codec, blackbox, lpips, space, images, u, z_t, found.g, found.source_class, sources, params
+        )
         transfer_s.append((time.perf_counter() - started) / len(images))
         transfer_nfe.append((codec.nfe - nfe0) / len(images) + encode_steps)
         flips.append(float(search.success.float().mean()))
@@ -171,7 +172,10 @@ def main() -> None:
         published_row = {
             "discovery_nfe": float(published_nfe),
             "discovery_seconds_extrapolated": published_nfe * seconds_per_nfe,
-            "nfe_per_ce": PUBLISHED_ENCODE_STEPS + (published["alpha_steps"] + 1) * published["decode_steps"],
+            "nfe_per_ce": PUBLISHED_ENCODE_STEPS
+            + (2 if published["sides"] == "both" else 1)
+            * (published["alpha_steps"] + 1)
+            * published["decode_steps"],
             "run": False,
         }
     result = {

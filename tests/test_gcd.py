@@ -417,10 +417,37 @@ def test_line_search_picks_the_flipped_point_of_least_cf_loss_else_the_least_pro
     assert blackbox.queries == 4 * (params["alpha_steps"] + 1)
 
 
+def test_two_sided_transfer_keeps_the_side_that_flips_with_the_least_cf_loss():
+    """Along ±e_0: dark images (class 0) flip only when brightened (+), bright ones (class 1)
+    only when darkened (−); both sides cost a search each; the one-sided ``oriented``
+    search reaches the same CEs here for half the evaluations."""
+    images = toy_images((-0.2, 0.3, -0.4, 0.5))
+    sources = torch.tensor([0, 1, 0, 1])
+    z, z_t = exact_latents(images)
+    direction = torch.tensor([1.0, 0.0])
+    blackbox = BlackBox(BrightnessClassifier())
+    codec = DiffAECodec(BrightnessDiffAE(), SCHEDULE)
+    args = (codec, blackbox, lpips, SPACE, images, SPACE.to_u(z), z_t, direction, 0, sources)
+    both, signs = gcd.transfer(*args, transfer_params(sides="both"))
+    assert signs.tolist() == [1.0, -1.0, 1.0, -1.0] and both.success.all()
+    plus = brute_force(images, torch.zeros(4), direction, sources, transfer_params())
+    minus = brute_force(images, torch.zeros(4), -direction, sources, transfer_params())
+    expected = torch.stack([plus["path"][0, plus["index"][0]], minus["path"][1, minus["index"][1]]])
+    chosen = both.path[torch.arange(4), both.index]
+    torch.testing.assert_close(chosen[:2], expected, rtol=0, atol=1e-5)
+    points = transfer_params()["alpha_steps"] + 1
+    assert codec.nfe == 2 * 4 * points * 3 and blackbox.queries == 2 * 4 * points
+    one_side, one_signs = gcd.transfer(*args, transfer_params(sides="oriented"))
+    assert torch.equal(one_signs, signs) and torch.equal(one_side.index, both.index)
+    assert codec.nfe == 3 * 4 * points * 3
+    with pytest.raises(ExplanationError, match="sides"):
+        gcd.transfer(*args, {**transfer_params(), "sides": "left"})
+
+
 def test_explain_returns_the_line_search_counterfactual_and_counts_its_cost():
     """Image 10 has cached latents, image 11 is encoded in explain (encode_steps NFE)."""
     images = toy_images()
-    params = transfer_params(direction="h2")
+    params = transfer_params(direction="h2", sides="oriented")
     h = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # h2 = +e_0
     z, z_t = exact_latents(images)
     model = BrightnessDiffAE()
@@ -443,7 +470,8 @@ def test_explain_returns_the_line_search_counterfactual_and_counts_its_cost():
     assert result.success.tolist() == expected["success"].tolist() == [True, True]
     p1 = p_class1(counterfactuals)
     np.testing.assert_allclose(np.exp(result.logits_after), torch.stack([1 - p1, p1], 1).numpy(), rtol=1e-4)
-    np.testing.assert_allclose(result.extras["alpha"], expected["alphas"][index].numpy(), rtol=1e-6)
+    side = np.array([1.0, -1.0])  # the alphas are signed by the side taken
+    np.testing.assert_allclose(result.extras["alpha"], side * expected["alphas"][index].numpy(), rtol=1e-6)
     assert result.nfe.tolist() == [4 + points * 3] * 2
     assert result.classifier_calls.tolist() == [points + 1] * 2
     assert result.nfe_backward.tolist() == [0, 0] and result.classifier_gradients.tolist() == [0, 0]
@@ -452,7 +480,9 @@ def test_explain_returns_the_line_search_counterfactual_and_counts_its_cost():
     p1_path = p_class1(expected["path"][1])
     first = next(k for k in range(1, len(p1_path)) if p1_path[k] <= 0.05)
     np.testing.assert_allclose(
-        result.extras["bb_lig_baseline_alpha"], [0.75 / ROOT_DIM, float(expected["alphas"][first])], rtol=1e-6
+        result.extras["bb_lig_baseline_alpha"],
+        [0.75 / ROOT_DIM, -float(expected["alphas"][first])],
+        rtol=1e-6,
     )
     f_0 = 1 - p_class1(expected["path"][0, [0, 3]])
     np.testing.assert_allclose(
@@ -468,7 +498,8 @@ def test_discover_finds_the_brightening_direction_and_counts_decode_nfe_only():
     The source's encoding is the caller's: discover costs proxy_samples × decode_steps NFE."""
     source = toy_images()[:1] + 0.1  # mean −0.1: p(class 0) = sigmoid(2)
     params = {"proxy_samples": 128, "decode_steps": 2, "radius": 1.0, "lam": 0.1, "h_directions": 2,
-              "proxy_hidden": 32, "proxy_epochs": 150, "proxy_patience": 60, "proxy_batch": 16}  # fmt: skip
+              "score": "probability", "proxy_hidden": 32, "proxy_epochs": 150, "proxy_patience": 60,
+              "proxy_batch": 16}  # fmt: skip
     codec = DiffAECodec(BrightnessDiffAE(), SCHEDULE, batch=50)
     blackbox = BlackBox(BrightnessClassifier())
     _, z_t = codec.encode(source, 5)

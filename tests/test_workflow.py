@@ -408,11 +408,11 @@ def test_tiny_run_writes_gcd_latents_directions_counterfactuals_and_summary(tiny
         sources.add(directions.attrs["source_id"])
         assert directions.attrs["source_id"] in set(data.indices("val").tolist())
         store = open_store(root / "gcd" / run / "explanations.zarr", kind="explanations")
-        # encode 5 + (4 alphas + the start) x 3 decode steps; queries: input + 5 path points
-        assert np.all(store.read("nfe") == 20) and np.all(store.read("classifier_calls") == 6)
+        # encode 5 + 2 sides x (4 alphas + the start) x 3 decode steps; queries: input + 2 x 5 points
+        assert np.all(store.read("nfe") == 35) and np.all(store.read("classifier_calls") == 11)
         assert np.all(store.read("classifier_gradients") == 0) and np.all(store.read("nfe_backward") == 0)
         assert store.read("bb_lig").shape == (8, 16, 16)
-        assert np.all(np.isin(store.read("alpha"), np.linspace(0, 4, 5)[1:]))
+        assert np.all(np.isin(np.abs(store.read("alpha")), np.linspace(0, 4, 5)[1:]))
     assert len(sources) == 2  # one source image per run
     summary = json.loads((root / "gcd" / "gcd_summary.json").read_text())
     assert [run["source_id"] for run in summary["sources"]["runs"]] == [

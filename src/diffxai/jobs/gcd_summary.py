@@ -67,7 +67,8 @@ def across_runs(per_run: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     table = {}
     for key in sorted(shared):
         values = np.array([run[key] for run in per_run])
-        table[key] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)), "n_runs": len(values)}
+        mean, std = float(np.nanmean(values)), float(np.nanstd(values))
+        table[key] = {"mean": mean, "std": std, "n_runs": len(values)}
     return table
 
 
@@ -88,8 +89,10 @@ def globality(
     names = ["g"] + [f"h{i}" for i in range(1, min(n_h, len(directions.h)) + 1)]
     success, loss = [], []
     for name in progress(names, desc="globality"):
-        direction = gcd.oriented(directions.direction(name), sources, directions.source_class)
-        search = gcd.line_search(codec, blackbox, lpips, space, images, u, z_t, direction, sources, params)
+        search, _ = gcd.transfer(
+            codec, blackbox, lpips, space, images, u, z_t, directions.direction(name),
+            directions.source_class, sources, params,
+        )  # fmt: skip
         success.append(search.success.numpy())
         loss.append(search.cf_loss.numpy())
     success_all, loss_all = np.stack(success), np.stack(loss)
@@ -214,8 +217,13 @@ def _csv_rows(summary: dict[str, Any], labels: dict[str, str], tag: str) -> list
     base = {**labels, "run": "all", "provenance": tag}
     rows = []
     for metric, stats in summary["sources"]["across_runs"].items():
-        rows.append({**base, "metric": f"{metric}_mean_over_sources", "value": stats["mean"], "n": stats["n_runs"]})
-        rows.append({**base, "metric": f"{metric}_std_over_sources", "value": stats["std"], "n": stats["n_runs"]})
+        for statistic in ("mean", "std"):
+            row = {
+                "metric": f"{metric}_{statistic}_over_sources",
+                "value": stats[statistic],
+                "n": stats["n_runs"],
+            }
+            rows.append({**base, **row})
     n_glob = summary["globality"]["n_images"]
     for name, rate in summary["globality"]["flip_rate"].items():
         rows.append({**base, "metric": f"flip_rate_{name}", "value": rate, "n": n_glob})

@@ -361,6 +361,58 @@ def oriented(direction: torch.Tensor, sources: torch.Tensor, source_class: int) 
     return signs[:, None] * direction[None]
 
 
+def transfer(
+    codec: DiffAECodec,
+    blackbox: BlackBox,
+    lpips,
+    space: LatentSpace,
+    images: torch.Tensor,
+    u: torch.Tensor,
+    z_t: torch.Tensor,
+    direction: torch.Tensor,
+    source_class: int,
+    sources: torch.Tensor,
+    params: dict[str, Any],
+) -> tuple[LineSearch, torch.Tensor]:
+    """A direction (dim,) applied to images by :func:`line_search`, on the side(s) ``params.sides``
+    says: ``both`` searches +d and −d and keeps, per image, the side whose CE flips with
+    the least CF loss (else the lower source-class probability); ``oriented`` searches +d
+    for images of the source image's class and −d for the others. Returns the chosen
+    searches and each image's side (N,) as ±1."""
+    n = len(images)
+    if params["sides"] == "oriented":
+        per_image = oriented(direction, sources, source_class)
+        signs = torch.where(sources == source_class, 1.0, -1.0)
+        return line_search(codec, blackbox, lpips, space, images, u, z_t, per_image, sources, params), signs
+    if params["sides"] != "both":
+        raise ExplanationError(f"params.sides={params['sides']!r}: allowed both, oriented")
+    two = lambda x: torch.cat([x, x])  # noqa: E731
+    signs = torch.cat([torch.ones(n), -torch.ones(n)])
+    search = line_search(
+        codec,
+        blackbox,
+        lpips,
+        space,
+        two(images),
+        two(u),
+        two(z_t),
+        signs[:, None] * direction,
+        two(sources),
+        params,
+    )
+    rows = torch.arange(2 * n)
+    f = search.probabilities[rows, search.index, two(sources)]
+    key = torch.where(search.success, search.cf_loss, f)  # compared only within flipped / unflipped
+    plus_ok, minus_ok = search.success[:n], search.success[n:]
+    minus = (minus_ok & ~plus_ok) | ((minus_ok == plus_ok) & (key[n:] < key[:n]))
+    chosen = torch.arange(n) + n * minus.long()
+    picked = LineSearch(
+        search.index[chosen], search.success[chosen], search.cf_loss[chosen], search.path[chosen],
+        search.probabilities[chosen], search.lpips[chosen],
+    )  # fmt: skip
+    return picked, signs[chosen]
+
+
 def finite_difference_ig(
     originals: torch.Tensor, path: torch.Tensor, scores: torch.Tensor, eps: float
 ) -> torch.Tensor:
@@ -455,23 +507,24 @@ def explain(
     encode_nfe = context["encode_steps"]
     before = blackbox(images)
     sources = before.argmax(1)
-    search = line_search(
-        codec, blackbox, context["lpips"], space, images, space.to_u(z_sem), z_t,
-        oriented(direction, sources, directions.source_class), sources, params,
+    search, signs = transfer(
+        codec, blackbox, context["lpips"], space, images, space.to_u(z_sem), z_t, direction,
+        directions.source_class, sources, params,
     )  # fmt: skip
     rows = torch.arange(len(images))
     counterfactuals = search.path[rows, search.index]
     after = search.probabilities[rows, search.index]
     maps, end = bb_lig(images, search, sources, params)
     alphas = alpha_grid(params, 1)  # in the configured units (multiples of √dim)
+    sides = 2 if params["sides"] == "both" else 1
     n = len(images)
     k = len(alphas) - 1
     extras = {
-        "alpha": alphas[search.index].numpy().astype(np.float32),
+        "alpha": (signs * alphas[search.index]).numpy().astype(np.float32),  # signed: the side taken
         "cf_loss": search.cf_loss.numpy().astype(np.float32),
         "lpips": search.lpips[rows, search.index].numpy().astype(np.float32),
         "bb_lig": maps.numpy().astype(np.float32),
-        "bb_lig_baseline_alpha": alphas[end].numpy().astype(np.float32),
+        "bb_lig_baseline_alpha": (signs * alphas[end]).numpy().astype(np.float32),
     }
     # the log of a probability is a logit up to a per-sample constant: argmax and softmax agree
     logits = lambda p: p.clamp_min(1e-12).log().numpy().astype(np.float32)  # noqa: E731
@@ -484,9 +537,9 @@ def explain(
         targets=targets.numpy(),
         logits_before=logits(before),
         logits_after=logits(after),
-        nfe=np.full(n, encode_nfe + (k + 1) * params["decode_steps"], np.int64),
+        nfe=np.full(n, encode_nfe + sides * (k + 1) * params["decode_steps"], np.int64),
         nfe_backward=np.zeros(n, np.int64),
-        classifier_calls=np.full(n, k + 2, np.int64),
+        classifier_calls=np.full(n, sides * (k + 1) + 1, np.int64),
         classifier_gradients=np.zeros(n, np.int64),
         seconds=np.zeros(n, np.float32),
         extras=extras,

@@ -23,10 +23,11 @@ DIRECTION_PARAMS = {
     "proxy_patience": 40,
     "val_fraction": 0.2,
     "source_split": "val",
-    "score": "probability",
+    "score": "log_odds",
 }
 TRANSFER_PARAMS = {
     "direction": "g",
+    "sides": "both",
     "alpha_max": 4.0,
     "alpha_steps": 16,
     "baseline_probability": 0.05,
