@@ -39,6 +39,7 @@ from diffxai.methods import gcd
 from diffxai.metrics.perceptual import Lpips
 from diffxai.models.blackbox import BlackBox
 from diffxai.models.io import load_model
+from diffxai.store import open_store
 from diffxai.training.supervised import to_m11
 
 PUBLISHED_ENCODE_STEPS = 250
@@ -90,23 +91,23 @@ def run_setting(
     }
 
 
-def fast_from_results(folder: Path) -> dict[str, Any]:
-    """The fast row from a workflow run: its runs' flip rates, discovery and transfer costs."""
-    summary = json.loads((folder / "gcd_summary.json").read_text())
-    runs = summary["sources"]["runs"]
-    per_run = [json.loads((folder / f"run{k}" / "metrics.json").read_text()) for k in range(len(runs))]
+def fast_from_results(folder: Path, runs: int, encode_steps: int) -> dict[str, Any]:
+    """The fast row from a workflow run: each run's directions store (discovery cost) and
+    metrics.json (flip rate, transfer cost); discovery seconds from the jobs' benchmark files."""
+    per_run = [json.loads((folder / f"run{k}" / "metrics.json").read_text()) for k in range(runs)]
+    found = [open_store(folder / f"run{k}" / "directions.zarr", "gcd_directions").attrs for k in range(runs)]
     flips = [run["flip_rate"] for run in per_run]
+    results, dataset, method = folder.parents[1], folder.parent.name, folder.name
     benchmarks = [
-        folder.parents[1] / "benchmarks" / "gcd_directions" / folder.parent.name / folder.name / f"run{k}.tsv"
-        for k in range(len(runs))
+        results / "benchmarks" / "gcd_directions" / dataset / method / f"run{k}.tsv" for k in range(runs)
     ]
     seconds = [float(path.read_text().splitlines()[1].split("\t")[0]) for path in benchmarks if path.exists()]
     return {
         "flip_rate_mean": float(np.mean(flips)),
         "flip_rate_std": float(np.std(flips)),
         "flip_rates": flips,
-        "discovery_nfe": summary["efficiency"]["discovery_nfe"],
-        "discovery_queries": float(np.mean([run["discovery_queries"] for run in runs])),
+        "discovery_nfe": float(np.mean([attrs["nfe"] for attrs in found])) + encode_steps,
+        "discovery_queries": float(np.mean([attrs["queries"] for attrs in found])),
         "discovery_seconds": float(np.mean(seconds)) if seconds else float("nan"),
         "nfe_per_ce": float(np.mean([run["nfe"] for run in per_run])),
         "seconds_per_ce": float(np.mean([run["seconds_per_ce"] for run in per_run])),
@@ -161,7 +162,7 @@ def main() -> None:
         derive_seed(config["seed"], args.dataset, args.explanation, f"run{k}") for k in range(args.sources)
     ]
     if args.from_results:
-        fast = fast_from_results(root / args.explanation)
+        fast = fast_from_results(root / args.explanation, args.sources, encode_steps)
     else:
         fast = run_setting(gcd.with_defaults(entry["params"]), setup, seeds, encode_steps)
     seconds_per_nfe = fast["discovery_seconds"] / fast["discovery_nfe"]
