@@ -185,14 +185,11 @@ def run(
     n = settings["globality"]["n_images"]
     ids = open_store(inputs["stores"][0], STORE_KIND).read("sample_ids")[:n]
     images = to_m11(torch.from_numpy(data.array("images")[ids]))
-    cached = cached_latents(inputs["latents"])
-    if all(int(i) in cached for i in ids):
-        z_sem = torch.stack([cached[int(i)][0] for i in ids])
-        z_t = torch.stack([cached[int(i)][1] for i in ids])
-    else:
-        z_sem, z_t = codec.encode(images.to(device), encode_steps)
+    z_sem, z_t = gcd.latent_codes(
+        codec, cached_latents(inputs["latents"]), images, ids, encode_steps, len(space.mean)
+    )
     summary["globality"] = globality(
-        codec, blackbox, lpips, space, found[0], images, space.to_u(z_sem.cpu()), z_t.cpu(), params,
+        codec, blackbox, lpips, space, found[0], images, space.to_u(z_sem), z_t, params,
         settings["globality"]["h_directions"],
     )  # fmt: skip
     summary["attribution"] = attribution(data, inputs["stores"][0], blackbox, params)

@@ -470,6 +470,28 @@ def bb_ig(
 # ---------------------------------------------------------------------------- explain
 
 
+def latent_codes(
+    codec: DiffAECodec,
+    cached: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    images: torch.Tensor,
+    sample_ids: np.ndarray,
+    encode_steps: int,
+    dim: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z_sem (N, dim), z_T (N, C, H, W)) of images (N, C, H, W): the cached codes by sample
+    id, the others encoded here (``encode_steps`` NFE each)."""
+    missing = [i for i, s in enumerate(sample_ids) if int(s) not in cached]
+    z_sem = torch.zeros(len(images), dim)
+    z_t = torch.zeros_like(images)
+    for i, s in enumerate(sample_ids):
+        if int(s) in cached:
+            z_sem[i], z_t[i] = cached[int(s)]
+    if missing:
+        rows = torch.tensor(missing)
+        z_sem[rows], z_t[rows] = codec.encode(images[rows], encode_steps)
+    return z_sem, z_t
+
+
 def explain(
     images: torch.Tensor,
     sample_ids: np.ndarray,
@@ -494,16 +516,9 @@ def explain(
     directions: Directions = context["directions"]
     direction = directions.direction(params["direction"])
     space: LatentSpace = context["space"]
-    cached = context.get("latents", {})
-    missing = [i for i, s in enumerate(sample_ids) if int(s) not in cached]
-    z_sem = torch.zeros(len(images), len(space.mean))
-    z_t = torch.zeros_like(images)
-    for i, s in enumerate(sample_ids):
-        if int(s) in cached:
-            z_sem[i], z_t[i] = cached[int(s)]
-    if missing:
-        rows = torch.tensor(missing)
-        z_sem[rows], z_t[rows] = codec.encode(images[rows], context["encode_steps"])
+    z_sem, z_t = latent_codes(
+        codec, context.get("latents", {}), images, sample_ids, context["encode_steps"], len(space.mean)
+    )
     encode_nfe = context["encode_steps"]
     before = blackbox(images)
     sources = before.argmax(1)
