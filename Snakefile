@@ -16,6 +16,7 @@ wildcard_constraints:
     method=EXPLANATIONS,
     attribution=ATTRIBUTIONS,
     ablation=ABLATIONS,
+    analysis=INTERPRETABLE,
     setting="[A-Za-z_]+=[^/]+",
     run="run[0-9]+",
     shard="[0-9]+",
@@ -26,6 +27,7 @@ include: "rules/train.smk"
 include: "rules/explain.smk"
 include: "rules/attribute.smk"
 include: "rules/gcd.smk"
+include: "rules/interpretable.smk"
 
 
 rule all:

@@ -37,6 +37,7 @@ DIFFAES = names_of(config["models"], kind=("diffae",))
 EXPLANATIONS = "|".join(sorted(config["explanations"])) or NEVER
 ATTRIBUTIONS = "|".join(sorted(config["attributions"])) or NEVER
 ABLATIONS = "|".join(sorted(config["ablations"])) or NEVER
+INTERPRETABLE = "|".join(sorted(config["interpretable"])) or NEVER
 
 
 def model_dir(dataset, name):
@@ -106,13 +107,52 @@ def ablation_targets():
     ]
 
 
+def interpretable_attributions(analysis, dataset):
+    """Attributions on a HiT analysis's HiT or baseline classifier, on ``dataset``."""
+    entry = config["interpretable"][analysis]
+    classifiers = {entry["model"], entry["baseline"]}
+    return sorted(
+        name
+        for name, attribution in config["attributions"].items()
+        if attribution["classifier"] in classifiers
+        and dataset in attribution["datasets"]
+    )
+
+
+def hit_summary_inputs(wildcards):
+    entry = config["interpretable"][wildcards.analysis]
+    dataset = wildcards.dataset
+    inputs = {
+        "data": f"{R}/{dataset}/data.zarr",
+        "hit": model_files(dataset, entry["model"])
+        + [f"{model_dir(dataset, entry['model'])}/metrics.json"],
+        "metrics": [
+            f"{R}/{dataset}/attributions/{name}/metrics.json"
+            for name in interpretable_attributions(wildcards.analysis, dataset)
+        ],
+    }
+    if entry["baseline"] is not None:
+        inputs["baseline"] = [f"{model_dir(dataset, entry['baseline'])}/metrics.json"]
+    return inputs
+
+
+def interpretable_targets():
+    """summary.json of every (dataset, HiT analysis)."""
+    return [
+        f"{R}/{dataset}/interpretable/{name}/summary.json"
+        for name, entry in config["interpretable"].items()
+        for dataset in entry["datasets"]
+    ]
+
+
 def all_targets():
     """prepared data, metrics.json of every (dataset, model), explanation run and
-    attribution, and every ablation table."""
+    attribution, every ablation table and HiT analysis."""
     targets = [f"{R}/{dataset}/data.zarr" for dataset in config["datasets"]]
     for name, model in config["models"].items():
         targets += [f"{model_dir(d, name)}/metrics.json" for d in model["datasets"]]
-    return targets + explanation_targets() + attribution_targets() + ablation_targets()
+    targets += explanation_targets() + attribution_targets() + ablation_targets()
+    return targets + interpretable_targets()
 
 
 def explanation_spec(wildcards):

@@ -91,13 +91,49 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
 
 
 def _check_arch(key: str, arch: str) -> list[str]:
-    if arch == "simple_cnn":
+    if arch in ("simple_cnn", "hit"):
         return []
     import timm  # imported only when a timm architecture is configured (slow import)
 
     if not timm.is_model(arch):
-        return [_msg(key, arch, "allowed: simple_cnn or a timm architecture name (see timm.list_models())")]
+        return [
+            _msg(key, arch, "allowed: simple_cnn, hit or a timm architecture name (see timm.list_models())")
+        ]
     return []
+
+
+def _check_hit(key: str, model: dict[str, Any], datasets: dict[str, Any]) -> list[str]:
+    """HiT's arch_params are known names; patches tile every image; heads split the width."""
+    import inspect
+
+    from diffxai.models.hit import HiT  # imported only when a HiT is configured (torch import)
+
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(HiT).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    params = model["arch_params"]
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        return [_msg(f"{key}.arch_params", unknown, "allowed: " + ", ".join(defaults))]
+    settings = {**defaults, **params}
+    errors = []
+    if settings["embed_dim"] % settings["num_heads"]:
+        errors.append(
+            _msg(f"{key}.arch_params.num_heads", settings["num_heads"], "allowed: a divisor of embed_dim")
+        )
+    for name in model["datasets"]:
+        size = datasets[name]["image_size"]
+        if size % settings["patch_size"]:
+            errors.append(
+                _msg(
+                    f"{key}.arch_params.patch_size",
+                    settings["patch_size"],
+                    f"allowed: a divisor of datasets.{name}.image_size ({size})",
+                )
+            )
+    return errors
 
 
 def _check_simple_cnn(key: str, model: dict[str, Any], datasets: dict[str, Any]) -> list[str]:
@@ -131,6 +167,8 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any], base_
         errors += _check_arch(f"{key}.arch", model["arch"])
     if model.get("arch") == "simple_cnn":
         errors += _check_simple_cnn(key, model, datasets)
+    if model.get("arch") == "hit":
+        errors += _check_hit(key, model, datasets)
     for dataset_name in model["datasets"]:
         dataset = datasets[dataset_name]
         if kind == "regressor":
@@ -238,6 +276,8 @@ def semantic_errors(config: dict[str, Any], base_dir: Path) -> list[str]:
         errors += _check_attribution(name, entry, config)
     for name, entry in config["ablations"].items():
         errors += _check_ablation(name, entry, config)
+    for name, entry in config["interpretable"].items():
+        errors += _check_interpretable(name, entry, config)
     return errors + _check_counterfactual_metrics(config, base_dir)
 
 
@@ -329,10 +369,37 @@ def _check_attribution(name: str, entry: dict[str, Any], config: dict[str, Any])
     model = config["models"].get(entry[model_key])
     if model is None or model["kind"] != kind:
         return _model_reference(f"{key}.{model_key}", entry[model_key], kind, [], config)
+    if entry["method"] == "hit" and model.get("arch") != "hit":
+        return [
+            _msg(
+                f"{key}.classifier", entry["classifier"], "allowed for method hit: a classifier with arch hit"
+            )
+        ]
     errors = _datasets_of(key, entry, model_key, config)
     if errors or model_key == "classifier":
         return errors
     return _model_reference(f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config)
+
+
+def _check_interpretable(name: str, entry: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The model is a HiT classifier; the baseline a classifier trained on the same datasets."""
+    key = f"interpretable.{name}"
+    model = config["models"].get(entry["model"])
+    if model is None or model["kind"] != "classifier" or model.get("arch") != "hit":
+        hits = sorted(
+            n for n, m in config["models"].items() if m["kind"] == "classifier" and m.get("arch") == "hit"
+        )
+        return [
+            _msg(
+                f"{key}.model",
+                entry["model"],
+                "allowed: classifiers with arch hit: " + (", ".join(hits) or "none"),
+            )
+        ]
+    errors = _datasets_of(key, entry, "model", config)
+    if errors or entry["baseline"] is None:
+        return errors
+    return _model_reference(f"{key}.baseline", entry["baseline"], "classifier", entry["datasets"], config)
 
 
 def _check_ablation(name: str, entry: dict[str, Any], config: dict[str, Any]) -> list[str]:

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from captum.attr import KernelShap, LayerAttribution, LayerGradCam, Occlusion
 from torch import Tensor, nn
 
+from diffxai.methods import transformer_maps
+
 Method = Callable[[nn.Module, Tensor, Tensor, dict[str, Any], int], Tensor]
 
 BASELINE_VALUES: dict[str, float] = {"black": -1.0, "zero": 0.0}
@@ -242,19 +244,46 @@ def _last_conv_name(model: nn.Module) -> str:
     return names[-1]
 
 
+def _output_rank(model: nn.Module, layer: nn.Module, images: Tensor) -> int:
+    """Number of dimensions of ``layer``'s output on one image (a no-grad probe forward)."""
+    ranks: list[int] = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: ranks.append(output.ndim))
+    try:
+        with torch.no_grad():
+            model(images[:1])
+    finally:
+        handle.remove()
+    if not ranks:
+        raise ValueError("gradcam: the chosen layer is not called in the forward pass")
+    return ranks[0]
+
+
 @_attribution_map
 def gradcam(model: nn.Module, images: Tensor, targets: Tensor, params: dict[str, Any], seed: int) -> Tensor:
-    """GradCAM (Captum) of the last Conv2d's output, or of the module named ``layer``.
+    """GradCAM of the module named ``layer``; by default a transformer's last ``norm1`` (tokens),
+    else the last Conv2d.
 
-    ReLU(Σ_k mean(∂logit/∂A_k) · A_k) (logit units), upsampled bilinearly to H × W.
+    Feature maps (N, C, h, w): Captum's ReLU(Σ_k mean(∂logit/∂A_k) · A_k), upsampled bilinearly
+    to H × W; tokens (N, T, D): :func:`~diffxai.methods.transformer_maps.token_gradcam`.
+    Logit units.
     """
-    name = params["layer"] if params["layer"] is not None else _last_conv_name(model)
+    name = params["layer"] or transformer_maps.default_token_layer(model) or _last_conv_name(model)
     try:
         layer = model.get_submodule(name)
     except AttributeError as error:
         raise ValueError(f"gradcam: the model has no module named {name!r}") from error
+    if _output_rank(model, layer, images) == 3:
+        return transformer_maps.token_gradcam(model, layer, images, targets).unsqueeze(1)
     cams = LayerGradCam(model, layer).attribute(images, target=targets, relu_attributions=True)
     return LayerAttribution.interpolate(cams, tuple(images.shape[2:]), interpolate_mode="bilinear")
+
+
+@_attribution_map
+def attention_rollout(
+    model: nn.Module, images: Tensor, targets: Tensor, params: dict[str, Any], seed: int
+) -> Tensor:
+    """Attention rollout of a timm ViT or a HiT (:mod:`~diffxai.methods.transformer_maps`), class-agnostic."""
+    return transformer_maps.attention_rollout(model, images).unsqueeze(1)
 
 
 BASELINES: dict[str, Method] = {
@@ -265,6 +294,7 @@ BASELINES: dict[str, Method] = {
     "kernel_shap": kernel_shap,
     "rise": rise,
     "gradcam": gradcam,
+    "attention_rollout": attention_rollout,
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -275,6 +305,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "kernel_shap": {"cell": None, "samples": 200, "baseline": "black", "perturbations_per_eval": 50},
     "rise": {"masks": 2000, "cells": None, "p": 0.5, "baseline": "black", "batch": 256},
     "gradcam": {"layer": None},
+    "attention_rollout": {},
 }
 
 

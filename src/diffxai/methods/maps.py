@@ -2,7 +2,8 @@
 
 ``compute_maps(method, images, targets, models, params, seed, sample_ids)`` returns an
 :class:`~diffxai.methods.base.Attribution` whatever the method; classifier rows are
-counted, not assumed: FreeMCG's by its black box, the baselines' by a forward hook.
+counted, not assumed: FreeMCG's by its black box, the others' by a forward hook. HiT's
+maps are its own logit decomposition and come with ``layer_contributions`` (N, L).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffxai.methods import freemcg
+from diffxai.methods import freemcg, transformer_maps
 from diffxai.methods.attribution_baselines import BASELINES, attribute
 from diffxai.methods.base import Attribution, ExplanationError, Models
 
-METHODS = ("freemcg", *BASELINES)
+METHODS = ("freemcg", "hit", *BASELINES)
 STOCHASTIC = ("freemcg", "kernel_shap", "rise")  # methods whose maps depend on the seed
 
 
@@ -54,13 +55,20 @@ def compute_maps(
     if method == "freemcg":  # counts its own black-box queries
         return freemcg.attribution_maps(images, targets, models, params, seed, sample_ids, keep_particles)
     counter = _RowCounter(models.classifier)
+    extras = {}
     try:
-        maps = attribute(method, models.classifier, images, targets, params, seed)
+        if method == "hit":  # intrinsic: the classifier's own decomposition
+            if params:
+                raise ExplanationError(f"hit maps take no parameters, got {sorted(params)}")
+            maps, layers = transformer_maps.hit_maps(models.classifier, images, targets)
+            extras["layer_contributions"] = layers.numpy()
+        else:
+            maps = attribute(method, models.classifier, images, targets, params, seed)
     finally:
         counter.handle.remove()
     n = len(images)
     calls = np.full(n, counter.rows // max(n, 1), np.int64)
-    return Attribution(maps.numpy().astype(np.float32), np.zeros(n, np.int64), calls)
+    return Attribution(maps.numpy().astype(np.float32), np.zeros(n, np.int64), calls, extras)
 
 
 def map_function(

@@ -1,4 +1,4 @@
-"""Networks by name: ``simple_cnn`` or any timm architecture (never pretrained).
+"""Networks by name: ``simple_cnn``, ``hit`` or any timm architecture (never pretrained).
 
 Like ``timm.create_model``, :func:`create_network` builds any registered
 architecture from its name, so adding one is one class and one registry entry.
@@ -11,9 +11,10 @@ from typing import Any
 
 from torch import nn
 
+from diffxai.models.hit import HiT
 from diffxai.models.simple_cnn import SimpleCNN
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"simple_cnn": SimpleCNN}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"simple_cnn": SimpleCNN, "hit": HiT}
 
 
 def create_network(
@@ -22,11 +23,15 @@ def create_network(
     """A freshly initialised network mapping (N, in_channels, S, S) images to (N, num_outputs)."""
     arch_params = dict(arch_params or {})
     if arch in ARCHITECTURES:
-        return ARCHITECTURES[arch](in_channels=in_channels, num_outputs=num_outputs, **arch_params)
+        cls = ARCHITECTURES[arch]
+        if "img_size" in inspect.signature(cls).parameters:
+            arch_params.setdefault("img_size", image_size)
+        return cls(in_channels=in_channels, num_outputs=num_outputs, **arch_params)
     import timm
 
     if not timm.is_model(arch):
-        raise ValueError(f"unknown architecture {arch!r}: allowed simple_cnn or a timm model name")
+        allowed = ", ".join(ARCHITECTURES)
+        raise ValueError(f"unknown architecture {arch!r}: allowed {allowed} or a timm model name")
     entrypoint = timm.models.model_entrypoint(arch)
     if _accepts_img_size(entrypoint):
         arch_params.setdefault("img_size", image_size)

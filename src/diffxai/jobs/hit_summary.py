@@ -1,0 +1,194 @@
+"""Job ``hit_summary``: what HiT's interpretability buys and costs (thesis §6.4.3–6.4.5).
+
+* Accuracy of the HiT and of its baseline (a ViT of the same size trained the same way), and
+  the gap, from their metrics.json.
+* Layer saliency (Fig. 6.5a): per layer, the mean over test images of Σ_patches of the
+  contributions to the predicted class (logit units).
+* Layer removal (Fig. 6.5b): accuracy after cumulatively removing layers (a removed layer does
+  not update the CLS) in order of saliency, most salient first and least salient first, plus
+  each layer removed alone ("excluding") and kept alone ("exclusive").
+* Faithfulness table (Table 6.2): insertion/deletion nAUC (zero and blur), mask AUROC, pointing
+  game and the randomisation check of every attribution on the HiT and on the baseline, from
+  the attribution_metrics outputs; HiT's own maps against each post-hoc map on the HiT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffxai.data.prepared import PreparedData
+from diffxai.jobs.common import write_json
+from diffxai.jobs.explain import explained_samples
+from diffxai.models.hit import HiT, find_hit
+from diffxai.models.io import load_model
+from diffxai.progress import progress
+from diffxai.provenance import provenance
+from diffxai.training.supervised import to_m11
+
+log = logging.getLogger(__name__)
+MODULES = ["diffxai.jobs.hit_summary", "diffxai.models.hit"]
+
+# (metrics.json key, column title, True when higher is better)
+TABLE_COLUMNS = (
+    ("insertion_nauc_zero", "Ins Z", True),
+    ("insertion_nauc_blur", "Ins B", True),
+    ("deletion_nauc_zero", "Del Z", False),
+    ("deletion_nauc_blur", "Del B", False),
+    ("mask_auroc", "mask AUROC", True),
+    ("pointing_game", "pointing game", True),
+    ("randomisation_spearman_all_layers", "rank corr. all randomised", False),
+)
+
+
+@torch.no_grad()
+def layer_contributions(
+    hit: HiT, images: torch.Tensor, batch_size: int, skip_layers: Sequence[int] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer contributions (N, L) to the predicted class and the predictions (N,)."""
+    layers, predictions = [], []
+    for chunk in progress(images.split(batch_size), desc="HiT contributions", leave=False):
+        contributions, logits = hit.contributions(chunk, skip_layers)
+        predicted = logits.argmax(dim=1)
+        per_layer = contributions.sum(dim=2)[torch.arange(len(chunk)), :, predicted]
+        layers.append(per_layer.cpu().numpy())
+        predictions.append(predicted.cpu().numpy())
+    return np.concatenate(layers).astype(np.float64), np.concatenate(predictions)
+
+
+@torch.no_grad()
+def accuracy_without(
+    hit: HiT, images: torch.Tensor, labels: np.ndarray, removed: Sequence[int], batch_size: int
+):
+    """Accuracy with the layers in ``removed`` not updating the CLS."""
+    predictions = [
+        hit.trace(chunk, skip_layers=set(removed)).logits.argmax(dim=1).cpu().numpy()
+        for chunk in images.split(batch_size)
+    ]
+    return float((np.concatenate(predictions) == labels).mean())
+
+
+def layer_removal(
+    hit: HiT, images: torch.Tensor, labels: np.ndarray, saliency: np.ndarray, batch_size: int
+) -> dict[str, Any]:
+    """Accuracy curves (L + 1,) of cumulative removal by saliency, and single-layer effects (L,)."""
+    order = [int(index) for index in np.argsort(-saliency, kind="stable")]
+    layers = list(range(hit.depth))
+    accuracy = lambda removed: accuracy_without(hit, images, labels, removed, batch_size)  # noqa: E731
+    most_first = [accuracy(order[:count]) for count in range(hit.depth + 1)]
+    least_first = [accuracy(order[::-1][:count]) for count in range(hit.depth + 1)]
+    return {
+        "order_most_salient_first": order,
+        "cumulative_removed_most_salient_first": most_first,
+        "cumulative_removed_least_salient_first": least_first,
+        # the mean over partial removals (1 .. L-1 layers): lower = the layers mattered more
+        "mean_accuracy_partial_most_first": float(np.mean(most_first[1:-1])) if hit.depth > 1 else None,
+        "mean_accuracy_partial_least_first": float(np.mean(least_first[1:-1])) if hit.depth > 1 else None,
+        "excluding_layer": [accuracy([layer]) for layer in layers],
+        "exclusive_layer": [accuracy([other for other in layers if other != layer]) for layer in layers],
+    }
+
+
+def faithfulness_table(metric_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """One row per attribution metrics.json: name, classifier, TABLE_COLUMNS values (None if absent)."""
+    rows = []
+    for path in metric_paths:
+        record = json.loads(Path(path).read_text())
+        row = {"attribution": record["method"], "classifier": record["classifier"]}
+        row.update({key: record.get(key) for key, _, _ in TABLE_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def hit_against_posthoc(rows: list[dict[str, Any]], hit_rows: list[str], hit_model: str) -> dict[str, Any]:
+    """For every column: HiT's value and the best post-hoc value on the same HiT, and whether HiT wins."""
+    others = [row for row in rows if row["classifier"] == hit_model and row["attribution"] not in hit_rows]
+    result = {}
+    for row in (row for row in rows if row["attribution"] in hit_rows):
+        for key, _, higher in TABLE_COLUMNS:
+            values = [other[key] for other in others if other[key] is not None]
+            if row[key] is None or not values:
+                continue
+            best = max(values) if higher else min(values)
+            result[f"{row['attribution']}.{key}"] = {
+                "hit": row[key],
+                "best_posthoc_on_hit": best,
+                "hit_better": bool(row[key] > best if higher else row[key] < best),
+            }
+    return result
+
+
+def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
+    """Rows = attributions, columns = metrics with ↑/↓, best value per column (and classifier) in bold."""
+    header = ["attribution", "classifier"] + [
+        f"{title_} {'↑' if up else '↓'}" for _, title_, up in TABLE_COLUMNS
+    ]
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["attribution"], row["classifier"]]
+        for key, _, higher in TABLE_COLUMNS:
+            value = row[key]
+            peers = [r[key] for r in rows if r["classifier"] == row["classifier"] and r[key] is not None]
+            best = (max(peers) if higher else min(peers)) if peers else None
+            text = "–" if value is None else f"{value:.3f}"
+            cells.append(f"**{text}**" if value is not None and value == best and len(peers) > 1 else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy(model_dir: str | Path) -> float:
+    return float(json.loads((Path(model_dir) / "metrics.json").read_text())["test"]["accuracy"])
+
+
+def run(
+    inputs: dict[str, Any],
+    settings: dict[str, Any],
+    labels: dict[str, str],
+    json_path: str | Path,
+    markdown_path: str | Path,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Write summary.json and the faithfulness table (markdown).
+
+    ``inputs``: data, hit_dir, baseline_dir (or None), metrics (attribution metrics.json paths),
+    hit_attributions (names of the attributions with method hit).
+    """
+    started = time.perf_counter()
+    data = PreparedData(inputs["data"])
+    model, _ = load_model(inputs["hit_dir"])
+    hit = find_hit(model).to(device).eval()
+    ids = explained_samples(data, settings["n_images"])
+    images = to_m11(torch.from_numpy(data.array("images")[ids])).to(device)
+    truth = data.array("labels")[ids]
+    per_layer, predictions = layer_contributions(hit, images, settings["batch_size"])
+    saliency = per_layer.mean(axis=0)
+    summary: dict[str, Any] = {**labels, "n_images": len(ids)}
+    summary["accuracy"] = {
+        "hit": _accuracy(inputs["hit_dir"]),
+        "hit_on_these_images": float((predictions == truth).mean()),
+    }
+    if inputs["baseline_dir"] is not None:
+        summary["accuracy"]["baseline"] = _accuracy(inputs["baseline_dir"])
+        summary["accuracy"]["gap_baseline_minus_hit"] = (
+            summary["accuracy"]["baseline"] - summary["accuracy"]["hit"]
+        )
+    summary["layer_saliency"] = saliency.tolist()
+    summary["layer_saliency_std"] = per_layer.std(axis=0).tolist()
+    summary["layer_removal"] = layer_removal(hit, images, truth, saliency, settings["batch_size"])
+    rows = faithfulness_table(inputs["metrics"])
+    summary["faithfulness"] = rows
+    summary["hit_vs_posthoc"] = hit_against_posthoc(rows, inputs["hit_attributions"], labels["classifier"])
+    summary["provenance"] = provenance(settings, MODULES, seed, str(device), time.perf_counter() - started)
+    write_json(json_path, summary)
+    title = f"HiT {labels['classifier']} on {labels['dataset']}: faithfulness (thesis Table 6.2)"
+    Path(markdown_path).write_text(markdown_table(rows, title))
+    log.info("HiT summary: accuracy %s, layer saliency %s", summary["accuracy"], summary["layer_saliency"])
+    return summary

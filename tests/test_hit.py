@@ -1,0 +1,249 @@
+"""HiT (thesis ch. 6): exact logit decomposition, locality, layer removal, and the transformer maps
+(HiT saliency, attention rollout, token GradCAM) against hand computations and Captum."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from captum.attr import LayerGradCam
+from torch import nn
+
+from diffxai.methods.attribution_baselines import attribute
+from diffxai.methods.transformer_maps import (
+    _AttentionRecorder,
+    default_token_layer,
+    hit_maps,
+    rollout,
+    spread_patches,
+    token_gradcam,
+)
+from diffxai.models.heads import Classifier
+from diffxai.models.hit import HiT, find_hit
+from diffxai.models.registry import create_network
+
+
+def _random_hit(seed: int = 0, std: float = 0.3, **kwargs) -> HiT:
+    """A HiT with every parameter (LayerNorms, CLS, biases included) drawn from N(0, std²)."""
+    torch.manual_seed(seed)
+    settings = dict(in_channels=1, num_outputs=3, img_size=16, patch_size=4, embed_dim=32, depth=3)
+    settings["num_heads"] = 4
+    model = HiT(**{**settings, **kwargs}).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, std)
+    return model
+
+
+def _images(count: int = 6, channels: int = 1, size: int = 16, seed: int = 1) -> torch.Tensor:
+    return torch.rand(count, channels, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"depth": 1},
+        {"depth": 5, "num_heads": 2, "num_outputs": 5},
+        {"patch_size": 2, "in_channels": 3},
+        {"patch_size": 8, "embed_dim": 16, "num_heads": 1},
+    ],
+)
+def test_contributions_sum_to_the_logits_for_random_weights(settings):
+    model = _random_hit(**settings)
+    images = _images(channels=model.patch_embed.proj.in_channels)
+    with torch.no_grad():
+        contributions, logits = model.contributions(images)
+        direct = model(images)
+    layers, patches = model.depth, model.num_patches
+    assert contributions.shape == (len(images), layers, patches, logits.shape[1])
+    torch.testing.assert_close(logits, direct, atol=1e-5, rtol=0)
+    assert (contributions.sum(dim=(1, 2)) - logits).abs().max() < 1e-4
+    assert logits.abs().max() > 0.1  # a decomposition of non-trivial logits
+
+
+def test_contributions_stay_exact_after_training():
+    model = _random_hit(std=0.02)
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    images = _images(32, seed=3)
+    labels = torch.randint(0, 3, (32,), generator=torch.Generator().manual_seed(4))
+    for _ in range(30):
+        loss = nn.functional.cross_entropy(model(images), labels)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        contributions, logits = model.contributions(_images(8, seed=5))
+    assert loss.item() < 0.5  # the weights did move far from the initialisation
+    assert (contributions.sum(dim=(1, 2)) - logits).abs().max() < 1e-4
+
+
+def test_the_final_layernorm_is_part_of_the_decomposition():
+    """Without the shared σ of the full CLS the terms would not add up: a check that it is used."""
+    model = _random_hit()
+    with torch.no_grad():
+        model.norm.weight.mul_(5.0)
+        model.norm.bias.add_(2.0)
+        contributions, logits = model.contributions(_images())
+    assert (contributions.sum(dim=(1, 2)) - logits).abs().max() < 1e-4
+
+
+def test_with_uniform_attention_a_patch_contributes_only_its_own_pixels():
+    """Zero query weights make attention uniform; then changing one patch's pixels changes that
+    patch's CLS updates v'_l(p) in every layer and no other patch's (patch tokens stay local)."""
+    model = _random_hit()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.q.weight.zero_()
+            block.attn.q.bias.zero_()
+    images = _images(2)
+    changed = images.clone()
+    changed[:, :, 4:8, 8:12] = -changed[:, :, 4:8, 8:12]  # patch (row 1, column 2) = index 6
+    with torch.no_grad():
+        before, after = model.trace(images), model.trace(changed)
+    torch.testing.assert_close(before.attention, torch.full_like(before.attention, 1 / 16))
+    difference = (after.updates - before.updates).abs().amax(dim=(0, 3))  # (L, P)
+    assert (difference[:, 6] > 1e-3).all()
+    assert difference[:, [index for index in range(16) if index != 6]].max() == 0
+
+
+def test_skipping_a_layer_equals_zeroing_its_attention_output():
+    model = _random_hit(depth=4)
+    ablated = _random_hit(depth=4)
+    with torch.no_grad():
+        ablated.blocks[2].attn.proj.weight.zero_()
+        ablated.blocks[2].attn.proj.bias.zero_()
+        contributions, logits = model.contributions(_images(), skip_layers={2})
+        expected = ablated(_images())
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+    assert (contributions.sum(dim=(1, 2)) - logits).abs().max() < 1e-4
+
+
+def test_registry_builds_hit_with_the_image_size_and_rejects_bad_shapes():
+    network = create_network("hit", 1, 32, 2, {"patch_size": 8, "depth": 2, "embed_dim": 16, "num_heads": 2})
+    assert isinstance(network, HiT) and network.grid_size == (4, 4) and network.depth == 2
+    assert network.blocks[-1].mlp is None and network.blocks[0].mlp is not None  # last MLP is unused
+    with pytest.raises(ValueError, match="not a multiple of patch_size"):
+        create_network("hit", 1, 30, 2, {"patch_size": 4})
+    with pytest.raises(ValueError, match="not divisible by num_heads"):
+        create_network("hit", 1, 32, 2, {"embed_dim": 30, "num_heads": 4})
+    with pytest.raises(ValueError, match="allowed simple_cnn, hit or a timm model name"):
+        create_network("no_such_net", 1, 32, 2)
+
+
+def test_hit_maps_sum_to_the_target_logit_and_sit_where_their_patch_is():
+    model = _random_hit()
+    classifier = Classifier(model, ["a", "b", "c"])
+    images = _images(4)
+    targets = torch.tensor([0, 1, 2, 1])
+    maps, layers = hit_maps(classifier, images, targets)
+    with torch.no_grad():
+        contributions, logits = model.contributions(images)
+    target_logits = logits[torch.arange(4), targets]
+    torch.testing.assert_close(maps.sum(dim=(1, 2)), target_logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(layers.sum(dim=1), target_logits, atol=1e-4, rtol=0)
+    per_patch = contributions[torch.arange(4), :, :, targets].sum(dim=1)  # (N, P), row-major grid
+    row, column = 2, 1
+    expected = per_patch[:, row * 4 + column] / 16
+    block = maps[:, row * 4 : row * 4 + 4, column * 4 : column * 4 + 4]
+    assert torch.allclose(block, expected.view(-1, 1, 1))
+    assert find_hit(classifier) is model
+    with pytest.raises(ValueError, match="need a HiT classifier"):
+        find_hit(nn.Linear(2, 2))
+
+
+def test_spread_patches_layout_and_refuses_a_grid_that_does_not_fit():
+    values = torch.arange(6.0).view(1, 6)
+    maps = spread_patches(values, (2, 3), (4, 6))
+    assert maps.shape == (1, 4, 6)
+    assert maps[0, 3, 5] == 5 / 4 and maps[0, 0, 0] == 0 and maps[0, 1, 2] == 1 / 4
+    assert maps.sum() == values.sum()
+    with pytest.raises(ValueError, match="does not split"):
+        spread_patches(values, (2, 3), (5, 6))
+
+
+def _tiny_vit(depth: int = 2) -> nn.Module:
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=3, in_chans=1, img_size=16,
+        patch_size=4, embed_dim=16, depth=depth, num_heads=2,
+    )  # fmt: skip
+    return Classifier(vit.eval(), ["a", "b", "c"])
+
+
+def test_vit_attention_recorder_keeps_softmax_rows_and_restores_the_fused_kernel():
+    model = _tiny_vit()
+    images = _images(3)
+    with torch.no_grad():
+        reference = model(images)
+        recorder = _AttentionRecorder(model.network)
+        recorded = model(images)
+        recorder.close()
+    torch.testing.assert_close(recorded, reference, atol=1e-5, rtol=0)
+    assert len(recorder.attentions) == 2 and recorder.attentions[0].shape == (3, 2, 17, 17)
+    torch.testing.assert_close(recorder.attentions[0].sum(-1), torch.ones(3, 2, 17))
+    assert all(block.attn.fused_attn for block in model.network.blocks)
+
+
+def test_rollout_matches_the_matrix_product_by_hand():
+    generator = torch.Generator().manual_seed(0)
+    attentions = [torch.rand(1, 2, 5, 5, generator=generator).softmax(-1) for _ in range(3)]
+    joint = torch.eye(5)
+    for attention in attentions:
+        mixed = 0.5 * attention[0].mean(0) + 0.5 * torch.eye(5)
+        mixed = mixed / mixed.sum(-1, keepdim=True)
+        joint = mixed @ joint
+    torch.testing.assert_close(rollout(attentions, prefix=1)[0], joint[0, 1:])
+
+
+def test_attention_rollout_of_vit_and_hit():
+    images = _images(2)
+    vit = _tiny_vit()
+    maps = attribute("attention_rollout", vit, images, torch.tensor([0, 1]), {}, 0)
+    assert maps.shape == (2, 16, 16) and (maps > 0).all()
+    hit = Classifier(_random_hit(), ["a", "b", "c"])
+    maps = attribute("attention_rollout", hit, images, torch.tensor([0, 1]), {}, 0)
+    with torch.no_grad():
+        attention = hit.network.trace(images).attention  # HiT: mean CLS->patch attention
+    torch.testing.assert_close(maps.sum(dim=(1, 2)), torch.ones(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(maps[:, 0, 0] * 16, attention.mean(dim=(1, 2))[:, 0])
+
+
+class _ConvTokens(nn.Module):
+    """A conv feature map (N, C, 4, 4) read as 16 tokens (N, 16, C) by a separate module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 6, 4, stride=4), nn.Tanh())
+        self.tokens = nn.Identity()
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.features(images)
+        tokens = self.tokens(features.flatten(2).transpose(1, 2))
+        return self.head(torch.tanh(tokens).mean(dim=1))
+
+
+def test_token_gradcam_equals_captum_layer_gradcam_on_the_same_features():
+    torch.manual_seed(0)
+    model = _ConvTokens().eval()
+    images, targets = _images(3), torch.tensor([0, 2, 1])
+    ours = token_gradcam(model, model.tokens, images, targets)
+    captum = LayerGradCam(model, model.features).attribute(images, target=targets, relu_attributions=True)
+    assert captum.abs().max() > 0
+    torch.testing.assert_close(ours[:, ::4, ::4] * 16, captum[:, 0], atol=1e-6, rtol=1e-5)
+
+
+def test_gradcam_defaults_to_the_last_norm1_of_transformers():
+    hit = Classifier(_random_hit(), ["a", "b", "c"])
+    assert default_token_layer(hit) == "network.blocks.2.norm1"
+    assert default_token_layer(nn.Sequential(nn.Conv2d(1, 1, 3))) is None
+    images, targets = _images(2), torch.tensor([1, 2])
+    maps = attribute("gradcam", hit, images, targets, {}, 0)
+    named = attribute("gradcam", hit, images, targets, {"layer": "network.blocks.2.norm1"}, 0)
+    torch.testing.assert_close(maps, named)
+    assert maps.shape == (2, 16, 16) and (maps >= 0).all() and maps.abs().max() > 0
+    vit_maps = attribute("gradcam", _tiny_vit(), images, targets, {}, 0)
+    assert vit_maps.shape == (2, 16, 16) and vit_maps.abs().max() > 0
