@@ -132,7 +132,9 @@ def hit_summary_inputs(wildcards):
         ],
     }
     if entry["baseline"] is not None:
-        inputs["baseline"] = [f"{model_dir(dataset, entry['baseline'])}/metrics.json"]
+        inputs["baseline"] = [
+            f"{model_dir(dataset, entry['baseline'])}/metrics.json"
+        ] + model_files(dataset, entry["baseline"])
     return inputs
 
 

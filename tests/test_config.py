@@ -414,6 +414,42 @@ BAD_CONFIGS = {
         "'classifier'",
         "encoder models: encoder",
     ),
+    "hit-unknown-arch-param": (
+        _set("models", "hit", "arch_params", {"layers": 3}),
+        "models.hit.arch_params",
+        "['layers']",
+        "allowed: patch_size, embed_dim, depth, num_heads",
+    ),
+    "hit-patch-does-not-tile-the-image": (
+        _set("models", "hit", "arch_params", {"patch_size": 5}),
+        "models.hit.arch_params.patch_size",
+        "5",
+        "a divisor of datasets.ellipses.image_size (32)",
+    ),
+    "hit-heads-do-not-split-the-width": (
+        _set("models", "hit", "arch_params", {"embed_dim": 30, "num_heads": 4}),
+        "models.hit.arch_params.num_heads",
+        "4",
+        "a divisor of embed_dim",
+    ),
+    "hit-maps-of-a-cnn": (
+        _set("attributions", "hit", "classifier", "classifier"),
+        "attributions.hit.classifier",
+        "'classifier'",
+        "a classifier with arch hit",
+    ),
+    "hit-analysis-of-a-vit": (
+        _set("interpretable", "hit", "model", "vit"),
+        "interpretable.hit.model",
+        "'vit'",
+        "classifiers with arch hit: hit",
+    ),
+    "hit-analysis-baseline-is-not-a-classifier": (
+        _set("interpretable", "hit", "baseline", "encoder"),
+        "interpretable.hit.baseline",
+        "'encoder'",
+        "classifier models:",
+    ),
     "missing-inception-file": (
         _set("counterfactual_metrics", {"inception_weights": "no/inception.pt"}),
         "counterfactual_metrics.inception_weights",

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import timm
 import torch
 from captum.attr import LayerGradCam
 from torch import nn
 
+from diffxai.jobs import hit_summary
 from diffxai.methods.attribution_baselines import attribute
+from diffxai.methods.base import ExplanationError
 from diffxai.methods.transformer_maps import (
     _AttentionRecorder,
     default_token_layer,
@@ -247,3 +252,83 @@ def test_gradcam_defaults_to_the_last_norm1_of_transformers():
     assert maps.shape == (2, 16, 16) and (maps >= 0).all() and maps.abs().max() > 0
     vit_maps = attribute("gradcam", _tiny_vit(), images, targets, {}, 0)
     assert vit_maps.shape == (2, 16, 16) and vit_maps.abs().max() > 0
+
+
+# ------------------------------------------------------------------ maps job and summary
+
+
+def test_compute_maps_of_hit_stores_layer_contributions_and_counts_one_call():
+    from diffxai.methods.base import Models
+    from diffxai.methods.maps import compute_maps
+
+    classifier = Classifier(_random_hit(), ["a", "b", "c"])
+    images, targets = _images(3), torch.tensor([2, 0, 1])
+    result = compute_maps("hit", images, targets, Models(classifier), {}, 0, np.arange(3))
+    layers = result.extras["layer_contributions"]
+    assert layers.shape == (3, 3) and result.maps.shape == (3, 16, 16)
+    np.testing.assert_allclose(layers.sum(1), result.maps.sum(axis=(1, 2)), atol=1e-4)
+    assert (result.classifier_calls == 1).all() and (result.nfe == 0).all()
+    with pytest.raises(ExplanationError, match="no parameters"):
+        compute_maps("hit", images, targets, Models(classifier), {"steps": 2}, 0, np.arange(3))
+
+
+def _dominated_hit() -> HiT:
+    """A HiT whose layer 1 carries almost all of the logit: no constant terms (CLS, biases of the
+    final norm and head), the other layers' outputs scaled down."""
+    model = _random_hit(depth=3, num_outputs=2)
+    with torch.no_grad():
+        for constant in (model.cls_token, model.norm.bias, model.head.bias):
+            constant.zero_()
+        for index in (0, 2):
+            model.blocks[index].attn.proj.weight.mul_(0.01)
+            model.blocks[index].attn.proj.bias.mul_(0.01)
+    return model
+
+
+def test_layer_removal_ranks_by_saliency_and_most_salient_first_hurts_more():
+    model = _dominated_hit()
+    images = _images(64, seed=7)
+    per_layer, predictions = hit_summary.layer_contributions(model, images, batch_size=16)
+    saliency = per_layer.mean(axis=0)
+    assert int(np.argmax(np.abs(saliency))) == 1
+    removal = hit_summary.layer_removal(model, images, predictions, saliency, batch_size=16)
+    most, least = (
+        removal["cumulative_removed_most_salient_first"],
+        removal["cumulative_removed_least_salient_first"],
+    )
+    assert most[0] == least[0] == 1.0  # the labels are the full model's predictions
+    assert most[-1] == least[-1]  # all layers removed either way
+    order = removal["order_most_salient_first"]
+    assert sorted(order) == [0, 1, 2] and most[1] == removal["excluding_layer"][order[0]]
+    assert removal["exclusive_layer"][1] > removal["exclusive_layer"][0]  # layer 1 alone decides most
+    assert removal["mean_accuracy_partial_most_first"] < removal["mean_accuracy_partial_least_first"]
+
+
+def _metrics_file(directory, name, classifier, **values):
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps({"method": name, "classifier": classifier, "dataset": "ellipses", **values}))
+    return path
+
+
+def test_faithfulness_table_marks_the_best_per_classifier_and_compares_hit_with_posthoc(tmp_path):
+    paths = [
+        _metrics_file(
+            tmp_path, "hit", "hit", insertion_nauc_zero=0.9, deletion_nauc_zero=0.2, mask_auroc=0.85
+        ),
+        _metrics_file(tmp_path, "hit_gradcam", "hit", insertion_nauc_zero=0.7, deletion_nauc_zero=0.1),
+        _metrics_file(tmp_path, "hit_rollout", "hit", insertion_nauc_zero=0.8, deletion_nauc_zero=0.3),
+        _metrics_file(tmp_path, "vit_gradcam", "vit", insertion_nauc_zero=0.95, deletion_nauc_zero=0.05),
+    ]
+    rows = hit_summary.faithfulness_table(paths)
+    assert [row["attribution"] for row in rows] == ["hit", "hit_gradcam", "hit_rollout", "vit_gradcam"]
+    assert rows[1]["mask_auroc"] is None
+    versus = hit_summary.hit_against_posthoc(rows, ["hit"], "hit")
+    assert versus["hit.insertion_nauc_zero"] == {"hit": 0.9, "best_posthoc_on_hit": 0.8, "hit_better": True}
+    assert versus["hit.deletion_nauc_zero"]["best_posthoc_on_hit"] == 0.1  # lower is better; ViT not counted
+    assert not versus["hit.deletion_nauc_zero"]["hit_better"]
+    assert "hit.mask_auroc" not in versus  # no post-hoc value to compare with
+    table = hit_summary.markdown_table(rows, "T")
+    lines = table.splitlines()
+    assert "Ins Z ↑" in lines[2] and "Del Z ↓" in lines[2]
+    assert "| hit | hit | **0.900** |" in table and "| **0.100** |" in lines[5]
+    assert "| vit_gradcam | vit | 0.950 |" in table  # alone in its group: not bold

@@ -15,7 +15,16 @@ from diffxai.models.io import load_model
 from diffxai.store import open_store
 from tests.workflow_helpers import REPO, SNAKEMAKE, planned_jobs, snakemake, write_overlay
 
-ELLIPSE_MODELS = ["classifier", "regressor_aspect", "regressor_area", "encoder", "ddpm", "diffae"]
+ELLIPSE_MODELS = [
+    "classifier",
+    "regressor_aspect",
+    "regressor_area",
+    "encoder",
+    "ddpm",
+    "diffae",
+    "hit",
+    "vit",
+]
 ATTRIBUTE_MODELS = ["classifier", "oracle", "encoder", "ddpm"]
 DATASETS = ("ellipses", "attributes")
 EXPLANATIONS = {"dime": 2, "ace_l1": 1, "freemcg": 1, "gcd": 2}  # name -> runs (tiny preset)
@@ -67,6 +76,8 @@ ALL_JOBS = {
     ("train_supervised", "dataset=ellipses, name=classifier"),
     ("train_supervised", "dataset=ellipses, name=regressor_aspect"),
     ("train_supervised", "dataset=ellipses, name=regressor_area"),
+    ("train_supervised", "dataset=ellipses, name=hit"),
+    ("train_supervised", "dataset=ellipses, name=vit"),
     ("train_supervised", "dataset=attributes, name=classifier"),
     ("train_supervised", "dataset=attributes, name=oracle"),
     ("train_encoder", "dataset=ellipses, name=encoder"),
@@ -95,6 +106,23 @@ def attribution_jobs(
     return jobs
 
 
+TRANSFORMER_MAPS = ("hit", "hit_gradcam", "hit_rollout", "vit_gradcam", "vit_rollout")  # ellipses only
+
+
+def hit_jobs(stages=("maps", "metrics", "summary")):
+    """HiT's maps, the maps of GradCAM and rollout on the HiT and the ViT, and the HiT summary."""
+    jobs = set()
+    for name in TRANSFORMER_MAPS:
+        keys = f"dataset=ellipses, attribution={name}"
+        if "maps" in stages:
+            jobs.add(("attribute", keys))
+        if "metrics" in stages:
+            jobs.add(("attribution_metrics", keys))
+    if "summary" in stages:
+        jobs.add(("hit_summary", "dataset=ellipses, analysis=hit"))
+    return jobs
+
+
 def ablation_jobs(preset):
     keys = "dataset=ellipses, ablation=freemcg_table4"
     points = {("ablation_point", f"{keys}, setting={s}") for s in ABLATION_POINTS[preset]}
@@ -105,12 +133,14 @@ DEFAULT_JOBS = (
     ALL_JOBS
     | explanation_jobs(stages=ALL_STAGES, runs=DEFAULT_RUNS)
     | attribution_jobs()
+    | hit_jobs()
     | ablation_jobs("default")
 )
 TINY_JOBS = (
     ALL_JOBS
     | explanation_jobs(stages=ALL_STAGES)
     | attribution_jobs(baseline_datasets=("ellipses",))
+    | hit_jobs()
     | ablation_jobs("tiny")
 )
 
@@ -254,8 +284,20 @@ def test_unchanged_second_run_does_nothing(tiny_run):
         ),
         pytest.param(
             {"attribution_metrics": {"curve_steps": 5}},
-            attribution_jobs(baseline_datasets=("ellipses",), stages=("metrics",)),
-            id="attribution-metric-setting-reruns-attribution-metrics-only",
+            attribution_jobs(baseline_datasets=("ellipses",), stages=("metrics",))
+            | hit_jobs(stages=("metrics", "summary")),
+            id="attribution-metric-setting-reruns-attribution-metrics-and-hit-summary-only",
+        ),
+        pytest.param(
+            {"models": {"hit": {"arch_params": {"depth": 3}}}},
+            {("train_supervised", "dataset=ellipses, name=hit")}
+            | {job for job in hit_jobs() if "vit_" not in job[1]},
+            id="hit-architecture-retrains-hit-and-reruns-its-maps-not-the-vits",
+        ),
+        pytest.param(
+            {"interpretable": {"hit": {"n_images": 8}}},
+            hit_jobs(stages=("summary",)),
+            id="hit-analysis-setting-reruns-the-summary-only",
         ),
         pytest.param(
             {"ablations": {"freemcg_table4": {"n_images": 5}}},

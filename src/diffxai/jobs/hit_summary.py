@@ -147,6 +147,10 @@ def _accuracy(model_dir: str | Path) -> float:
     return float(json.loads((Path(model_dir) / "metrics.json").read_text())["test"]["accuracy"])
 
 
+def _parameters(module: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
 def run(
     inputs: dict[str, Any],
     settings: dict[str, Any],
@@ -175,7 +179,9 @@ def run(
         "hit": _accuracy(inputs["hit_dir"]),
         "hit_on_these_images": float((predictions == truth).mean()),
     }
+    summary["parameters"] = {"hit": _parameters(hit)}
     if inputs["baseline_dir"] is not None:
+        summary["parameters"]["baseline"] = _parameters(load_model(inputs["baseline_dir"])[0])
         summary["accuracy"]["baseline"] = _accuracy(inputs["baseline_dir"])
         summary["accuracy"]["gap_baseline_minus_hit"] = (
             summary["accuracy"]["baseline"] - summary["accuracy"]["hit"]

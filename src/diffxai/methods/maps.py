@@ -16,6 +16,7 @@ import torch
 from diffxai.methods import freemcg, transformer_maps
 from diffxai.methods.attribution_baselines import BASELINES, attribute
 from diffxai.methods.base import Attribution, ExplanationError, Models
+from diffxai.models.hit import HiT
 
 METHODS = ("freemcg", "hit", *BASELINES)
 STOCHASTIC = ("freemcg", "kernel_shap", "rise")  # methods whose maps depend on the seed
@@ -39,6 +40,13 @@ class _RowCounter:
         return self._rows[0]
 
 
+def _counted_module(classifier: torch.nn.Module) -> torch.nn.Module:
+    """The module whose forward calls count classifier rows: a HiT's patch embedding (its
+    decomposition and rollout run the HiT without the wrapper's forward), else the classifier."""
+    network = getattr(classifier, "network", classifier)
+    return network.patch_embed if isinstance(network, HiT) else classifier
+
+
 def compute_maps(
     method: str,
     images: torch.Tensor,
@@ -54,7 +62,7 @@ def compute_maps(
         raise ExplanationError(f"attribution method {method!r}: allowed {', '.join(METHODS)}")
     if method == "freemcg":  # counts its own black-box queries
         return freemcg.attribution_maps(images, targets, models, params, seed, sample_ids, keep_particles)
-    counter = _RowCounter(models.classifier)
+    counter = _RowCounter(_counted_module(models.classifier))
     extras = {}
     try:
         if method == "hit":  # intrinsic: the classifier's own decomposition
