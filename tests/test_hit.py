@@ -242,7 +242,7 @@ def test_token_gradcam_equals_captum_layer_gradcam_on_the_same_features():
 
 
 def test_gradcam_defaults_to_the_last_norm1_of_transformers():
-    hit = Classifier(_random_hit(), ["a", "b", "c"])
+    hit = Classifier(_random_hit(), ["a", "b", "c"]).requires_grad_(False)  # frozen, as in the jobs
     assert default_token_layer(hit) == "network.blocks.2.norm1"
     assert default_token_layer(nn.Sequential(nn.Conv2d(1, 1, 3))) is None
     images, targets = _images(2), torch.tensor([1, 2])
@@ -250,7 +250,7 @@ def test_gradcam_defaults_to_the_last_norm1_of_transformers():
     named = attribute("gradcam", hit, images, targets, {"layer": "network.blocks.2.norm1"}, 0)
     torch.testing.assert_close(maps, named)
     assert maps.shape == (2, 16, 16) and (maps >= 0).all() and maps.abs().max() > 0
-    vit_maps = attribute("gradcam", _tiny_vit(), images, targets, {}, 0)
+    vit_maps = attribute("gradcam", _tiny_vit().requires_grad_(False), images, targets, {}, 0)
     assert vit_maps.shape == (2, 16, 16) and vit_maps.abs().max() > 0
 
 

@@ -12,6 +12,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -81,6 +82,8 @@ def fit_params(**overrides) -> dict:
         "weight_decay": 0.0,
         "patience": 3,
         "noise_std": 0.02,
+        "min_epochs": 1,
+        "warmup_epochs": 0,
     }
     return {**params, **overrides}
 
@@ -148,6 +151,24 @@ def test_classifier_fit_reaches_high_validation_accuracy() -> None:
     accuracy = (predict(network, val[0], CPU).argmax(1) == val[1]).float().mean().item()
     assert history["epochs"] <= 3
     assert accuracy >= 0.9
+
+
+def test_warmup_raises_the_learning_rate_linearly_and_min_epochs_defers_early_stopping() -> None:
+    """256 images in batches of 16 = 16 steps per epoch; 2 warm-up epochs = 32 steps, lr·(s+1)/33.
+    A learning rate too small to improve validation would stop after patience epochs without min_epochs."""
+    torch.manual_seed(0)
+    params = fit_params(lr=1e-9, patience=1, max_epochs=6, min_epochs=5, warmup_epochs=2)
+    _, history = fit(
+        SimpleCNN(1, 2, **TINY_CNN),
+        TASKS["classifier"],
+        bright_or_dark(256, seed=1),
+        bright_or_dark(64, seed=2),
+        params,
+        CPU,
+        torch.Generator().manual_seed(0),
+    )
+    np.testing.assert_allclose(history["lr"][:3], [1e-9 * 17 / 33, 1e-9 * 33 / 33, 1e-9], rtol=1e-6)
+    assert 5 <= history["epochs"] <= 6  # patience 1 alone would stop at epoch 2
 
 
 def test_regressor_fit_improves_r2() -> None:

@@ -137,7 +137,7 @@ def token_gradcam(model: nn.Module, layer: nn.Module, images: Tensor, targets: T
     handle = layer.register_forward_hook(lambda module, inputs, output: kept.append(output))
     try:
         with torch.enable_grad():
-            logits = model(images.detach())
+            logits = model(images.detach().requires_grad_(True))  # a graph even with frozen weights
             selected = logits.gather(1, targets.to(logits.device).long().view(-1, 1)).sum()
             (gradient,) = torch.autograd.grad(selected, kept[-1])
     finally:

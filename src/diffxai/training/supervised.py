@@ -79,13 +79,16 @@ def fit(
     """Train ``network`` with Adam; keep the weights of the best validation epoch.
 
     ``train``/``val``: (uint8 images (N, C, H, W), targets). params: max_epochs,
-    batch_size, lr, weight_decay, patience, noise_std.
+    batch_size, lr, weight_decay, patience, noise_std, warmup_epochs (the learning rate
+    rises linearly over their steps, as transformers need), min_epochs (no early stop before).
     """
     network = network.to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
     images, targets = train
+    warmup_steps = params["warmup_epochs"] * -(-len(images) // params["batch_size"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1)))
     best_score, best_state, stale = -np.inf, None, 0
-    history: dict[str, Any] = {"train_loss": [], "val_score": []}
+    history: dict[str, Any] = {"train_loss": [], "val_score": [], "lr": []}
     started = time.perf_counter()
     for epoch in range(params["max_epochs"]):
         network.train()
@@ -99,10 +102,12 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             total += loss.item()
         score = task.score(predict(network, val[0], device), val[1])
         history["train_loss"].append(total / len(batches))
         history["val_score"].append(score)
+        history["lr"].append(optimizer.param_groups[0]["lr"])
         log.info(
             "epoch %d: train loss %.4f, validation %s score %.4f",
             epoch + 1,
@@ -114,7 +119,7 @@ def fit(
             best_score, best_state, stale = score, copy.deepcopy(network.state_dict()), 0
         else:
             stale += 1
-            if stale >= params["patience"]:
+            if stale >= params["patience"] and epoch + 1 >= params["min_epochs"]:
                 log.info("early stop after epoch %d (best validation score %.4f)", epoch + 1, best_score)
                 break
     network.load_state_dict(best_state)
