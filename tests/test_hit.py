@@ -288,20 +288,29 @@ def _dominated_hit() -> HiT:
 def test_layer_removal_ranks_by_saliency_and_most_salient_first_hurts_more():
     model = _dominated_hit()
     images = _images(64, seed=7)
-    per_layer, predictions = hit_summary.layer_contributions(model, images, batch_size=16)
-    saliency = per_layer.mean(axis=0)
-    assert int(np.argmax(np.abs(saliency))) == 1
-    removal = hit_summary.layer_removal(model, images, predictions, saliency, batch_size=16)
-    most, least = (
-        removal["cumulative_removed_most_salient_first"],
-        removal["cumulative_removed_least_salient_first"],
-    )
-    assert most[0] == least[0] == 1.0  # the labels are the full model's predictions
-    assert most[-1] == least[-1]  # all layers removed either way
-    order = removal["order_most_salient_first"]
-    assert sorted(order) == [0, 1, 2] and most[1] == removal["excluding_layer"][order[0]]
-    assert removal["exclusive_layer"][1] > removal["exclusive_layer"][0]  # layer 1 alone decides most
-    assert removal["mean_accuracy_partial_most_first"] < removal["mean_accuracy_partial_least_first"]
+    with torch.no_grad():
+        labels = model(images).argmax(1).numpy()
+    analysis = hit_summary.layer_analysis(model, images, labels, batch_size=16)
+    assert analysis["accuracy"] == 1.0
+    assert int(np.argmax(analysis["layer_saliency"])) == 1
+    for mode in ("decomposition", "forward"):
+        removal = analysis["layer_removal"][mode]
+        most = removal["cumulative_removed_most_salient_first"]
+        least = removal["cumulative_removed_least_salient_first"]
+        assert most[0] == least[0] == 1.0 and most[-1] == least[-1]  # nothing / everything removed
+        order = removal["order_most_salient_first"]
+        assert order[0] == 1 and sorted(order) == [0, 1, 2]
+        assert most[1] == removal["excluding_layer"][1]
+        assert removal["exclusive_layer"][1] > removal["exclusive_layer"][0]  # layer 1 alone decides most
+        assert removal["mean_accuracy_partial_most_first"] < removal["mean_accuracy_partial_least_first"]
+
+
+def test_decomposition_removal_drops_exactly_the_removed_terms():
+    per_layer = np.array([[[2.0, 0.0], [0.0, 1.0]], [[0.0, 3.0], [1.0, 0.0]]])  # (N=2, L=2, K=2)
+    labels = np.array([0, 1])
+    assert hit_summary.decomposition_accuracy(per_layer, labels, []) == 1.0  # logits (2, 1), (1, 3)
+    assert hit_summary.decomposition_accuracy(per_layer, labels, [0]) == 0.0  # logits (0, 1), (1, 0)
+    assert hit_summary.decomposition_accuracy(per_layer, labels, [1]) == 1.0  # logits (2, 0), (0, 3)
 
 
 def _metrics_file(directory, name, classifier, **values):

@@ -4,9 +4,12 @@
   the gap, from their metrics.json.
 * Layer saliency (Fig. 6.5a): per layer, the mean over test images of Σ_patches of the
   contributions to the predicted class (logit units).
-* Layer removal (Fig. 6.5b): accuracy after cumulatively removing layers (a removed layer does
-  not update the CLS) in order of saliency, most salient first and least salient first, plus
-  each layer removed alone ("excluding") and kept alone ("exclusive").
+* Layer removal (Fig. 6.5b): accuracy after cumulatively removing layers in order of saliency,
+  most salient first and least salient first, plus each layer removed alone ("excluding") and
+  kept alone ("exclusive"), two ways: ``decomposition`` drops the removed layers' terms from
+  the logit sum (the direct effect that saliency measures); ``forward`` re-runs the HiT with
+  those layers not updating the CLS, which also changes the attention queries of every later
+  layer (direct and indirect effects).
 * Faithfulness table (Table 6.2): insertion/deletion nAUC (zero and blur), mask AUROC, pointing
   game and the randomisation check of every attribution on the HiT and on the baseline, from
   the attribution_metrics outputs; HiT's own maps against each post-hoc map on the HiT.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,25 +52,22 @@ TABLE_COLUMNS = (
 
 
 @torch.no_grad()
-def layer_contributions(
-    hit: HiT, images: torch.Tensor, batch_size: int, skip_layers: Sequence[int] = ()
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-layer contributions (N, L) to the predicted class and the predictions (N,)."""
-    layers, predictions = [], []
+def layer_logits(hit: HiT, images: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer contributions to every class (N, L, K) (their sum over L is the logits) and logits (N, K)."""
+    layers, logits = [], []
     for chunk in progress(images.split(batch_size), desc="HiT contributions", leave=False):
-        contributions, logits = hit.contributions(chunk, skip_layers)
-        predicted = logits.argmax(dim=1)
-        per_layer = contributions.sum(dim=2)[torch.arange(len(chunk)), :, predicted]
-        layers.append(per_layer.cpu().numpy())
-        predictions.append(predicted.cpu().numpy())
-    return np.concatenate(layers).astype(np.float64), np.concatenate(predictions)
+        contributions, chunk_logits = hit.contributions(chunk)
+        layers.append(contributions.sum(dim=2).cpu().numpy())
+        logits.append(chunk_logits.cpu().numpy())
+    return np.concatenate(layers).astype(np.float64), np.concatenate(logits).astype(np.float64)
 
 
 @torch.no_grad()
-def accuracy_without(
+def forward_accuracy(
     hit: HiT, images: torch.Tensor, labels: np.ndarray, removed: Sequence[int], batch_size: int
-):
-    """Accuracy with the layers in ``removed`` not updating the CLS."""
+) -> float:
+    """Accuracy of the forward pass in which the layers in ``removed`` do not update the CLS: their
+    direct contributions and their effect on later layers' attention queries are both gone."""
     predictions = [
         hit.trace(chunk, skip_layers=set(removed)).logits.argmax(dim=1).cpu().numpy()
         for chunk in images.split(batch_size)
@@ -75,24 +75,52 @@ def accuracy_without(
     return float((np.concatenate(predictions) == labels).mean())
 
 
-def layer_removal(
-    hit: HiT, images: torch.Tensor, labels: np.ndarray, saliency: np.ndarray, batch_size: int
-) -> dict[str, Any]:
-    """Accuracy curves (L + 1,) of cumulative removal by saliency, and single-layer effects (L,)."""
+def decomposition_accuracy(per_layer: np.ndarray, labels: np.ndarray, removed: Sequence[int]) -> float:
+    """Accuracy of the logits minus the removed layers' contributions (N, L, K): the direct effect
+    only, which is what layer saliency measures."""
+    kept = [layer for layer in range(per_layer.shape[1]) if layer not in set(removed)]
+    return float((per_layer[:, kept].sum(axis=1).argmax(axis=1) == labels).mean())
+
+
+def removal_curves(saliency: np.ndarray, accuracy: Callable[[Sequence[int]], float]) -> dict[str, Any]:
+    """Accuracy curves (L + 1,) of cumulative removal by saliency, most and least salient first, the
+    mean over partial removals (1 .. L-1 layers; lower = the removed layers mattered more), and
+    single-layer effects (L,): each layer removed alone ("excluding") and kept alone ("exclusive")."""
+    depth = len(saliency)
     order = [int(index) for index in np.argsort(-saliency, kind="stable")]
-    layers = list(range(hit.depth))
-    accuracy = lambda removed: accuracy_without(hit, images, labels, removed, batch_size)  # noqa: E731
-    most_first = [accuracy(order[:count]) for count in range(hit.depth + 1)]
-    least_first = [accuracy(order[::-1][:count]) for count in range(hit.depth + 1)]
+    most_first = [accuracy(order[:count]) for count in range(depth + 1)]
+    least_first = [accuracy(order[::-1][:count]) for count in range(depth + 1)]
+    partial = (lambda curve: float(np.mean(curve[1:-1]))) if depth > 1 else (lambda curve: None)
     return {
         "order_most_salient_first": order,
         "cumulative_removed_most_salient_first": most_first,
         "cumulative_removed_least_salient_first": least_first,
-        # the mean over partial removals (1 .. L-1 layers): lower = the layers mattered more
-        "mean_accuracy_partial_most_first": float(np.mean(most_first[1:-1])) if hit.depth > 1 else None,
-        "mean_accuracy_partial_least_first": float(np.mean(least_first[1:-1])) if hit.depth > 1 else None,
-        "excluding_layer": [accuracy([layer]) for layer in layers],
-        "exclusive_layer": [accuracy([other for other in layers if other != layer]) for layer in layers],
+        "mean_accuracy_partial_most_first": partial(most_first),
+        "mean_accuracy_partial_least_first": partial(least_first),
+        "excluding_layer": [accuracy([layer]) for layer in range(depth)],
+        "exclusive_layer": [
+            accuracy([other for other in range(depth) if other != layer]) for layer in range(depth)
+        ],
+    }
+
+
+def layer_analysis(hit: HiT, images: torch.Tensor, labels: np.ndarray, batch_size: int) -> dict[str, Any]:
+    """Accuracy, layer saliency (mean over images of Σ_patches of the contributions to the predicted
+    class, per layer, and its std) and the removal curves by the decomposition and by the forward pass."""
+    per_layer, logits = layer_logits(hit, images, batch_size)
+    predicted = logits.argmax(axis=1)
+    chosen = per_layer[np.arange(len(per_layer)), :, predicted]  # (N, L)
+    saliency = chosen.mean(axis=0)
+    by_decomposition = lambda removed: decomposition_accuracy(per_layer, labels, removed)  # noqa: E731
+    by_forward = lambda removed: forward_accuracy(hit, images, labels, removed, batch_size)  # noqa: E731
+    return {
+        "accuracy": float((predicted == labels).mean()),
+        "layer_saliency": saliency.tolist(),
+        "layer_saliency_std": chosen.std(axis=0).tolist(),
+        "layer_removal": {
+            "decomposition": removal_curves(saliency, by_decomposition),
+            "forward": removal_curves(saliency, by_forward),
+        },
     }
 
 
@@ -172,13 +200,9 @@ def run(
     ids = explained_samples(data, settings["n_images"])
     images = to_m11(torch.from_numpy(data.array("images")[ids])).to(device)
     truth = data.array("labels")[ids]
-    per_layer, predictions = layer_contributions(hit, images, settings["batch_size"])
-    saliency = per_layer.mean(axis=0)
+    layers = layer_analysis(hit, images, truth, settings["batch_size"])
     summary: dict[str, Any] = {**labels, "n_images": len(ids)}
-    summary["accuracy"] = {
-        "hit": _accuracy(inputs["hit_dir"]),
-        "hit_on_these_images": float((predictions == truth).mean()),
-    }
+    summary["accuracy"] = {"hit": _accuracy(inputs["hit_dir"]), "hit_on_these_images": layers.pop("accuracy")}
     summary["parameters"] = {"hit": _parameters(hit)}
     if inputs["baseline_dir"] is not None:
         summary["parameters"]["baseline"] = _parameters(load_model(inputs["baseline_dir"])[0])
@@ -186,9 +210,7 @@ def run(
         summary["accuracy"]["gap_baseline_minus_hit"] = (
             summary["accuracy"]["baseline"] - summary["accuracy"]["hit"]
         )
-    summary["layer_saliency"] = saliency.tolist()
-    summary["layer_saliency_std"] = per_layer.std(axis=0).tolist()
-    summary["layer_removal"] = layer_removal(hit, images, truth, saliency, settings["batch_size"])
+    summary.update(layers)
     rows = faithfulness_table(inputs["metrics"])
     summary["faithfulness"] = rows
     summary["hit_vs_posthoc"] = hit_against_posthoc(rows, inputs["hit_attributions"], labels["classifier"])

@@ -86,7 +86,9 @@ def fit(
     optimizer = torch.optim.Adam(network.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
     images, targets = train
     warmup_steps = params["warmup_epochs"] * -(-len(images) // params["batch_size"])
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1))
+    )
     best_score, best_state, stale = -np.inf, None, 0
     history: dict[str, Any] = {"train_loss": [], "val_score": [], "lr": []}
     started = time.perf_counter()
