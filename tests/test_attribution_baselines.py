@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor, nn
 
 from diffxai.methods.attribution_baselines import BASELINES, DEFAULTS, attribute
+from diffxai.models.hit import HiT
 from diffxai.models.simple_cnn import SimpleCNN
 
 torch.set_num_threads(1)
@@ -187,18 +189,44 @@ def test_gradcam_refuses_model_without_conv() -> None:
         attribute("gradcam", model, random_images(3), TARGETS, {}, seed=0)
 
 
-def model_snapshot(model: nn.Module) -> tuple[dict[str, Tensor], list[bool], list[bool]]:
-    """Parameters and buffers, in-place flags and requires_grad flags of ``model``."""
+def model_snapshot(model: nn.Module) -> tuple[dict[str, Tensor], list[bool], list[bool], list[bool]]:
+    """Parameters and buffers, in-place flags, requires_grad flags and fused-attention flags of ``model``."""
     state = {key: value.clone() for key, value in model.state_dict().items()}
     inplace = [module.inplace for module in model.modules() if hasattr(module, "inplace")]
-    return state, inplace, [param.requires_grad for param in model.parameters()]
+    fused = [module.fused_attn for module in model.modules() if hasattr(module, "fused_attn")]
+    return state, inplace, [param.requires_grad for param in model.parameters()], fused
 
 
-@pytest.mark.parametrize("name", sorted(BASELINES))
+TRANSFORMER_ONLY = {"attention_rollout"}
+
+
+def tiny_transformer(arch: str) -> nn.Module:
+    """A 3-class timm ViT or HiT of 8 x 8 RGB images in patches of 2."""
+    torch.manual_seed(0)
+    shape = {"patch_size": 2, "embed_dim": 8, "depth": 2, "num_heads": 2}
+    if arch == "hit":
+        return HiT(3, 3, 8, **shape).eval()
+    return timm.create_model(arch, pretrained=False, num_classes=3, in_chans=3, img_size=8, **shape).eval()
+
+
+@pytest.mark.parametrize("name", sorted(set(BASELINES) - TRANSFORMER_ONLY))
 @pytest.mark.parametrize("frozen", [False, True])
 def test_contract_and_caller_model_unchanged(name: str, frozen: bool) -> None:
     # An in-place op on the input itself breaks input gradients and would overwrite the images.
     model = nn.Sequential(nn.LeakyReLU(0.5, inplace=True), small_cnn(3)).requires_grad_(not frozen)
+    check_contract(name, model, frozen)
+
+
+@pytest.mark.parametrize("name", ["attention_rollout", "gradcam", "gradient"])
+@pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "hit"])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_contract_on_transformers(name: str, arch: str, frozen: bool) -> None:
+    check_contract(name, tiny_transformer(arch).requires_grad_(not frozen), frozen)
+
+
+def check_contract(name: str, model: nn.Module, frozen: bool) -> None:
+    """Maps (4, 8, 8) float32 finite on the CPU; the model's weights, flags and grads and the images
+    are left as they were."""
     images = random_images(3)
     before, original_images = model_snapshot(model), images.clone()
     maps = attribute(name, model, images, TARGETS, FAST_PARAMS.get(name, {}), seed=0)
