@@ -172,7 +172,7 @@ def test_lint_has_no_findings():
 def tiny_run(tmp_path_factory):
     """The tiny preset run once, end to end, in a fresh directory."""
     workdir = tmp_path_factory.mktemp("tiny")
-    result = snakemake(workdir)
+    result = snakemake(workdir, timeout=1800)  # ~95 jobs, each paying seconds of imports
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workdir
 
@@ -407,6 +407,30 @@ def test_tiny_run_writes_attribution_maps_and_their_metrics(tiny_run, dataset):
             assert 0 <= metrics["mask_auroc"] <= 1 and metrics["ground_truth_n"] == 4
         rows = (root / "attributions" / name / "metrics.csv").read_text().splitlines()
         assert any(row.startswith(f"{dataset},classifier,{name},maps,deletion_auc_blur,") for row in rows)
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_hit_maps_layer_contributions_and_the_hit_summary(tiny_run):
+    root = tiny_run / "results/tiny/ellipses"
+    hit, _ = load_model(root / "models" / "hit")
+    store = open_store(root / "attributions" / "hit" / "maps.zarr", kind="attributions")
+    maps, layers = store.read("maps"), store.read("layer_contributions")
+    assert layers.shape == (4, 2)  # tiny preset: depth 2
+    np.testing.assert_allclose(layers.sum(1), maps.sum(axis=(1, 2)), atol=1e-4)
+    images = torch.from_numpy(PreparedData(root / "data.zarr").array("images")[store.read("sample_ids")])
+    with torch.no_grad():
+        logits = hit(images.float() / 127.5 - 1)  # the maps sum to the logit of the mapped class
+    np.testing.assert_allclose(maps.sum(axis=(1, 2)), logits[np.arange(4), store.read("targets")], atol=1e-4)
+    summary = json.loads((root / "interpretable" / "hit" / "summary.json").read_text())
+    assert summary["n_images"] == 16 and len(summary["layer_saliency"]) == 2
+    assert {"hit", "baseline", "gap_baseline_minus_hit"} <= set(summary["accuracy"])
+    for mode in ("decomposition", "forward"):
+        assert len(summary["layer_removal"][mode]["cumulative_removed_most_salient_first"]) == 3
+    rows = {row["attribution"] for row in summary["faithfulness"]}
+    assert rows == {"hit", "hit_gradcam", "hit_rollout", "vit_gradcam", "vit_rollout"}
+    assert "hit.insertion_nauc_zero" in summary["hit_vs_posthoc"]
+    table = (root / "interpretable" / "hit" / "table.md").read_text()
+    assert table.count("\n| ") == 6  # header + five attributions
 
 
 @pytest.mark.slow
