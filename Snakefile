@@ -17,6 +17,7 @@ wildcard_constraints:
     attribution=ATTRIBUTIONS,
     ablation=ABLATIONS,
     analysis=INTERPRETABLE,
+    tokens=DISTILLS,
     setting="[A-Za-z_]+=[^/]+",
     run="run[0-9]+",
     shard="[0-9]+",
@@ -28,6 +29,7 @@ include: "rules/explain.smk"
 include: "rules/attribute.smk"
 include: "rules/gcd.smk"
 include: "rules/interpretable.smk"
+include: "rules/time.smk"
 
 
 rule all:

@@ -34,6 +34,8 @@ SUPERVISED = names_of(config["models"], kind=("classifier", "regressor", "oracle
 ENCODERS = names_of(config["models"], kind=("encoder",))
 DDPMS = names_of(config["models"], kind=("ddpm",))
 DIFFAES = names_of(config["models"], kind=("diffae",))
+T2IS = names_of(config["models"], kind=("t2i",))
+DISTILLS = "|".join(sorted(config["distill"])) or NEVER
 EXPLANATIONS = "|".join(sorted(config["explanations"])) or NEVER
 ATTRIBUTIONS = "|".join(sorted(config["attributions"])) or NEVER
 ABLATIONS = "|".join(sorted(config["ablations"])) or NEVER
@@ -197,6 +199,23 @@ def gcd_summary_inputs(wildcards):
     }
 
 
+def tokens_files(dataset, name):
+    """The outputs of a distill entry."""
+    return [
+        f"{R}/{dataset}/tokens/{name}/tokens.safetensors",
+        f"{R}/{dataset}/tokens/{name}/tokens.json",
+    ]
+
+
+def distill_inputs(wildcards):
+    entry = config["distill"][wildcards.tokens]
+    return {
+        "data": f"{R}/{wildcards.dataset}/data.zarr",
+        "t2i": model_files(wildcards.dataset, entry["t2i"]),
+        "classifier": model_files(wildcards.dataset, entry["classifier"]),
+    }
+
+
 def latents_path(dataset, diffae):
     return f"{model_dir(dataset, diffae)}/latents.zarr"
 
@@ -204,6 +223,13 @@ def latents_path(dataset, diffae):
 def method_inputs(dataset, entry):
     """Data, classifier, the generative model (ddpm, or gcd's DiffAE and its latents; as
     ``ddpm``) and DiME's encoder of an explanation entry."""
+    if entry["method"] == "time":
+        return {
+            "data": f"{R}/{dataset}/data.zarr",
+            "classifier": model_files(dataset, entry["classifier"]),
+            "ddpm": model_files(dataset, entry["t2i"]),
+            "tokens": tokens_files(dataset, entry["tokens"]),
+        }
     if entry["method"] == "gcd":
         return {
             "data": f"{R}/{dataset}/data.zarr",

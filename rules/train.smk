@@ -150,6 +150,37 @@ rule train_diffae:
         "../scripts/train_diffae.py"
 
 
+rule train_t2i:
+    input:
+        data=f"{R}/{{dataset}}/data.zarr",
+    output:
+        weights=f"{R}/{{dataset}}/models/{{name}}/model.safetensors",
+        config=f"{R}/{{dataset}}/models/{{name}}/config.json",
+        metrics=f"{R}/{{dataset}}/models/{{name}}/metrics.json",
+    log:
+        f"{R}/logs/train_t2i/{{dataset}}/{{name}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_t2i/{{dataset}}/{{name}}.tsv"
+    wildcard_constraints:
+        name=T2IS,
+    priority: 10
+    conda:
+        "../envs/diffxai.yaml"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=GPU,
+    params:
+        cfg=model_cfg,
+        seed=job_seed,
+        device=DEVICE,
+        cache=lambda wildcards: f"{R}/{wildcards.dataset}/cache/{wildcards.name}",
+        code=source_hash("diffxai.jobs.train_t2i"),
+    script:
+        "../scripts/train_t2i.py"
+
+
 rule encode_diffae:
     input:
         data=f"{R}/{{dataset}}/data.zarr",

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from diffxai.jobs import explain
 from diffxai.jobs.common import setup_job
+from diffxai.jobs.distill import time_context
 from diffxai.jobs.gcd_directions import gcd_context
 
 sm = snakemake  # noqa: F821
@@ -15,6 +16,8 @@ if "encoder" in sm.input.keys():  # noqa: SIM118
 context = None
 if "directions" in sm.input.keys():  # noqa: SIM118
     context = gcd_context(sm.input.directions, sm.input.latents, spec["lpips_weights"], device)
+if "tokens" in sm.input.keys():  # noqa: SIM118
+    context = time_context(Path(sm.input.tokens[0]).parent)
 explain.run(
     sm.input.data,
     Path(sm.input.classifier[0]).parent,

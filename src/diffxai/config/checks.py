@@ -188,6 +188,8 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any], base_
                 ", ".join(with_attributes) or "none"
             )
             errors.append(_msg(f"{key}.datasets", dataset_name, allowed))
+    if kind == "t2i":
+        errors += _check_t2i(key, model)
     if kind in ("ddpm", "diffae"):
         errors += _check_unet(key, model, config)
     if kind == "ddpm":
@@ -270,6 +272,8 @@ def semantic_errors(config: dict[str, Any], base_dir: Path) -> list[str]:
         errors += _check_model(name, model, config, base_dir)
     if errors:
         return errors
+    for name, entry in config["distill"].items():
+        errors += _check_distill(name, entry, config)
     for name, entry in config["explanations"].items():
         errors += _check_explanation(name, entry, config, base_dir)
     for name, entry in config["attributions"].items():
@@ -331,7 +335,7 @@ def _check_explanation(name: str, entry: dict[str, Any], config: dict[str, Any],
     key = f"explanations.{name}"
     if name in RESERVED_NAMES:
         return [_msg("explanations", name, f"allowed: any name but {', '.join(RESERVED_NAMES)}")]
-    generator = "diffae" if entry["method"] == "gcd" else "ddpm"  # the generative model's key and kind
+    generator = GENERATORS.get(entry["method"], "ddpm")  # the generative model's key and kind
     model = config["models"].get(entry[generator])
     if model is None or model["kind"] != generator:
         return _model_reference(f"{key}.{generator}", entry[generator], generator, [], config)
@@ -342,7 +346,9 @@ def _check_explanation(name: str, entry: dict[str, Any], config: dict[str, Any],
         f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config
     )
     params = entry["params"]
-    if entry["method"] == "gcd":
+    if entry["method"] == "time":
+        errors += _check_time(key, entry, config)
+    elif entry["method"] == "gcd":
         errors += _check_gcd(key, params, model)
     elif entry["method"] == "freemcg":
         errors += _check_freemcg_steps(key, params, model)
@@ -379,6 +385,69 @@ def _check_attribution(name: str, entry: dict[str, Any], config: dict[str, Any])
     if errors or model_key == "classifier":
         return errors
     return _model_reference(f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config)
+
+
+GENERATORS = {"gcd": "diffae", "time": "t2i"}  # methods whose generative model is not a ddpm
+
+
+def _check_time(key: str, entry: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The tokens come from a distill entry of the same t2i model and classifier; τ < steps."""
+    distill = config["distill"].get(entry["tokens"])
+    if distill is None:
+        return [
+            _msg(
+                f"{key}.tokens",
+                entry["tokens"],
+                "allowed: distill entries: " + (", ".join(config["distill"]) or "none"),
+            )
+        ]
+    errors = [
+        _msg(f"{key}.tokens", entry["tokens"], f"allowed: a distill entry with {field} {entry[field]!r}")
+        for field in ("t2i", "classifier")
+        if distill[field] != entry[field]
+    ]
+    missing = sorted(set(entry["datasets"]) - set(distill["datasets"]))
+    if missing:
+        errors.append(
+            _msg(f"{key}.tokens", entry["tokens"], f"allowed: a distill entry run on {missing} too")
+        )
+    steps = entry["params"]["steps"]
+    for tau, _ in entry["params"]["attempts"]:
+        if not 1 <= tau < steps or tau != int(tau):
+            errors.append(
+                _msg(f"{key}.params.attempts", tau, f"allowed: whole tau in 1..steps-1 ({steps - 1})")
+            )
+    return errors
+
+
+def _check_distill(name: str, entry: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    key = f"distill.{name}"
+    model = config["models"].get(entry["t2i"])
+    if model is None or model["kind"] != "t2i":
+        return _model_reference(f"{key}.t2i", entry["t2i"], "t2i", [], config)
+    errors = _datasets_of(key, entry, "t2i", config)
+    if errors:
+        return errors
+    return _model_reference(f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config)
+
+
+def _check_t2i(key: str, model: dict[str, Any]) -> list[str]:
+    """Captions name orientation and position, which a flip changes; one cross-attention flag per level."""
+    errors = []
+    if model["train"]["hflip"]:
+        errors.append(
+            _msg(f"{key}.train.hflip", True, "allowed: false (a flip changes what the caption says)")
+        )
+    network = model["network"]
+    if len(network["cross_attention"]) != len(network["block_out_channels"]):
+        errors.append(
+            _msg(
+                f"{key}.network.cross_attention",
+                network["cross_attention"],
+                "allowed: one flag per block_out_channels level",
+            )
+        )
+    return errors
 
 
 def _check_interpretable(name: str, entry: dict[str, Any], config: dict[str, Any]) -> list[str]:

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.train_diffae"]
 
 
-def conditioned_output(network: DiffAE, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+def conditioned_output(
+    network: DiffAE, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, condition: None = None
+) -> torch.Tensor:
     """The DiffAE's prediction at (x_t, t) conditioned on the code of the clean image x0."""
     return network(x_t, t, network.encode_semantic(x0))
 

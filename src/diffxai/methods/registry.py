@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from diffxai.methods import ace, dime, freemcg, gcd
+from diffxai.methods import ace, dime, freemcg, gcd, time
 from diffxai.methods.base import Explanations
 
 METHODS: dict[str, Callable[..., Explanations]] = {
@@ -12,4 +12,5 @@ METHODS: dict[str, Callable[..., Explanations]] = {
     "ace": ace.explain,
     "freemcg": freemcg.explain,
     "gcd": gcd.explain,
+    "time": time.explain,
 }

@@ -47,6 +47,10 @@ def build_module(info: dict[str, Any]) -> nn.Module:
         return diffae_from_info(info)
     if kind == "encoder":
         return SimSiam(info["in_channels"], info["width"], info["feature_dim"])
+    if kind == "t2i":
+        from diffxai.models.t2i import t2i_from_info
+
+        return t2i_from_info(info)
     outputs = {
         "classifier": len(info.get("class_names", [])),
         "regressor": 1,
@@ -54,7 +58,7 @@ def build_module(info: dict[str, Any]) -> nn.Module:
     }
     if kind not in outputs:
         raise CheckpointError(
-            f"unknown model kind {kind!r}; allowed: classifier, regressor, oracle, encoder, ddpm, diffae"
+            f"unknown model kind {kind!r}; allowed: classifier, regressor, oracle, encoder, ddpm, diffae, t2i"
         )
     network = create_network(
         info["arch"], info["in_channels"], info["image_size"], outputs[kind], info.get("arch_params")

@@ -68,9 +68,9 @@ def training_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.T
 
 
 def unet_output(
-    network: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor
+    network: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, condition: Any = None
 ) -> torch.Tensor:
-    """An unconditional diffusers UNet's output at (x_t, t); ``x0`` is unused."""
+    """An unconditional diffusers UNet's output at (x_t, t); ``x0`` and ``condition`` are unused."""
     return network(x_t, t).sample
 
 
@@ -89,7 +89,9 @@ def train_ddpm(
     generator: torch.Generator,
     checkpoint: Path | None = None,
     stop_at: int | None = None,
-    output: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = unet_output,
+    output: Callable[..., torch.Tensor] = unet_output,
+    conditions: torch.Tensor | None = None,
+    null_condition: torch.Tensor | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train ``unet`` on images (float32 (N, C, H, W) in [-1, 1]); returns EMA model, history.
 
@@ -97,8 +99,10 @@ def train_ddpm(
     checkpoint_every (steps), min_snr_gamma (null: uniform weights), lr_schedule
     (constant or cosine over ``steps``). ``stop_at`` ends training early (a later call
     resumes from the checkpoint), as the benchmark does to evaluate along the way.
-    ``output(network, x_t, t, x0)`` is the network's prediction; a conditional model
-    (DiffAE) reads its condition from the clean batch x0.
+    ``output(network, x_t, t, x0, condition)`` is the network's prediction; a conditional
+    model reads its condition from the clean batch x0 (DiffAE) or gets the rows of
+    ``conditions`` (N, ...) of its images (text), each replaced by ``null_condition`` with
+    probability ``params["condition_dropout"]`` (classifier-free guidance training).
     """
     noise_scheduler = build_scheduler(scheduler_config, "ddpm")
     unet = unet.to(device)
@@ -136,6 +140,13 @@ def train_ddpm(
     for step in bar:
         index = torch.randint(0, n, (batch,), generator=generator)
         x0 = images_m11[index]
+        condition = None
+        if conditions is not None:
+            drop = torch.rand(batch, generator=generator) < params.get("condition_dropout", 0.0)
+            condition = torch.where(
+                drop.view(-1, *[1] * (conditions.dim() - 1)), null_condition, conditions[index]
+            )
+            condition = condition.to(device)
         if params["hflip"]:
             flip = torch.rand(batch, generator=generator) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
@@ -143,7 +154,7 @@ def train_ddpm(
         t = torch.randint(0, timesteps, (batch,), generator=generator)
         xt = noise_scheduler.add_noise(x0, noise, t)
         target = training_target(noise_scheduler, x0, noise, t)
-        error = (output(unet, xt.to(device), t.to(device), x0.to(device)) - target.to(device)) ** 2
+        error = (output(unet, xt.to(device), t.to(device), x0.to(device), condition) - target.to(device)) ** 2
         loss = (error.mean(dim=(1, 2, 3)) * weights[t].to(device)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

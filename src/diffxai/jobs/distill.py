@@ -1,0 +1,115 @@
+"""Job ``distill``: TIME's token distillation (thesis §5.3.2) → ``results/{dataset}/tokens/{name}/``.
+
+1. Context tokens ``<context_k>`` (k < n_tokens) on training images with "a <context> picture".
+2. For every class c, tokens ``<class{c}_k>`` on the training images the classifier *predicts*
+   as c, with "a <context> image with a <class c>". The classifier is queried for labels only,
+   through the black box (counted).
+
+Writes ``tokens.safetensors`` ({token: embedding (D,)}) and ``tokens.json`` (the token names of
+the context and of each class, images per concept, losses, classifier queries, provenance).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from diffxai.data.prepared import PreparedData
+from diffxai.jobs.common import write_json
+from diffxai.methods.time import Concepts
+from diffxai.models.blackbox import BlackBox
+from diffxai.models.io import load_model
+from diffxai.provenance import provenance
+from diffxai.training.supervised import to_m11
+from diffxai.training.textual_inversion import learn_concept
+
+log = logging.getLogger(__name__)
+MODULES = ["diffxai.jobs.distill"]
+TOKENS = "tokens.safetensors"
+INDEX = "tokens.json"
+
+
+def concept_names(n_tokens: int, num_classes: int) -> tuple[list[str], dict[int, list[str]]]:
+    """Token strings of the context and of each class."""
+    context = [f"<context_{k}>" for k in range(n_tokens)]
+    return context, {c: [f"<class{c}_{k}>" for k in range(n_tokens)] for c in range(num_classes)}
+
+
+def context_prompt(context: list[str]) -> str:
+    return f"a {' '.join(context)} picture"
+
+
+def class_prompt(context: list[str], tokens: list[str]) -> str:
+    return f"a {' '.join(context)} image with a {' '.join(tokens)}"
+
+
+@torch.no_grad()
+def predicted_classes(blackbox: BlackBox, images_m11: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """The black box's predicted classes (N,) of images (N, C, H, W) in [-1, 1]."""
+    return torch.cat([blackbox.predict(chunk) for chunk in images_m11.split(batch_size)])
+
+
+def run(
+    data_path: str | Path,
+    t2i_dir: str | Path,
+    classifier_dir: str | Path,
+    out_dir: str | Path,
+    settings: dict[str, Any],
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Distil the context and class tokens; settings: n_tokens, max_images, context and classes
+    (each steps, batch_size, lr)."""
+    started = time.perf_counter()
+    data = PreparedData(data_path)
+    t2i, _ = load_model(t2i_dir)
+    t2i.to(device)
+    classifier, _ = load_model(classifier_dir)
+    blackbox = BlackBox(classifier.to(device).eval().requires_grad_(False))
+    train = data.indices("train")[: settings["max_images"]]
+    images = to_m11(torch.from_numpy(data.array("images")[train])).to(device)
+    predicted = predicted_classes(blackbox, images).cpu()
+    context, classes = concept_names(settings["n_tokens"], data.num_classes)
+    generator = torch.Generator().manual_seed(seed)
+    embeddings, record = {}, {"context": context, "classes": {}, "history": {}}
+    learned, history = learn_concept(
+        t2i, images, context_prompt(context), context, settings["context"], generator, device
+    )
+    embeddings.update(learned)
+    record["history"]["context"] = history
+    for cls, tokens in classes.items():
+        chosen = images[predicted == cls]
+        if len(chosen) == 0:
+            raise ValueError(f"the classifier predicts no training image as class {cls}: nothing to distil")
+        learned, history = learn_concept(
+            t2i, chosen, class_prompt(context, tokens), tokens, settings["classes"], generator, device
+        )
+        embeddings.update(learned)
+        record["classes"][str(cls)] = tokens
+        record["history"][f"class{cls}"] = history
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {name: value.detach().cpu().contiguous() for name, value in embeddings.items()}, out_dir / TOKENS
+    )
+    record["classifier_queries"] = blackbox.queries
+    record["class_names"] = data.class_names
+    record["provenance"] = provenance(settings, MODULES, seed, str(device), time.perf_counter() - started)
+    write_json(out_dir / INDEX, record)
+    log.info("distilled %d tokens in %.0f s", len(embeddings), time.perf_counter() - started)
+    return record
+
+
+def time_context(directory: str | Path) -> dict[str, Any]:
+    """TIME's context from a ``distill`` output directory: the learned ``embeddings``
+    ({token: (D,)}) and the ``concepts`` (token names of the context and of each class)."""
+    directory = Path(directory)
+    index = json.loads((directory / INDEX).read_text())
+    classes = {int(cls): tokens for cls, tokens in index["classes"].items()}
+    return {"embeddings": load_file(directory / TOKENS), "concepts": Concepts(index["context"], classes)}

@@ -1,0 +1,66 @@
+"""Textual inversion (Gal et al. 2023; TIME eq. 5.5): new token embeddings, everything else frozen.
+
+A concept is a list of new tokens; only their rows of the text encoder's token-embedding matrix
+are trained, with the denoising loss of the text-to-image model (its own prediction type) on
+images paired with a prompt that contains the tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler
+
+from diffxai.models.t2i import TextToImage, add_concept_tokens, token_embeddings, trainable_token_rows
+from diffxai.progress import progress
+from diffxai.training.diffusion import training_target
+
+log = logging.getLogger(__name__)
+
+
+def learn_concept(
+    model: TextToImage,
+    images_m11: torch.Tensor,
+    prompt: str,
+    tokens: list[str],
+    params: dict[str, Any],
+    generator: torch.Generator,
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Learn the embeddings of ``tokens`` (new to ``model``) from images (N, C, H, W) in [-1, 1]
+    paired with ``prompt``; returns {token: embedding (D,)} and the loss history.
+
+    params: steps, batch_size, lr. Timesteps are uniform over the training schedule, as in eq. 5.5.
+    """
+    ids = add_concept_tokens(model, tokens)
+    weight, restore = trainable_token_rows(model, ids)
+    optimizer = torch.optim.Adam([weight], lr=params["lr"])
+    scheduler = DDPMScheduler.from_config(model.scheduler_config)
+    prompt_ids = model.token_ids([prompt]).to(device)
+    history: dict[str, Any] = {"loss": [], "n_images": len(images_m11)}
+    started, running = time.perf_counter(), None
+    bar = progress(range(params["steps"]), desc=f"textual inversion {' '.join(tokens)}")
+    for step in bar:
+        index = torch.randint(0, len(images_m11), (params["batch_size"],), generator=generator)
+        x0 = model.to_latent(images_m11[index].to(device))
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
+        x_t = scheduler.add_noise(x0, noise, t.to(device))
+        hidden = model.text_encoder(prompt_ids.expand(len(index), -1)).last_hidden_state
+        output = model.eps(x_t, t.to(device), hidden)
+        loss = torch.nn.functional.mse_loss(output, training_target(scheduler, x0, noise, t.to(device)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        restore()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if (step + 1) % 25 == 0 or step + 1 == params["steps"]:
+            history["loss"].append([step + 1, running])
+            bar.set_postfix(loss=f"{running:.4f}")
+    history["seconds"] = time.perf_counter() - started
+    weight.requires_grad_(False)
+    log.info("learned %s from %d images: loss %.4f", tokens, len(images_m11), running)
+    return token_embeddings(model, tokens), history

@@ -1,0 +1,191 @@
+"""Text-to-image model: tokenizer, conditioning, save/load (ours and SD layout), textual inversion rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from transformers import AutoTokenizer
+
+from diffxai.models.t2i import (
+    TextToImage,
+    add_concept_tokens,
+    build_text_to_image,
+    build_tokenizer,
+    set_token_embeddings,
+    token_embeddings,
+    trainable_token_rows,
+)
+
+WORDS = ["a", "small", "large", "round", "elongated", "ellipse", "vertical", "left", "right", "picture"]
+TINY = {
+    "text_width": 16,
+    "text_layers": 1,
+    "text_heads": 2,
+    "max_length": 12,
+    "block_out_channels": (8, 16),
+    "attention_head_dim": 2,
+    "norm_num_groups": 4,
+}
+SIZE = 16
+PROMPTS = ["a small elongated ellipse, vertical, left", "a large round ellipse, right"]
+
+
+def _model(channels: int = 1, seed: int = 0) -> TextToImage:
+    torch.manual_seed(seed)
+    return build_text_to_image(WORDS, SIZE, channels, TINY)
+
+
+def _noise(channels: int = 1, size: int = SIZE) -> torch.Tensor:
+    return torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def _eps(model: TextToImage, x: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eps(x, 500, model.encode_prompts(prompts))
+
+
+def test_tokenizer_ids_and_special_positions() -> None:
+    tokenizer = build_tokenizer(WORDS, max_length=12)
+    ids = tokenizer(["a small ellipse, left", "a purple ellipse"], padding="max_length").input_ids
+    assert all(len(row) == 12 for row in ids)
+    first, second = ids
+    assert first[0] == tokenizer.bos_token_id and first[6] == tokenizer.eos_token_id
+    assert first[7:] == [tokenizer.pad_token_id] * 5
+    assert len(set(first[1:6])) == 5  # a, small, ellipse, ",", left: distinct ids
+    assert tokenizer.unk_token_id not in first
+    assert second[2] == tokenizer.unk_token_id and second[1] == first[1] and second[3] == first[3]
+    assert tokenizer("A SMALL Ellipse").input_ids == tokenizer("a small ellipse").input_ids
+
+
+def test_tokenizer_added_tokens_and_round_trip(tmp_path: Path) -> None:
+    tokenizer = build_tokenizer(WORDS, max_length=12)
+    assert tokenizer.add_tokens(["<ctx_0>", "<ctx_1>"]) == 2
+    prompt = "a <ctx_0> <ctx_1> picture"
+    assert tokenizer.tokenize(prompt) == ["a", "<ctx_0>", "<ctx_1>", "picture"]
+    ids = tokenizer(prompt).input_ids
+    assert ids[2:4] == tokenizer.convert_tokens_to_ids(["<ctx_0>", "<ctx_1>"])
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    assert loaded.model_max_length == 12
+    for text in (prompt, "a small, unknown ellipse"):
+        assert loaded(text, padding="max_length").input_ids == tokenizer(text, padding="max_length").input_ids
+
+
+def test_eps_shape_and_conditioning() -> None:
+    model = _model()
+    x = _noise()
+    out = _eps(model, x, PROMPTS)
+    assert out.shape == x.shape
+    swapped = _eps(model, x, PROMPTS[::-1])
+    assert not torch.allclose(out, swapped, atol=1e-6)
+    assert model.encode_prompts(PROMPTS).shape == (2, 12, 16)
+
+
+def test_building_is_deterministic() -> None:
+    x = _noise()
+    assert torch.equal(_eps(_model(seed=3), x, PROMPTS), _eps(_model(seed=3), x, PROMPTS))
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    model = _model()
+    model.save(tmp_path / "t2i")
+    loaded = TextToImage.load(tmp_path / "t2i")
+    assert loaded.vae is None
+    assert loaded.scheduler_config == model.scheduler_config
+    assert torch.equal(loaded.token_ids(PROMPTS), model.token_ids(PROMPTS))
+    x = _noise()
+    assert torch.equal(_eps(loaded, x, PROMPTS), _eps(model, x, PROMPTS))
+
+
+def test_stable_diffusion_layout_with_vae(tmp_path: Path) -> None:
+    latent_channels = 4
+    model = _model(channels=latent_channels)
+    model.save(tmp_path / "sd")
+    vae = AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        sample_size=2 * SIZE,
+        scaling_factor=0.5,
+    )
+    vae.save_pretrained(tmp_path / "sd" / "vae")
+    loaded = TextToImage.load(tmp_path / "sd")
+    assert isinstance(loaded.vae, AutoencoderKL)
+    images = _noise(1, 2 * SIZE).clamp(-1, 1)
+    with torch.no_grad():
+        latents = loaded.to_latent(images)
+        assert latents.shape == (2, latent_channels, SIZE, SIZE)
+        assert torch.allclose(latents, vae.encode(images).latent_dist.mean * 0.5)
+        eps = loaded.eps(latents, torch.tensor([10, 900]), loaded.encode_prompts(PROMPTS))
+        assert eps.shape == latents.shape
+        assert loaded.from_latent(latents).shape == images.shape
+    loaded.save(tmp_path / "copy")
+    assert (tmp_path / "copy" / "vae" / "config.json").is_file()
+
+
+def test_pixel_space_latents_are_the_images() -> None:
+    x = _noise()
+    model = _model()
+    assert model.to_latent(x) is x and model.from_latent(x) is x
+
+
+def test_concept_tokens_start_from_init_word_or_mean() -> None:
+    model = _model()
+    weight = model.text_encoder.get_input_embeddings().weight
+    mean, ellipse = (
+        weight.mean(dim=0).detach().clone(),
+        weight[model.tokenizer.convert_tokens_to_ids("ellipse")],
+    )
+    ellipse = ellipse.detach().clone()
+    (ctx,) = add_concept_tokens(model, ["<ctx_0>"])
+    (cls,) = add_concept_tokens(model, ["<cls_0>"], init_word="ellipse")
+    weight = model.text_encoder.get_input_embeddings().weight
+    assert len(weight) == len(model.tokenizer) and model.text_encoder.config.vocab_size == len(weight)
+    assert torch.equal(weight[ctx], mean) and torch.equal(weight[cls], ellipse)
+    with pytest.raises(ValueError, match="already"):
+        add_concept_tokens(model, ["<ctx_0>"])
+    with pytest.raises(ValueError, match="single known token"):
+        add_concept_tokens(model, ["<x>"], init_word="purple")
+
+
+def test_only_new_rows_train() -> None:
+    model = _model()
+    ids = add_concept_tokens(model, ["<ctx_0>", "<cls_0>"], init_word="ellipse")
+    weight, restore = trainable_token_rows(model, ids)
+    before = weight.detach().clone()
+    optimizer = torch.optim.Adam([weight], lr=0.1, weight_decay=0.1)
+    prompt = "a <ctx_0> <cls_0> ellipse, left"
+    x = _noise()
+    loss = model.eps(x, 100, model.encode_prompts([prompt, prompt])).square().mean() + weight.square().sum()
+    loss.backward()
+    optimizer.step()
+    restore()
+    old = torch.ones(len(weight), dtype=torch.bool)
+    old[ids] = False
+    assert torch.equal(weight[old], before[old])
+    assert not torch.equal(weight[ids[0]], before[ids[0]]) and not torch.equal(weight[ids[1]], before[ids[1]])
+    assert not any(p.requires_grad for p in model.unet.parameters())
+    trainable = [p for p in model.text_encoder.parameters() if p.requires_grad]
+    assert len(trainable) == 1 and trainable[0] is weight
+
+
+def test_set_token_embeddings_reproduces_trained_encodings() -> None:
+    trained = _model()
+    ids = add_concept_tokens(trained, ["<ctx_0>", "<cls_1>"])
+    with torch.no_grad():
+        trained.text_encoder.get_input_embeddings().weight[ids] = torch.randn(2, 16)
+    learned = token_embeddings(trained, ["<ctx_0>", "<cls_1>"])
+    fresh = _model()
+    set_token_embeddings(fresh, learned)
+    prompt = ["a <ctx_0> <cls_1> picture, left"]
+    with torch.no_grad():
+        assert torch.allclose(fresh.encode_prompts(prompt), trained.encode_prompts(prompt), atol=1e-6)
+        assert not torch.allclose(fresh.encode_prompts(prompt), _model().encode_prompts(["a picture, left"]))
