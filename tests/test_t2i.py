@@ -26,6 +26,7 @@ TINY = {
     "text_heads": 2,
     "max_length": 12,
     "block_out_channels": (8, 16),
+    "cross_attention": (False, True),
     "attention_head_dim": 2,
     "norm_num_groups": 4,
 }
@@ -189,3 +190,23 @@ def test_set_token_embeddings_reproduces_trained_encodings() -> None:
     with torch.no_grad():
         assert torch.allclose(fresh.encode_prompts(prompt), trained.encode_prompts(prompt), atol=1e-6)
         assert not torch.allclose(fresh.encode_prompts(prompt), _model().encode_prompts(["a picture, left"]))
+
+
+def test_model_directory_round_trip_keeps_added_tokens_and_outputs(tmp_path):
+    """The pipeline's own model directory (model.safetensors + config.json, as every model):
+    the tokenizer with its added concept tokens and every weight come back."""
+    from diffxai.models.io import load_model, save_model
+
+    torch.manual_seed(0)
+    model = build_text_to_image(WORDS, SIZE, 1, TINY)
+    add_concept_tokens(model, ["<c_0>", "<c_1>"])
+    save_model(tmp_path / "t2i", model, model.spec())
+    loaded, info = load_model(tmp_path / "t2i")
+    assert info["kind"] == "t2i" and isinstance(loaded, TextToImage)
+    prompt = ["a <c_0> <c_1> picture"]
+    assert torch.equal(loaded.token_ids(prompt), model.token_ids(prompt))
+    x, t = torch.randn(1, 1, SIZE, SIZE), torch.tensor([10])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(x, t, loaded.token_ids(prompt)), model.eval()(x, t, model.token_ids(prompt))
+        )

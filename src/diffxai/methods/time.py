@@ -171,7 +171,8 @@ def explain(
         )
     _check(params)
     t2i, concepts = models.ddpm, models.context["concepts"]
-    set_token_embeddings(t2i, models.context["embeddings"])
+    if models.context.get("embeddings"):
+        set_token_embeddings(t2i, models.context["embeddings"])
     check_images(images, tuple(images.shape[1:]), sample_ids)
     blackbox = BlackBox(models.classifier)
     probabilities = blackbox(images)
