@@ -4,6 +4,7 @@ from pathlib import Path
 
 from diffxai.jobs import ablation
 from diffxai.jobs.common import setup_job
+from diffxai.jobs.distill import time_context
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
@@ -16,6 +17,7 @@ def model_dir(key):
 spec = dict(sm.params.spec)
 if "encoder" in sm.input.keys():  # noqa: SIM118 - a Namedlist: keys() gives its names
     spec["perceptual"] = {**spec["perceptual"], "encoder_dir": str(model_dir("encoder"))}
+context = time_context(model_dir("tokens")) if "tokens" in sm.input.keys() else None  # noqa: SIM118
 ablation.run_point(
     sm.input.data,
     model_dir("classifier"),
@@ -26,4 +28,5 @@ ablation.run_point(
     dict(sm.params.setting),
     sm.params.seed,
     device,
+    context,
 )

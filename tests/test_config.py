@@ -391,10 +391,10 @@ BAD_CONFIGS = {
         "datasets the classifier 'classifier' is trained on",
     ),
     "ablation-of-a-missing-explanation": (
-        _set("ablations", "freemcg_table4", "explanation", "time"),
+        _set("ablations", "freemcg_table4", "explanation", "lime"),
         "ablations.freemcg_table4.explanation",
-        "'time'",
-        "explanations: ace_l1, dime, freemcg",
+        "'lime'",
+        "explanations: ace_l1, dime, freemcg, gcd, time",
     ),
     "ablation-of-an-unknown-parameter": (
         _set("ablations", "freemcg_table4", "vary", {"particle_count": [10]}),
@@ -449,6 +449,42 @@ BAD_CONFIGS = {
         "interpretable.hit.baseline",
         "'encoder'",
         "classifier models:",
+    ),
+    "time-tokens-of-no-distill-entry": (
+        _set("explanations", "time", "tokens", "nope"),
+        "explanations.time.tokens",
+        "'nope'",
+        "distill entries: tokens",
+    ),
+    "distill-into-a-ddpm": (
+        _set("distill", "tokens", "t2i", "ddpm"),
+        "distill.tokens.t2i",
+        "'ddpm'",
+        "t2i models: t2i",
+    ),
+    "t2i-with-flips-that-change-the-captions": (
+        _set("models", "t2i", "train", "hflip", True),
+        "models.t2i.train.hflip",
+        "True",
+        "allowed: false",
+    ),
+    "t2i-cross-attention-flags-per-level": (
+        _set("models", "t2i", "network", "cross_attention", [True]),
+        "models.t2i.network.cross_attention",
+        "[True]",
+        "one flag per block_out_channels level",
+    ),
+    "time-tau-beyond-the-schedule": (
+        _set("explanations", "time", "params", {"attempts": [[50, 3]]}),
+        "explanations.time.params.attempts",
+        "50",
+        "1..steps-1 (49)",
+    ),
+    "time-tau-without-w": (
+        _set("explanations", "time", "params", {"tau": 30}),
+        "explanations.time.params.tau",
+        "30",
+        "set together with params.w",
     ),
     "missing-inception-file": (
         _set("counterfactual_metrics", {"inception_weights": "no/inception.pt"}),

@@ -16,29 +16,31 @@ from diffxai.store import open_store
 from tests.workflow_helpers import REPO, SNAKEMAKE, planned_jobs, snakemake, write_overlay
 
 ELLIPSE_MODELS = [
-    "classifier",
-    "regressor_aspect",
-    "regressor_area",
-    "encoder",
-    "ddpm",
-    "diffae",
-    "hit",
-    "vit",
-]
+    "classifier", "regressor_aspect", "regressor_area", "encoder", "ddpm", "diffae", "hit", "vit", "t2i"
+]  # fmt: skip
 ATTRIBUTE_MODELS = ["classifier", "oracle", "encoder", "ddpm"]
 DATASETS = ("ellipses", "attributes")
-EXPLANATIONS = {"dime": 2, "ace_l1": 1, "freemcg": 1, "gcd": 2}  # name -> runs (tiny preset)
+EXPLANATIONS = {"dime": 2, "ace_l1": 1, "freemcg": 1, "gcd": 2, "time": 1}  # name -> runs (tiny preset)
 DEFAULT_RUNS = {**EXPLANATIONS, "gcd": 5}  # the default config's
-EXPLANATION_DATASETS = {"dime": DATASETS, "ace_l1": DATASETS, "freemcg": ("ellipses",), "gcd": ("ellipses",)}
+ELLIPSES = ("ellipses",)
+EXPLANATION_DATASETS = {
+    "dime": DATASETS,
+    "ace_l1": DATASETS,
+    "freemcg": ELLIPSES,
+    "gcd": ELLIPSES,
+    "time": ELLIPSES,
+}
 SHARDS = 2
 BASELINES = (
     "gradient", "integrated_gradients", "input_x_gradient", "occlusion", "kernel_shap", "rise", "gradcam"
 )  # fmt: skip
-ABLATION_POINTS = {  # default config, tiny preset
-    "default": [f"particles={k}" for k in (10, 50, 100, 200)]
+ABLATION_POINTS = {  # (ablation, preset) -> settings
+    ("freemcg_table4", "default"): [f"particles={k}" for k in (10, 50, 100, 200)]
     + [f"t_start={t}" for t in (0.3, 0.4, 0.5, 0.6)]
     + [f"beta={b}" for b in (0.0, 0.01, 0.02, 0.03)],
-    "tiny": ["particles=2", "particles=4", "t_start=0.3", "beta=0.0"],
+    ("freemcg_table4", "tiny"): ["particles=2", "particles=4", "t_start=0.3", "beta=0.0"],
+    ("time_tables", "default"): ["tau=25", "tau=30", "tau=35", "w=3", "w=6", "guidance=cfg", "context=False"],
+    ("time_tables", "tiny"): ["tau=2", "w=1", "guidance=cfg", "context=False"],
 }
 
 
@@ -88,6 +90,8 @@ ALL_JOBS = {
     ("evaluate_ddpm", "dataset=attributes, name=ddpm"),
     ("train_diffae", "dataset=ellipses, name=diffae"),
     ("encode_diffae", "dataset=ellipses, name=diffae"),
+    ("train_t2i", "dataset=ellipses, name=t2i"),
+    ("distill", "dataset=ellipses, tokens=tokens"),
 }
 
 
@@ -123,10 +127,13 @@ def hit_jobs(stages=("maps", "metrics", "summary")):
     return jobs
 
 
-def ablation_jobs(preset):
-    keys = "dataset=ellipses, ablation=freemcg_table4"
-    points = {("ablation_point", f"{keys}, setting={s}") for s in ABLATION_POINTS[preset]}
-    return points | {("ablation_table", keys)}
+def ablation_jobs(preset, ablations=("freemcg_table4", "time_tables")):
+    jobs = set()
+    for ablation in ablations:
+        keys = f"dataset=ellipses, ablation={ablation}"
+        jobs |= {("ablation_point", f"{keys}, setting={s}") for s in ABLATION_POINTS[ablation, preset]}
+        jobs.add(("ablation_table", keys))
+    return jobs
 
 
 DEFAULT_JOBS = (
@@ -208,6 +215,14 @@ def test_tiny_run_writes_loadable_models_with_metrics(tiny_run, dataset, models)
             assert set(metrics["ks"]) == ({"log_aspect_ratio", "area"} if dataset == "ellipses" else set())
             assert metrics["nfe"] == 16 * 5
             assert (directory / "samples.png").stat().st_size > 0
+        elif info["kind"] == "t2i":
+            ids = module.token_ids(["a small round ellipse, left"] * 4)
+            assert module(images, torch.tensor([10] * 4), ids).shape == images.shape
+            assert set(metrics["prompt_check"]) == {
+                "a round ellipse",
+                "an oval ellipse",
+                "an elongated ellipse",
+            }
         elif info["kind"] == "diffae":
             z_sem = module.encode_semantic(images)
             assert z_sem.shape == (4, 8)  # tiny preset latent_dim
@@ -254,7 +269,7 @@ def test_unchanged_second_run_does_nothing(tiny_run):
             {(rule, f"dataset={d}, name=ddpm") for rule in ("train_ddpm", "evaluate_ddpm") for d in DATASETS}
             | explanation_jobs(methods=("dime", "ace_l1", "freemcg"))
             | attribution_jobs(baseline_datasets=())
-            | ablation_jobs("tiny"),
+            | ablation_jobs("tiny", ["freemcg_table4"]),
             id="ddpm-training-reruns-ddpm-explanations-freemcg-maps-and-ablation",
         ),
         pytest.param(
@@ -301,7 +316,7 @@ def test_unchanged_second_run_does_nothing(tiny_run):
         ),
         pytest.param(
             {"ablations": {"freemcg_table4": {"n_images": 5}}},
-            ablation_jobs("tiny"),
+            ablation_jobs("tiny", ["freemcg_table4"]),
             id="ablation-setting-reruns-the-ablation-only",
         ),
         pytest.param(
@@ -324,6 +339,18 @@ def test_unchanged_second_run_does_nothing(tiny_run):
             {("encode_diffae", "dataset=ellipses, name=diffae")}
             | explanation_jobs(methods=["gcd"], stages=ALL_STAGES),
             id="diffae-latents-reencode-without-retraining",
+        ),
+        pytest.param(
+            {"distill": {"tokens": {"classes": {"steps": 6}}}},
+            {("distill", "dataset=ellipses, tokens=tokens")}
+            | explanation_jobs(methods=["time"])
+            | ablation_jobs("tiny", ["time_tables"]),
+            id="distill-setting-redistils-and-reruns-time-not-the-t2i-model",
+        ),
+        pytest.param(
+            {"explanations": {"time": {"params": {"p": 0.9}}}},
+            explanation_jobs(methods=["time"]) | ablation_jobs("tiny", ["time_tables"]),
+            id="time-parameter-reruns-time-and-its-ablation",
         ),
         pytest.param(
             {"counterfactual_metrics": {"cout_steps": 12}},
@@ -431,6 +458,23 @@ def test_tiny_run_writes_hit_maps_layer_contributions_and_the_hit_summary(tiny_r
     assert "hit.insertion_nauc_zero" in summary["hit_vs_posthoc"]
     table = (root / "interpretable" / "hit" / "table.md").read_text()
     assert table.count("\n| ") == 6  # header + five attributions
+
+
+@pytest.mark.slow
+def test_tiny_run_distils_tokens_and_writes_time_counterfactuals(tiny_run):
+    root = tiny_run / "results/tiny/ellipses"
+    index = json.loads((root / "tokens" / "tokens" / "tokens.json").read_text())
+    assert index["context"] == ["<context_0>", "<context_1>"]  # tiny preset: 2 tokens per concept
+    assert index["classes"] == {"0": ["<class0_0>", "<class0_1>"], "1": ["<class1_0>", "<class1_1>"]}
+    assert index["classifier_queries"] == 64  # max_images, each queried once for its label
+    store = open_store(root / "time" / "run0" / "explanations.zarr", kind="explanations")
+    attempt, nfe = store.read("attempt"), store.read("nfe")
+    # tiny preset attempts (tau, w) = (2, 1), (3, 2): 8 tau UNet rows per attempt tried
+    assert np.array_equal(nfe, np.where(attempt == 0, 16, 40))
+    assert np.array_equal(store.read("classifier_calls"), np.where(attempt == 0, 2, 3))
+    assert np.all(store.read("classifier_gradients") == 0) and np.all(store.read("nfe_backward") == 0)
+    table = (root / "ablations" / "time_tables" / "table.md").read_text()
+    assert "| guidance | cfg |" in table and "| context | False |" in table
 
 
 @pytest.mark.slow

@@ -274,6 +274,8 @@ def semantic_errors(config: dict[str, Any], base_dir: Path) -> list[str]:
         return errors
     for name, entry in config["distill"].items():
         errors += _check_distill(name, entry, config)
+    if errors:
+        return errors
     for name, entry in config["explanations"].items():
         errors += _check_explanation(name, entry, config, base_dir)
     for name, entry in config["attributions"].items():
@@ -411,8 +413,14 @@ def _check_time(key: str, entry: dict[str, Any], config: dict[str, Any]) -> list
         errors.append(
             _msg(f"{key}.tokens", entry["tokens"], f"allowed: a distill entry run on {missing} too")
         )
-    steps = entry["params"]["steps"]
-    for tau, _ in entry["params"]["attempts"]:
+    params = entry["params"]
+    steps = params["steps"]
+    if (params["tau"] is None) != (params["w"] is None):
+        errors.append(
+            _msg(f"{key}.params.tau", params["tau"], "allowed: set together with params.w, or neither")
+        )
+    attempts = params["attempts"] if params["tau"] is None else [[params["tau"], params["w"]]]
+    for tau, _ in attempts:
         if not 1 <= tau < steps or tau != int(tau):
             errors.append(
                 _msg(f"{key}.params.attempts", tau, f"allowed: whole tau in 1..steps-1 ({steps - 1})")

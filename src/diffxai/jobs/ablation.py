@@ -54,13 +54,16 @@ def run_point(
     setting: dict[str, Any],
     seed: int,
     device: torch.device,
+    context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Explain with ``spec['params']`` updated by ``setting`` ({'parameter', 'value'}) and
-    write the point's figures to ``out_path`` (JSON)."""
+    write the point's figures to ``out_path`` (JSON). ``context``: the method's extra inputs
+    (TIME's tokens)."""
     started = time.perf_counter()
     data = PreparedData(data_path)
     ids = explained_samples(data, spec["n_images"])
     models = load_models(classifier_dir, ddpm_dir, spec["perceptual"], device)
+    models.context = dict(context or {})
     params = {**spec["params"], setting["parameter"]: setting["value"]}
     x = to_m11(torch.from_numpy(data.array("images")[ids])).to(device)
     result = METHODS[spec["method"]](x, ids, models, params, seed, batch_size=spec["batch_size"])

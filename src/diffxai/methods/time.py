@@ -11,7 +11,8 @@ For an image predicted as class i with target j:
 3. guidance at every noise prediction: ``negative`` (eq. 5.11) ε = (1+w)·ε(C_pos) − w·ε(C_neg),
    with (C_pos, C_neg) = (C_i, C_j) while inverting and (C_j, C_i) while denoising; or ``cfg``
    (eq. 5.4) ε = (1+w)·ε(C_pos) − w·ε(∅);
-4. the (τ, w) ``attempts`` are tried in order, each only on the samples that have not flipped yet.
+4. the (τ, w) ``attempts`` are tried in order, each only on the samples that have not flipped yet
+   (``tau`` and ``w`` together replace them by one attempt, as in the seed's ablations).
 
 Prompts (``context: true``): "a <context> image with a <class_i>"; without the context token
 "an image with a <class_i>". ``<context>`` and ``<class_i>`` stand for the token sets the
@@ -49,7 +50,7 @@ from diffxai.models.t2i import set_token_embeddings
 from diffxai.progress import progress
 
 GUIDANCE = ("negative", "cfg")
-PARAMS = {"steps", "attempts", "p", "guidance", "context", "target", "unet_batch"}
+PARAMS = {"steps", "attempts", "tau", "w", "p", "guidance", "context", "target", "unet_batch"}
 
 
 @dataclass
@@ -137,11 +138,21 @@ def edit(
     return x
 
 
+def attempts_of(params: dict[str, Any]) -> list[list[float]]:
+    """The (τ, w) attempts: the single (tau, w) when both are set, else ``attempts``."""
+    single = (params.get("tau"), params.get("w"))
+    if single == (None, None):
+        return [list(attempt) for attempt in params["attempts"]]
+    if None in single:
+        raise ExplanationError(f"params.tau={single[0]} and params.w={single[1]}: set both or neither")
+    return [list(single)]
+
+
 def _check(params: dict[str, Any]) -> None:
     check_params(params, PARAMS, "time")
     if params["guidance"] not in GUIDANCE:
         raise ExplanationError(f"params.guidance={params['guidance']!r}: allowed {', '.join(GUIDANCE)}")
-    for tau, _ in params["attempts"]:
+    for tau, _ in attempts_of(params):
         if not 1 <= tau < params["steps"]:
             raise ExplanationError(f"params.attempts: tau={tau} must be in 1..steps-1={params['steps'] - 1}")
 
@@ -183,7 +194,7 @@ def explain(
         t2i, blackbox, images, logits_before, targets, concepts, params
     )
     n = len(images)
-    attempts = np.array(params["attempts"], dtype=np.float32)
+    attempts = np.array(attempts_of(params), dtype=np.float32)
     chosen = np.where(attempt[:, None] >= 0, attempts[np.maximum(attempt, 0)], np.nan)
     return Explanations(
         counterfactuals=counterfactuals.cpu().numpy(),
@@ -234,7 +245,7 @@ def run_attempts(
     nfe = np.zeros(n, np.int64)
     pending = torch.arange(n)
     log_probabilities = logits_before.clone()
-    for index, (tau, w) in enumerate(params["attempts"]):
+    for index, (tau, w) in enumerate(attempts_of(params)):
         if len(pending) == 0:
             break
         rows_before = noise.rows
