@@ -210,3 +210,26 @@ def test_model_directory_round_trip_keeps_added_tokens_and_outputs(tmp_path):
         torch.testing.assert_close(
             loaded(x, t, loaded.token_ids(prompt)), model.eval()(x, t, model.token_ids(prompt))
         )
+
+
+def test_learn_concept_trains_only_the_new_rows():
+    from diffxai.training.textual_inversion import learn_concept
+
+    torch.manual_seed(0)
+    model = build_text_to_image(WORDS, SIZE, 1, TINY)
+    before = model.text_encoder.get_input_embeddings().weight.detach().clone()
+    unet_before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    images = -torch.ones(16, 1, SIZE, SIZE)
+    images[:, :, 4:12, 6:10] = 1.0  # one concept: a vertical bar
+    params = {"steps": 40, "batch_size": 8, "lr": 0.05}
+    learned, history = learn_concept(
+        model, images, "a <bar_0> <bar_1> picture", ["<bar_0>", "<bar_1>"], params,
+        torch.Generator().manual_seed(1), torch.device("cpu"),
+    )  # fmt: skip
+    after = model.text_encoder.get_input_embeddings().weight.detach()
+    assert torch.equal(after[: len(before)], before)  # every old row is unchanged
+    assert set(learned) == {"<bar_0>", "<bar_1>"}
+    assert all(torch.equal(v, model.unet.state_dict()[k]) for k, v in unet_before.items())
+    initial = before.mean(dim=0)  # new rows start at the mean embedding
+    assert all((row - initial).abs().max() > 1e-3 for row in learned.values())  # and were trained
+    assert history["n_images"] == 16 and history["loss"][-1][0] == 40
