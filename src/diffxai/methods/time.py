@@ -267,4 +267,4 @@ def run_attempts(
 
 def attempt_nfe(attempts: Sequence[Sequence[int]]) -> list[int]:
     """UNet evaluations per sample after each attempt (cumulative): 8·τ per attempt."""
-    return list(np.cumsum([8 * int(tau) for tau, _ in attempts]))
+    return [int(total) for total in np.cumsum([8 * int(tau) for tau, _ in attempts])]
