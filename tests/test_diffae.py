@@ -210,7 +210,9 @@ def test_nfe_counts_images_times_steps_each_way_and_chunking_changes_nothing():
 # --- joint training ---------------------------------------------------------------------------------
 
 
-def detached_output(network: DiffAE, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+def detached_output(
+    network: DiffAE, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, condition: None = None
+) -> torch.Tensor:
     """Like ``conditioned_output`` but the UNet's loss cannot reach the encoder."""
     return network(x_t, t, network.encode_semantic(x0).detach())
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import UNet2DModel
 from safetensors.torch import save_file
 
 from diffxai.diffusion.sampling import sample
@@ -552,3 +553,33 @@ def test_blackbox_output_carries_no_gradient(classifier: torch.nn.Module) -> Non
     probabilities = BlackBox(classifier)(inputs(1, 16))
     assert not probabilities.requires_grad
     assert probabilities.grad_fn is None
+
+
+def test_train_ddpm_passes_each_image_its_own_condition_and_drops_the_asked_fraction() -> None:
+    """Image i is constant i/100 and its condition is i; a dropped condition is −1 (the null)."""
+    seen = {"aligned": 0, "dropped": 0, "total": 0}
+
+    def output(network, x_t, t, x0, condition):
+        values = torch.round(x0.mean(dim=(1, 2, 3)) * 100).long()
+        kept = condition[:, 0] >= 0
+        seen["aligned"] += int((condition[kept, 0] == values[kept]).sum())
+        seen["dropped"] += int((~kept).sum())
+        seen["total"] += len(condition)
+        return network(x_t, t).sample
+
+    unet = UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8,), norm_num_groups=4,
+        down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",), layers_per_block=1,
+    )  # fmt: skip
+    images = torch.arange(50, dtype=torch.float32).view(-1, 1, 1, 1).expand(50, 1, 8, 8) / 100
+    params = {
+        "steps": 30, "batch_size": 16, "lr": 1e-4, "warmup_steps": 1, "ema_decay": 0.9, "grad_clip": 1.0,
+        "hflip": False, "checkpoint_every": 1000, "min_snr_gamma": None, "condition_dropout": 0.25,
+    }  # fmt: skip
+    train_ddpm(
+        unet, SCHEDULE, images, params, CPU, torch.Generator().manual_seed(0), output=output,
+        conditions=torch.arange(50).view(-1, 1), null_condition=torch.tensor([-1]),
+    )  # fmt: skip
+    assert seen["total"] == 30 * 16
+    assert seen["aligned"] + seen["dropped"] == seen["total"]
+    assert 0.15 < seen["dropped"] / seen["total"] < 0.35
