@@ -20,15 +20,12 @@ ELLIPSE_MODELS = [
 ]  # fmt: skip
 ATTRIBUTE_MODELS = ["classifier", "oracle", "encoder", "ddpm"]
 DATASETS = ("ellipses", "attributes")
-EXPLANATIONS = {"dime": 2, "ace_l1": 1, "freemcg": 1, "gcd": 2, "time": 1}  # name -> runs (tiny preset)
+# name -> runs (tiny preset)
+EXPLANATIONS = {"dime": 2, "ace_l1": 1, "freemcg": 1, "gcd": 2, "time": 1, "time_single_token": 1}
 DEFAULT_RUNS = {**EXPLANATIONS, "gcd": 5}  # the default config's
 ELLIPSES = ("ellipses",)
-EXPLANATION_DATASETS = {
-    "dime": DATASETS,
-    "ace_l1": DATASETS,
-    "freemcg": ELLIPSES,
-    "gcd": ELLIPSES,
-    "time": ELLIPSES,
+EXPLANATION_DATASETS = {"dime": DATASETS, "ace_l1": DATASETS} | {
+    name: ELLIPSES for name in ("freemcg", "gcd", "time", "time_single_token")
 }
 SHARDS = 2
 BASELINES = (
@@ -92,6 +89,7 @@ ALL_JOBS = {
     ("encode_diffae", "dataset=ellipses, name=diffae"),
     ("train_t2i", "dataset=ellipses, name=t2i"),
     ("distill", "dataset=ellipses, tokens=tokens"),
+    ("distill", "dataset=ellipses, tokens=tokens_single"),
 }
 
 
