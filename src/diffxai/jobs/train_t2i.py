@@ -34,7 +34,12 @@ from diffxai.training.supervised import to_m11
 
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.train_t2i"]
-CHECK_PROMPTS = ("a round ellipse", "an oval ellipse", "an elongated ellipse")
+# captions as in training (medium size, centred, horizontal), differing only in elongation
+CHECK_PROMPTS = (
+    "a medium round ellipse, center",
+    "a medium oval ellipse, horizontal, center",
+    "a medium elongated ellipse, horizontal, center",
+)
 
 
 def text_output(network: TextToImage, x_t, t, x0, condition):
