@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -61,12 +62,7 @@ class PromptedDenoiser(torch.nn.Module):
         ids = self.ids.to(x.device)
         both = torch.cat([ids[:1].expand(len(x), -1), ids[1:].expand(len(x), -1)])
         conditional, unconditional = self.model(torch.cat([x, x]), t, both).chunk(2)
-        return _Output((1 + self.guidance) * conditional - self.guidance * unconditional)
-
-
-class _Output:
-    def __init__(self, sample: torch.Tensor) -> None:
-        self.sample = sample
+        return SimpleNamespace(sample=(1 + self.guidance) * conditional - self.guidance * unconditional)
 
 
 @torch.no_grad()
