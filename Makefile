@@ -1,4 +1,4 @@
-# Two commands a user needs: `make run` and `make test` (both install first).
+# Two commands a user needs: `make run` and `make test` (both install first); `make report` after a run.
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= 2
@@ -6,7 +6,9 @@ PRESET ?=
 CONFIGS := config.yaml $(if $(PRESET),presets/$(PRESET).yaml)
 SNAKEMAKE := $(VENV)/bin/snakemake --profile profiles/local --configfile $(CONFIGS) --cores $(CORES)
 
-.PHONY: install run dry-run lint test test-fast bench clean
+REPORT := $(if $(PRESET),results/$(PRESET),results)/report/report.html
+
+.PHONY: install run report dry-run lint test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +19,10 @@ install: $(VENV)/.installed
 
 run: install
 	$(SNAKEMAKE)
+
+# the self-contained HTML report (tables, figures, config) of the last `make run`
+report: install
+	$(SNAKEMAKE) --report $(REPORT)
 
 dry-run: install
 	$(SNAKEMAKE) -n

@@ -18,6 +18,8 @@ wildcard_constraints:
     ablation=ABLATIONS,
     analysis=INTERPRETABLE,
     tokens=DISTILLS,
+    variance=VARIANCES,
+    feature="[A-Za-z][A-Za-z0-9_]*",
     setting="[A-Za-z_]+=[^/]+",
     run="run[0-9]+",
     shard="[0-9]+",
@@ -30,6 +32,8 @@ include: "rules/attribute.smk"
 include: "rules/gcd.smk"
 include: "rules/interpretable.smk"
 include: "rules/time.smk"
+include: "rules/variance.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -31,7 +31,7 @@ import yaml
 
 from diffxai.config.load import deep_merge, validate_config
 from diffxai.data.prepared import PreparedData
-from diffxai.jobs.common import derive_seed, write_json
+from diffxai.jobs.common import write_json
 from diffxai.jobs.encode_diffae import load_codec
 from diffxai.jobs.explain import explained_samples
 from diffxai.jobs.gcd_directions import cached_latents, latent_space, source_index
@@ -39,6 +39,7 @@ from diffxai.methods import gcd
 from diffxai.metrics.perceptual import Lpips
 from diffxai.models.blackbox import BlackBox
 from diffxai.models.io import load_model
+from diffxai.seeds import derive_seed
 from diffxai.store import open_store
 from diffxai.training.supervised import to_m11
 

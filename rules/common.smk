@@ -3,7 +3,7 @@ import os
 import sys
 
 from diffxai.config.load import ConfigError, validate_config
-from diffxai.jobs.common import derive_seed
+from diffxai.seeds import derive_seed
 from diffxai.methods.gcd_params import direction_params
 from diffxai.provenance import source_hash
 
@@ -40,6 +40,7 @@ EXPLANATIONS = "|".join(sorted(config["explanations"])) or NEVER
 ATTRIBUTIONS = "|".join(sorted(config["attributions"])) or NEVER
 ABLATIONS = "|".join(sorted(config["ablations"])) or NEVER
 INTERPRETABLE = "|".join(sorted(config["interpretable"])) or NEVER
+VARIANCES = "|".join(sorted(config["variance"])) or NEVER
 
 
 def model_dir(dataset, name):
@@ -149,14 +150,84 @@ def interpretable_targets():
     ]
 
 
+def sampled_features(variance):
+    """Names of the features of a variance analysis that are sampled (continuous, region)."""
+    features = config["variance"][variance]["features"]
+    return [name for name, feature in features.items() if feature["kind"] != "discrete"]
+
+
+def variance_feature(wildcards):
+    """The feature definition of a variance_sample job; ``plain`` = unconstrained samples."""
+    if wildcards.feature == "plain":
+        return {"kind": "plain"}
+    return config["variance"][wildcards.variance]["features"][wildcards.feature]
+
+
+def variance_sampling(wildcards):
+    """The sampling settings a variance_sample job uses: guidance (rho) and rejection (tolerance)
+    only for continuous features, so changing them re-samples nothing else."""
+    sampling = config["variance"][wildcards.variance]["sampling"]
+    if variance_feature(wildcards)["kind"] == "continuous":
+        return sampling
+    return {k: v for k, v in sampling.items() if k not in ("rho", "tolerance")}
+
+
+def variance_sample_inputs(wildcards):
+    entry = config["variance"][wildcards.variance]
+    inputs = {
+        "data": f"{R}/{wildcards.dataset}/data.zarr",
+        "ddpm": model_files(wildcards.dataset, entry["ddpm"]),
+    }
+    feature = variance_feature(wildcards)
+    if feature["kind"] == "continuous":
+        inputs["regressor"] = model_files(wildcards.dataset, feature["regressor"])
+    return inputs
+
+
+def variance_scores_inputs(wildcards):
+    """Data, classifier, the samples of every sampled feature (samples_<name>), the regressors
+    of continuous features (regressor_<name>), and the coverage encoder with plain samples.
+    """
+    entry = config["variance"][wildcards.variance]
+    dataset, folder = (
+        wildcards.dataset,
+        f"{R}/{wildcards.dataset}/variance/{wildcards.variance}",
+    )
+    inputs = {
+        "data": f"{R}/{dataset}/data.zarr",
+        "classifier": model_files(dataset, entry["classifier"]),
+    }
+    sampled = sampled_features(wildcards.variance)
+    for name in sampled:
+        inputs[f"samples_{name}"] = f"{folder}/{name}/samples.zarr"
+    for name, feature in entry["features"].items():
+        if feature["kind"] == "continuous":
+            inputs[f"regressor_{name}"] = model_files(dataset, feature["regressor"])
+    if sampled and entry["encoder"] is not None:
+        inputs["encoder"] = model_files(dataset, entry["encoder"])
+        inputs["plain"] = f"{folder}/plain/samples.zarr"
+    return inputs
+
+
+def variance_targets():
+    """scores.json of every (dataset, variance analysis)."""
+    return [
+        f"{R}/{dataset}/variance/{name}/scores.json"
+        for name, entry in config["variance"].items()
+        for dataset in entry["datasets"]
+    ]
+
+
 def all_targets():
     """prepared data, metrics.json of every (dataset, model), explanation run and
-    attribution, every ablation table and HiT analysis."""
+    attribution, every ablation table, HiT analysis and variance analysis, and the report.
+    """
     targets = [f"{R}/{dataset}/data.zarr" for dataset in config["datasets"]]
     for name, model in config["models"].items():
         targets += [f"{model_dir(d, name)}/metrics.json" for d in model["datasets"]]
     targets += explanation_targets() + attribution_targets() + ablation_targets()
-    return targets + interpretable_targets()
+    targets += interpretable_targets() + variance_targets()
+    return targets + [f"{R}/report/metrics.csv", f"{R}/report/figures"]
 
 
 def explanation_spec(wildcards):
@@ -321,3 +392,128 @@ def ddpm_evaluation_inputs(wildcards):
         if wildcards.dataset in config["models"][regressor]["datasets"]:
             inputs[f"regressor_{regressor}"] = model_files(wildcards.dataset, regressor)
     return inputs
+
+
+def report_entries():
+    """Every metrics artifact of the run, described for the aggregate job."""
+    entries = []
+    for name, model in config["models"].items():
+        entries += [
+            {
+                "path": f"{model_dir(d, name)}/metrics.json",
+                "kind": "model",
+                "dataset": d,
+                "classifier": None,
+                "method": name,
+                "setting": "model",
+            }
+            for d in model["datasets"]
+        ]
+    for method, entry in config["explanations"].items():
+        for dataset in entry["datasets"]:
+            entries += [
+                {
+                    "path": f"{R}/{dataset}/{method}/{run}/metrics.json",
+                    "kind": "explanation",
+                    "dataset": dataset,
+                    "classifier": entry["classifier"],
+                    "method": method,
+                    "setting": run,
+                }
+                for run in run_names(method)
+            ]
+            if entry["method"] == "gcd":
+                entries.append(
+                    {
+                        "path": f"{R}/{dataset}/{method}/gcd_summary.json",
+                        "kind": "gcd_summary",
+                        "dataset": dataset,
+                        "classifier": entry["classifier"],
+                        "method": method,
+                        "setting": "summary",
+                    }
+                )
+    for name, entry in config["attributions"].items():
+        entries += [
+            {
+                "path": f"{R}/{dataset}/attributions/{name}/metrics.json",
+                "kind": "attribution",
+                "dataset": dataset,
+                "classifier": entry["classifier"],
+                "method": name,
+                "setting": "maps",
+            }
+            for dataset in entry["datasets"]
+        ]
+    for name, entry in config["ablations"].items():
+        explanation = config["explanations"][entry["explanation"]]
+        entries += [
+            {
+                "path": f"{R}/{dataset}/ablations/{name}/table.csv",
+                "kind": "ablation",
+                "dataset": dataset,
+                "classifier": explanation["classifier"],
+                "method": name,
+                "setting": None,
+            }
+            for dataset in explanation["datasets"]
+        ]
+    for name, entry in config["interpretable"].items():
+        entries += [
+            {
+                "path": f"{R}/{dataset}/interpretable/{name}/summary.json",
+                "kind": "hit_summary",
+                "dataset": dataset,
+                "classifier": entry["model"],
+                "method": name,
+                "setting": "summary",
+            }
+            for dataset in entry["datasets"]
+        ]
+    for name, entry in config["variance"].items():
+        entries += [
+            {
+                "path": f"{R}/{dataset}/variance/{name}/scores.json",
+                "kind": "variance",
+                "dataset": dataset,
+                "classifier": entry["classifier"],
+                "method": name,
+                "setting": None,
+            }
+            for dataset in entry["datasets"]
+        ]
+    return entries
+
+
+def figure_entries():
+    """The stores the report draws: run0 of every explanation, every attribution's maps."""
+    entries = [
+        {
+            "kind": "explanation",
+            "dataset": dataset,
+            "method": method,
+            "path": f"{R}/{dataset}/{method}/run0/explanations.zarr",
+        }
+        for method, entry in config["explanations"].items()
+        for dataset in entry["datasets"]
+    ]
+    entries += [
+        {
+            "kind": "attribution",
+            "dataset": dataset,
+            "method": name,
+            "path": f"{R}/{dataset}/attributions/{name}/maps.zarr",
+        }
+        for name, entry in config["attributions"].items()
+        for dataset in entry["datasets"]
+    ]
+    return entries
+
+
+def variance_curves():
+    """{figure name in the report: local_scores.png of a variance analysis}."""
+    return {
+        f"{dataset}_variance_{name}_local_scores.png": f"{R}/{dataset}/variance/{name}/local_scores.png"
+        for name, entry in config["variance"].items()
+        for dataset in entry["datasets"]
+    }

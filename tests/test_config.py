@@ -486,6 +486,54 @@ BAD_CONFIGS = {
         "30",
         "set together with params.w",
     ),
+    "variance-feature-of-an-unknown-kind": (
+        _set("variance", "ellipse_features", "features", "size", {"kind": "ordinal"}),
+        "variance.ellipse_features.features.size.kind",
+        "'ordinal'",
+        "'discrete', 'continuous', 'region'",
+    ),
+    "variance-feature-named-plain": (
+        _set("variance", "ellipse_features", "features", "plain", {"kind": "region", "mask": "ellipse"}),
+        "variance.ellipse_features.features",
+        "'plain'",
+        "should not be valid",
+    ),
+    "variance-regressor-is-a-classifier": (
+        _set(
+            "variance",
+            "ellipse_features",
+            "features",
+            "size",
+            {"kind": "continuous", "regressor": "classifier"},
+        ),
+        "variance.ellipse_features.features.size.regressor",
+        "'classifier'",
+        "regressor models: regressor_area, regressor_aspect",
+    ),
+    "variance-region-of-an-absent-mask": (
+        _set("variance", "ellipse_features", "features", "ellipse", {"kind": "region", "mask": "ring"}),
+        "variance.ellipse_features.features.ellipse.mask",
+        "'ring'",
+        "masks of dataset 'ellipses': ellipse",
+    ),
+    "variance-discrete-feature-of-an-absent-attribute": (
+        _set("variance", "attribute_features", "features", "blue", {"kind": "discrete", "attribute": "hat"}),
+        "variance.attribute_features.features.blue.attribute",
+        "'hat'",
+        "attributes of dataset 'attributes': square, blue,",
+    ),
+    "variance-sampled-without-a-ddpm": (
+        _set("variance", "ellipse_features", "ddpm", "diffae"),
+        "variance.ellipse_features.ddpm",
+        "'diffae'",
+        "ddpm models: ddpm",
+    ),
+    "variance-of-a-dataset-the-classifier-skips": (
+        _set("variance", "attribute_features", "classifier", "hit"),
+        "variance.attribute_features.datasets",
+        "attributes",
+        "datasets the classifier 'hit' is trained on",
+    ),
     "missing-inception-file": (
         _set("counterfactual_metrics", {"inception_weights": "no/inception.pt"}),
         "counterfactual_metrics.inception_weights",
@@ -540,3 +588,23 @@ def test_schema_enums_match_the_generators_names():
     assert attributes["correlations"]["propertyNames"]["enum"] == ATTRIBUTE_NAMES
     label = defs["dataset_ellipses"]["properties"]["ellipses"]["properties"]["label"]["properties"]
     assert label["factor"]["enum"] == LABEL_FACTORS
+
+
+def test_hit_defaults_read_from_the_source_match_the_constructor():
+    import inspect
+
+    from diffxai.config.checks import hit_defaults
+    from diffxai.models.hit import HiT
+
+    signature = inspect.signature(HiT).parameters.values()
+    assert hit_defaults() == {
+        p.name: p.default for p in signature if p.default is not inspect.Parameter.empty
+    }
+
+
+def test_the_timm_architecture_list_matches_the_installed_timm():
+    import timm
+
+    from diffxai.config.checks import timm_architectures
+
+    assert timm_architectures() == frozenset(timm.list_models())

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs import train_t2i
@@ -135,12 +139,29 @@ def ablation_jobs(preset, ablations=("freemcg_table4", "time_tables")):
     return jobs
 
 
+SAMPLED_FEATURES = ("aspect_ratio", "size", "ellipse", "plain")  # ellipse_features; plain = coverage baseline
+
+
+def variance_jobs(features=SAMPLED_FEATURES, datasets=DATASETS):
+    """Constrained samples of ``features`` and the scores of the variance analyses on ``datasets``."""
+    jobs = {
+        ("variance_sample", f"dataset=ellipses, variance=ellipse_features, feature={feature}")
+        for feature in features
+    }
+    analyses = {"ellipses": "ellipse_features", "attributes": "attribute_features"}
+    return jobs | {("variance_scores", f"dataset={d}, variance={analyses[d]}") for d in datasets}
+
+
+REPORT_JOBS = {("aggregate", ""), ("report_figures", "")}  # every metric change reaches the report
+
 DEFAULT_JOBS = (
     ALL_JOBS
     | explanation_jobs(stages=ALL_STAGES, runs=DEFAULT_RUNS)
     | attribution_jobs()
     | hit_jobs()
     | ablation_jobs("default")
+    | variance_jobs()
+    | REPORT_JOBS
 )
 TINY_JOBS = (
     ALL_JOBS
@@ -148,6 +169,8 @@ TINY_JOBS = (
     | attribution_jobs(baseline_datasets=("ellipses",))
     | hit_jobs()
     | ablation_jobs("tiny")
+    | variance_jobs()
+    | REPORT_JOBS
 )
 
 
@@ -256,16 +279,18 @@ def test_unchanged_second_run_does_nothing(tiny_run):
                 ("train_supervised", "dataset=ellipses, name=regressor_area"),
                 ("evaluate_ddpm", "dataset=ellipses, name=ddpm"),
             }
-            | explanation_jobs(datasets=["ellipses"], stages=("metrics",)),
-            id="regressor-reruns-itself-ddpm-evaluation-and-ellipse-cf-metrics-and-gcd-summary",
+            | explanation_jobs(datasets=["ellipses"], stages=("metrics",))
+            | variance_jobs(features=["size"], datasets=["ellipses"]),
+            id="regressor-reruns-itself-ddpm-evaluation-cf-metrics-gcd-summary-and-its-variance-feature",
         ),
         pytest.param(
             {"models": {"ddpm": {"train": {"steps": 21}}}},
             {(rule, f"dataset={d}, name=ddpm") for rule in ("train_ddpm", "evaluate_ddpm") for d in DATASETS}
             | explanation_jobs(methods=("dime", "ace_l1", "freemcg"))
             | attribution_jobs(baseline_datasets=())
-            | ablation_jobs("tiny", ["freemcg_table4"]),
-            id="ddpm-training-reruns-ddpm-explanations-freemcg-maps-and-ablation",
+            | ablation_jobs("tiny", ["freemcg_table4"])
+            | variance_jobs(datasets=["ellipses"]),
+            id="ddpm-training-reruns-ddpm-explanations-freemcg-maps-ablation-and-variance-samples",
         ),
         pytest.param(
             {"models": {"ddpm": {"evaluation": {"samples": 8}}}},
@@ -283,7 +308,8 @@ def test_unchanged_second_run_does_nothing(tiny_run):
                 ("evaluate_ddpm", "dataset=attributes, name=ddpm"),
             }
             | explanation_jobs(datasets=["attributes"], stages=ALL_STAGES)
-            | attribution_jobs(baseline_datasets=(), datasets=["attributes"]),
+            | attribution_jobs(baseline_datasets=(), datasets=["attributes"])
+            | variance_jobs(features=(), datasets=["attributes"]),
             id="dataset-change-reruns-its-chain-only",
         ),
         pytest.param(
@@ -348,6 +374,16 @@ def test_unchanged_second_run_does_nothing(tiny_run):
             id="time-parameter-reruns-time-and-its-ablation",
         ),
         pytest.param(
+            {"variance": {"ellipse_features": {"sampling": {"rho": 0.3}}}},
+            variance_jobs(features=["aspect_ratio", "size"], datasets=["ellipses"]),
+            id="variance-guidance-resamples-the-continuous-features-only",
+        ),
+        pytest.param(
+            {"variance": {"ellipse_features": {"bootstrap": 40}}},
+            variance_jobs(features=(), datasets=["ellipses"]),
+            id="variance-bootstrap-recomputes-the-scores-only",
+        ),
+        pytest.param(
             {"counterfactual_metrics": {"cout_steps": 12}},
             explanation_jobs(stages=("metrics",)),
             id="metric-setting-reruns-metrics-only",
@@ -357,7 +393,7 @@ def test_unchanged_second_run_does_nothing(tiny_run):
 def test_a_changed_parameter_reruns_only_its_jobs_and_dependents(tiny_run, overlay, expected):
     result = snakemake(tiny_run, "-n", configfiles=[write_overlay(tiny_run, overlay)])
     assert result.returncode == 0, result.stderr
-    assert planned_jobs(result.stdout + result.stderr) == expected
+    assert planned_jobs(result.stdout + result.stderr) == expected | REPORT_JOBS
 
 
 @pytest.mark.slow
@@ -531,6 +567,129 @@ def test_tiny_run_writes_gcd_latents_directions_counterfactuals_and_summary(tiny
     assert summary["efficiency"]["published_discovery_nfe"] == 250 + 25600 * 100
     rows = (root / "gcd" / "gcd_summary.csv").read_text().splitlines()
     assert any(row.startswith("ellipses,classifier,gcd,all,flip_rate_mean_over_sources,") for row in rows)
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_constrained_samples_and_variance_scores(tiny_run):
+    root = tiny_run / "results/tiny/ellipses"
+    folder = root / "variance" / "ellipse_features"
+    data = PreparedData(root / "data.zarr")
+    regressor, _ = load_model(root / "models" / "regressor_aspect")
+    store = open_store(folder / "aspect_ratio" / "samples.zarr", kind="variance_samples")
+    assert np.array_equal(store.read("value_index"), np.repeat(np.arange(3), 4))  # tiny: 3 values x 4
+    sources = store.read("source_index")
+    assert set(sources.tolist()) <= set(data.indices("test").tolist())
+    with torch.no_grad():  # targets are the regressor's values of the drawn test images ...
+        source_values = regressor(torch.from_numpy(data.array("images")[sources]).float() / 127.5 - 1)
+        measured = regressor(torch.from_numpy(store.read("images")).float() / 127.5 - 1)
+    np.testing.assert_allclose(store.read("target"), source_values.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        store.read("measured"), measured.numpy(), atol=1e-5
+    )  # ... measured on the stored images
+    std = store.attrs["summary"]["feature_std"]
+    tolerance = np.abs(store.read("measured") - store.read("target")) <= 0.3 * std
+    assert np.array_equal(store.read("accepted").astype(bool), tolerance)
+    region = open_store(folder / "ellipse" / "samples.zarr", kind="variance_samples")
+    masks = torch.from_numpy(data.array("masks")[region.read("source_index"), :1]).float()
+    kept = torch.nn.functional.max_pool2d(masks, 5, stride=1, padding=2).bool().numpy()  # dilation 2
+    assert np.array_equal(
+        region.read("images")[kept], data.array("images")[region.read("source_index")][kept]
+    )
+    assert region.attrs["summary"]["nfe"] == 12 * 3 and np.all(region.read("accepted") == 1)
+    scores = json.loads((folder / "scores.json").read_text())["features"]
+    assert set(scores) == {"aspect_ratio", "size", "ellipse"}
+    for result in scores.values():
+        assert result["values_drawn"] == 3 and sum(result["accepted_per_value"]) <= 12
+        assert set(result["coverage"]["samples"]) == {"1", "2"}
+    assert sum(scores["ellipse"]["accepted_per_value"]) == 12
+    accepted_values = store.read("value_index")[store.read("accepted") == 1]
+    assert (
+        scores["aspect_ratio"]["accepted_per_value"]
+        == np.unique(accepted_values, return_counts=True)[1].tolist()
+    )
+    predictions = open_store(folder / "predictions.zarr", kind="variance_predictions")
+    rows = predictions.read("aspect_ratio_rows")
+    assert np.array_equal(rows, np.flatnonzero(store.read("accepted")))
+    assert np.array_equal(predictions.read("aspect_ratio_value_index"), store.read("value_index")[rows])
+    classifier, _ = load_model(root / "models" / "classifier")
+    with torch.no_grad():
+        logits = classifier(torch.from_numpy(store.read("images")[rows]).float() / 127.5 - 1)
+    np.testing.assert_allclose(
+        predictions.read("aspect_ratio_probabilities"), logits.softmax(1).numpy(), atol=1e-5
+    )
+    table = (folder / "table.md").read_text()
+    assert table.count("\n| ") == 4  # header + three features
+    for figure in ("local_scores.png", "constraint.png", "samples.png"):
+        assert (folder / figure).stat().st_size > 1000
+    attributes = json.loads(
+        (tiny_run / "results/tiny/attributes/variance/attribute_features/scores.json").read_text()
+    )
+    for result in attributes["features"].values():
+        counts = np.array(result["counts"])
+        assert counts.sum() == attributes["n_test"]
+        class_scores = result["scores"]["class"]
+        if class_scores["global_score"] is not None:  # the mass-weighted local scores average to the global
+            average = (counts / counts.sum()) @ np.array(class_scores["local_scores"])
+            assert average == pytest.approx(class_scores["global_score"], abs=1e-9)
+        assert set(result["cace"]) == {"0", "1"}
+        assert result["cace"]["0"] == pytest.approx(-result["cace"]["1"], abs=1e-9)  # probabilities sum to 1
+
+
+def chromium() -> str:
+    """A headless Chromium: on PATH, or installed from Debian when this is a root Debian machine."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if found := shutil.which(name):
+            return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("no Chromium, and installing one needs root and apt-get")
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, env=environment)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
+        check=True, capture_output=True, env=environment,
+    )  # fmt: skip
+    return shutil.which("chromium")
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_the_report_and_its_html_renders(tiny_run):
+    report = tiny_run / "results/tiny/report"
+    frame = pd.read_csv(report / "metrics.csv")
+    assert list(frame.columns) == [
+        "dataset",
+        "classifier",
+        "method",
+        "setting",
+        "metric",
+        "value",
+        "n",
+        "provenance",
+    ]
+    methods = set(frame["method"])
+    assert set(EXPLANATIONS) | set(TRANSFORMER_MAPS) | {"ellipse_features", "attribute_features"} <= methods
+    assert frame["provenance"].str.fullmatch(r"[0-9a-f]{12}").all()
+    tables = json.loads((report / "tables" / "index.json").read_text())["tables"]
+    for dataset in DATASETS:
+        assert f"counterfactuals_{dataset}_classifier" in tables
+    markdown = (report / "tables.md").read_text()
+    assert "## Counterfactuals: ellipses, classifier classifier" in markdown and "**" in markdown
+    figures = {path.name for path in (report / "figures").glob("*.png")}
+    assert {f"ellipses_explanation_{name}.png" for name in EXPLANATIONS} <= figures
+    assert {"ellipses_efficiency.png", "ellipses_variance_ellipse_features_local_scores.png"} <= figures
+    html = tiny_run / "report.html"
+    result = snakemake(tiny_run, "--report", str(html))
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = html.read_text()
+    for name in tables:  # every method table is in the self-contained report
+        assert f"{name}.csv" in text
+    screenshot = tiny_run / "report.png"
+    subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--screenshot={screenshot}", "--window-size=1280,900", "--virtual-time-budget=5000", html.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=np.float32)
+    assert pixels.std() > 10 and len(np.unique(pixels)) > 20  # rendered content, not a blank page
 
 
 @pytest.mark.slow

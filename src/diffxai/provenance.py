@@ -9,6 +9,7 @@ by parsing the sources (nothing is imported, so the Snakefile stays fast to pars
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import platform
@@ -51,7 +52,16 @@ def _resolve_relative(module: str, level: int, name: str | None) -> str:
 
 def _imported_modules(module: str) -> set[str]:
     """``diffxai`` modules imported by ``module`` (absolute and relative imports)."""
-    tree = ast.parse(module_file(module).read_text())
+    path = module_file(module)
+    stat = path.stat()
+    return _parsed_imports(module, str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _parsed_imports(module: str, path: str, mtime_ns: int, size: int) -> frozenset[str]:
+    """The imports of one version of a module's file (cached: the Snakefile hashes many rules'
+    closures, which share most modules)."""
+    tree = ast.parse(Path(path).read_text())
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -69,7 +79,7 @@ def _imported_modules(module: str) -> set[str]:
                 except ModuleNotFoundError:
                     continue
                 found.add(candidate)
-    return found
+    return frozenset(found)
 
 
 def module_closure(modules: Iterable[str]) -> list[str]:

@@ -6,13 +6,17 @@ value and what is allowed.
 
 from __future__ import annotations
 
+import ast
+import functools
 import math
 from pathlib import Path
 from typing import Any
 
+from diffxai.data.attributes import ATTRIBUTE_NAMES
 from diffxai.data.attributes import FACTOR_NAMES as ATTRIBUTE_FACTORS
 from diffxai.data.ellipses import FACTOR_NAMES as ELLIPSE_FACTORS
 from diffxai.paths import resolve
+from diffxai.provenance import module_file
 
 
 def _msg(key: str, value: Any, allowed: str) -> str:
@@ -29,6 +33,26 @@ def dataset_factor_names(dataset: dict[str, Any]) -> list[str]:
     if kind == "hdf5":
         return list(dataset["hdf5"]["factors"])
     return []
+
+
+def dataset_attribute_names(dataset: dict[str, Any]) -> list[str] | None:
+    """Binary attributes a dataset of this config will store (None: known only from its files)."""
+    kind = dataset["kind"]
+    if kind == "attributes":
+        return list(ATTRIBUTE_NAMES)
+    if kind == "image_folder":
+        return list(dataset["image_folder"]["attribute_columns"])
+    return [] if kind == "ellipses" else None
+
+
+def dataset_mask_names(dataset: dict[str, Any]) -> list[str] | None:
+    """Region masks a dataset of this config will store (None: known only from its files)."""
+    kind = dataset["kind"]
+    if kind == "ellipses":
+        return ["ellipse"]
+    if kind == "attributes":
+        return list(ATTRIBUTE_NAMES)
+    return None
 
 
 def dataset_has_attributes(dataset: dict[str, Any]) -> bool:
@@ -90,29 +114,47 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
     return errors
 
 
+TIMM_MODELS = Path(__file__).with_name("timm_models.txt")
+
+
+@functools.cache
+def timm_architectures() -> frozenset[str]:
+    """The pinned timm's architecture names, from a list kept beside this module (importing timm
+    would import torch and torchvision into every Snakemake start: seconds per job)."""
+    lines = TIMM_MODELS.read_text().splitlines()
+    return frozenset(line for line in lines if line and not line.startswith("#"))
+
+
 def _check_arch(key: str, arch: str) -> list[str]:
     if arch in ("simple_cnn", "hit"):
         return []
-    import timm  # imported only when a timm architecture is configured (slow import)
-
-    if not timm.is_model(arch):
+    if arch not in timm_architectures():
         return [
             _msg(key, arch, "allowed: simple_cnn, hit or a timm architecture name (see timm.list_models())")
         ]
     return []
 
 
+def hit_defaults() -> dict[str, Any]:
+    """HiT's constructor parameters and defaults, read from its source (importing it would import
+    torch into every Snakemake start)."""
+    tree = ast.parse(module_file("diffxai.models.hit").read_text())
+    init = next(
+        node
+        for cls in tree.body
+        if isinstance(cls, ast.ClassDef) and cls.name == "HiT"
+        for node in cls.body
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__"
+    )
+    arguments = init.args.args[len(init.args.args) - len(init.args.defaults) :]
+    return {
+        arg.arg: ast.literal_eval(default) for arg, default in zip(arguments, init.args.defaults, strict=True)
+    }
+
+
 def _check_hit(key: str, model: dict[str, Any], datasets: dict[str, Any]) -> list[str]:
     """HiT's arch_params are known names; patches tile every image; heads split the width."""
-    import inspect
-
-    from diffxai.models.hit import HiT  # imported only when a HiT is configured (torch import)
-
-    defaults = {
-        name: parameter.default
-        for name, parameter in inspect.signature(HiT).parameters.items()
-        if parameter.default is not inspect.Parameter.empty
-    }
+    defaults = hit_defaults()
     params = model["arch_params"]
     unknown = sorted(set(params) - set(defaults))
     if unknown:
@@ -284,6 +326,8 @@ def semantic_errors(config: dict[str, Any], base_dir: Path) -> list[str]:
         errors += _check_ablation(name, entry, config)
     for name, entry in config["interpretable"].items():
         errors += _check_interpretable(name, entry, config)
+    for name, entry in config["variance"].items():
+        errors += _check_variance(name, entry, config)
     return errors + _check_counterfactual_metrics(config, base_dir)
 
 
@@ -528,4 +572,44 @@ def _check_counterfactual_metrics(config: dict[str, Any], base_dir: Path) -> lis
         path = settings[field]
         if path and not resolve(path, base_dir).is_file():
             errors.append(_msg(f"{key}.{field}", path, "allowed: null or an existing file"))
+    return errors
+
+
+def _check_variance_feature(
+    key: str, feature: dict[str, Any], datasets: list[str], config: dict[str, Any]
+) -> list[str]:
+    """The regressor is trained on the analysis's datasets; the attribute or mask exists in each."""
+    if feature["kind"] == "continuous":
+        return _model_reference(f"{key}.regressor", feature["regressor"], "regressor", datasets, config)
+    field, names_of = ("attribute", dataset_attribute_names)
+    if feature["kind"] == "region":
+        field, names_of = ("mask", dataset_mask_names)
+    errors = []
+    for dataset in datasets:
+        names = names_of(config["datasets"][dataset])
+        if names is not None and feature[field] not in names:
+            allowed = f"allowed: {field}s of dataset {dataset!r}: " + (", ".join(names) or "none")
+            errors.append(_msg(f"{key}.{field}", feature[field], allowed))
+    return errors
+
+
+def _check_variance(name: str, entry: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """A classifier; a DDPM (and the coverage encoder) when a feature is sampled; each feature's sources."""
+    key = f"variance.{name}"
+    errors = _model_reference(f"{key}.classifier", entry["classifier"], "classifier", [], config)
+    if errors:
+        return errors
+    errors = _datasets_of(key, entry, "classifier", config)
+    if errors:
+        return errors
+    if any(feature["kind"] != "discrete" for feature in entry["features"].values()):
+        errors += _model_reference(f"{key}.ddpm", entry["ddpm"], "ddpm", entry["datasets"], config)
+        if entry["encoder"] is not None:
+            errors += _model_reference(
+                f"{key}.encoder", entry["encoder"], "encoder", entry["datasets"], config
+            )
+    for feature_name, feature in entry["features"].items():
+        errors += _check_variance_feature(
+            f"{key}.features.{feature_name}", feature, entry["datasets"], config
+        )
     return errors

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,12 +33,6 @@ def setup_job(log_path: str | os.PathLike | None, threads: int = 1, device: str 
     resolved = resolve_device(device)
     log.info("device %s, %d thread(s)", resolved, threads)
     return resolved
-
-
-def derive_seed(base: int, *keys: str) -> int:
-    """A stable 31-bit seed from the base seed and the job's wildcards."""
-    text = "/".join([str(base), *keys])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def write_json(path: str | os.PathLike, record: Any) -> None:

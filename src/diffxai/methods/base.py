@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from diffxai.diffusion.respaced import RespacedDiffusion
-from diffxai.jobs.common import derive_seed
+from diffxai.seeds import derive_seed
 
 RANGE_TOLERANCE = 1e-3
 

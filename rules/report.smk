@@ -1,0 +1,64 @@
+rule aggregate:
+    input:
+        [entry["path"] for entry in report_entries()],
+    output:
+        metrics=report(
+            f"{R}/report/metrics.csv",
+            caption="captions/metrics.rst",
+            category="Metrics",
+        ),
+        tables=report(
+            directory(f"{R}/report/tables"),
+            patterns=["{name}.csv"],
+            caption="captions/table.rst",
+            category="Tables",
+        ),
+        markdown=f"{R}/report/tables.md",
+    log:
+        f"{R}/logs/aggregate.log",
+    benchmark:
+        f"{R}/benchmarks/aggregate.tsv"
+    conda:
+        "../envs/diffxai.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        entries=report_entries(),
+        code=source_hash("diffxai.jobs.aggregate"),
+    script:
+        "../scripts/aggregate.py"
+
+
+rule report_figures:
+    input:
+        metrics=f"{R}/report/metrics.csv",
+        data=[f"{R}/{dataset}/data.zarr" for dataset in config["datasets"]],
+        stores=[entry["path"] for entry in figure_entries()],
+        curves=list(variance_curves().values()),
+    output:
+        report(
+            directory(f"{R}/report/figures"),
+            patterns=["{name}.png"],
+            caption="captions/figure.rst",
+            category="Figures",
+        ),
+    log:
+        f"{R}/logs/report_figures.log",
+    benchmark:
+        f"{R}/benchmarks/report_figures.tsv"
+    conda:
+        "../envs/diffxai.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        entries=figure_entries(),
+        data={dataset: f"{R}/{dataset}/data.zarr" for dataset in config["datasets"]},
+        curves=variance_curves(),
+        n_images=config["report"]["n_images"],
+        code=source_hash("diffxai.jobs.report_figures"),
+    script:
+        "../scripts/report_figures.py"

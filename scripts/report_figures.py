@@ -1,0 +1,15 @@
+"""Snakemake entry point of rule report_figures (logic: diffxai.jobs.report_figures)."""
+
+from diffxai.jobs import report_figures
+from diffxai.jobs.common import setup_job
+
+sm = snakemake  # noqa: F821
+setup_job(sm.log[0], sm.threads, "cpu")
+report_figures.run(
+    list(sm.params.entries),
+    dict(sm.params.data),
+    sm.input.metrics,
+    sm.output[0],
+    sm.params.n_images,
+    curves=dict(sm.params.curves),
+)

@@ -1,0 +1,247 @@
+"""Job ``aggregate``: every metric of the run in one tidy table, and the report's method tables.
+
+Each input is described by an entry {path, kind, dataset, classifier, method, setting}; kinds:
+``model`` (model metrics.json), ``explanation`` (one run's metrics.json), ``attribution``,
+``gcd_summary``, ``hit_summary``, ``variance`` (scores.json) and ``ablation`` (table.csv, one
+setting per row). JSON records give one row per numeric leaf (dotted path; lists and the
+provenance are left out), with the record's sample count ``n`` and a provenance hash (of its
+config and source hashes; of the file for CSV tables).
+
+Outputs: ``metrics.csv`` (columns :data:`COLUMNS`), one CSV per method table under ``tables/``
+and all of them in ``tables.md``: rows = methods, columns = metrics with ↑/↓, the best value of
+each column in bold.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from diffxai.jobs.common import write_json
+
+log = logging.getLogger(__name__)
+COLUMNS = ("dataset", "classifier", "method", "setting", "metric", "value", "n", "provenance")
+SKIPPED_KEYS = {"provenance", "params", "config"}
+
+# (metric, title, True when higher is better) per table family
+COUNTERFACTUAL_COLUMNS = (
+    ("flip_rate", "flip rate", True),
+    ("l1", "ℓ1", False),
+    ("lpips", "LPIPS", False),
+    ("fid", "FID", False),
+    ("sfid", "sFID", False),
+    ("cout", "COUT", True),
+    ("s3", "S³", True),
+    ("factor_changes.log_aspect_ratio.mean_abs_change_in_std", "Δ log AR (std)", True),
+    ("factor_changes.area.mean_abs_change_in_std", "Δ area (std)", False),
+    ("nfe", "NFE", False),
+    ("classifier_calls", "queries", False),
+    ("seconds_per_ce", "s / CE", False),
+)
+ATTRIBUTION_COLUMNS = (
+    ("insertion_nauc_zero", "Ins Z", True),
+    ("insertion_nauc_blur", "Ins B", True),
+    ("deletion_nauc_zero", "Del Z", False),
+    ("deletion_nauc_blur", "Del B", False),
+    ("road_lerf_minus_morf", "ROAD LeRF−MoRF", True),
+    ("mask_auroc", "mask AUROC", True),
+    ("pointing_game", "pointing game", True),
+    ("randomisation_spearman_all_layers", "rank corr. randomised", False),
+    ("seconds_per_map", "s / map", False),
+)
+MODEL_COLUMNS = (
+    ("test.accuracy", "accuracy", True),
+    ("test.r2", "R²", True),
+    ("fid_encoder", "FID (encoder)", False),
+    ("reconstruction.mse", "reconstruction MSE", False),
+    ("wall_time_s", "time (s)", False),
+)
+VARIANCE_COLUMNS = (
+    ("scores.class.global_score", "global (class)", None),
+    ("scores.probability.global_score", "global (prob.)", None),
+    ("scores.class_balanced.global_score", "global (balanced)", None),
+    ("bootstrap.mean_local_variance", "boot. var local", False),
+    ("bootstrap.global_variance", "boot. var global", False),
+    ("linear_r2.r2", "linear R²", None),
+    ("sampling.median_abs_error_std", "median |err|/std", False),
+    ("sampling.acceptance_rate", "accepted", True),
+)
+
+
+def numeric_leaves(record: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """(dotted path, value) of every int/float leaf of a JSON record; lists and SKIPPED_KEYS left out."""
+    if isinstance(record, dict):
+        for key, value in record.items():
+            if key in SKIPPED_KEYS:
+                continue
+            yield from numeric_leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(record, int | float) and not isinstance(record, bool):
+        yield prefix, float(record)
+
+
+def provenance_hash(record: dict[str, Any]) -> str:
+    """12 hex digits identifying the config and code that produced a record."""
+    provenance = record.get("provenance") or {}
+    text = f"{provenance.get('config_hash')}/{provenance.get('source_hash')}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _sample_count(record: dict[str, Any]) -> int | None:
+    for key in ("n", "n_images", "n_test", "n_samples"):
+        if isinstance(record.get(key), int):
+            return record[key]
+    return None
+
+
+def json_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tidy rows of one JSON artifact; variance records get one ``setting`` per feature."""
+    record = json.loads(Path(entry["path"]).read_text())
+    labels = {key: entry[key] for key in ("dataset", "classifier", "method", "setting")}
+    digest, n = provenance_hash(record), _sample_count(record)
+    if entry["kind"] == "variance":
+        return [
+            {**labels, "setting": feature, "metric": metric, "value": value, "n": n, "provenance": digest}
+            for feature, result in record["features"].items()
+            for metric, value in numeric_leaves(result)
+        ]
+    return [
+        {**labels, "metric": metric, "value": value, "n": n, "provenance": digest}
+        for metric, value in numeric_leaves(record)
+    ]
+
+
+def ablation_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tidy rows of an ablation table.csv: setting = parameter=value."""
+    path = Path(entry["path"])
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    rows = []
+    with path.open() as handle:
+        for row in csv.DictReader(handle):
+            setting = f"{row.pop('parameter')}={row.pop('value')}"
+            n = int(row.pop("n")) if row.get("n") else None
+            for metric, text in row.items():
+                if text not in ("", None):
+                    labels = {key: entry[key] for key in ("dataset", "classifier", "method")}
+                    rows.append(
+                        {**labels, "setting": setting, "metric": metric, "value": float(text), "n": n,
+                         "provenance": digest}
+                    )  # fmt: skip
+    return rows
+
+
+def tidy(entries: list[dict[str, Any]]) -> pd.DataFrame:
+    """The long table (COLUMNS) of every entry."""
+    rows = []
+    for entry in entries:
+        rows += ablation_rows(entry) if entry["kind"] == "ablation" else json_rows(entry)
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def method_table(
+    frame: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], ...], row_key: str = "method"
+) -> pd.DataFrame:
+    """Rows = ``row_key`` values (mean over settings such as runs), columns = the metrics present."""
+    wanted = frame[frame["metric"].isin([metric for metric, _, _ in columns])]
+    if wanted.empty:
+        return pd.DataFrame()
+    table = wanted.pivot_table(index=row_key, columns="metric", values="value", aggfunc="mean", sort=False)
+    present = [metric for metric, _, _ in columns if metric in table.columns]
+    return table[present]
+
+
+def markdown(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], ...], title: str) -> str:
+    """The table with titled ↑/↓ columns and the best value per column in bold (2+ rows)."""
+    directions = {metric: (name, higher) for metric, name, higher in columns}
+    header = [table.index.name or ""] + [
+        f"{directions[m][0]} {'' if directions[m][1] is None else '↑' if directions[m][1] else '↓'}".strip()
+        for m in table.columns
+    ]
+    lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, row in table.iterrows():
+        cells = [str(label)]
+        for metric in table.columns:
+            value, higher = row[metric], directions[metric][1]
+            column = table[metric].dropna()
+            best = None if higher is None or len(column) < 2 else (column.max() if higher else column.min())
+            text = "–" if pd.isna(value) else _format(value)
+            cells.append(f"**{text}**" if best is not None and value == best else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _format(value: float) -> str:
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return f"{value:.2e}"
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def report_tables(frame: pd.DataFrame, entries: list[dict[str, Any]]) -> dict[str, tuple[pd.DataFrame, str]]:
+    """{table name: (table, markdown)} of every table family present, per dataset."""
+    groups = sorted({(entry["kind"], entry["dataset"], entry["classifier"] or "") for entry in entries})
+    families = {
+        "explanation": (COUNTERFACTUAL_COLUMNS, "counterfactuals"),
+        "attribution": (ATTRIBUTION_COLUMNS, "attributions"),
+        "model": (MODEL_COLUMNS, "models"),
+    }
+    tables = {}
+    for kind, dataset, classifier in groups:
+        if kind not in families:
+            continue
+        columns, family = families[kind]
+        methods = [
+            entry["method"]
+            for entry in entries
+            if (entry["kind"], entry["dataset"], entry["classifier"] or "") == (kind, dataset, classifier)
+        ]
+        part = frame[(frame["dataset"] == dataset) & frame["method"].isin(methods)]
+        table = method_table(part, columns)
+        if table.empty:
+            continue
+        table.index.name = family.rstrip("s")
+        name = "_".join(filter(None, (family, dataset, classifier)))
+        title = f"{family.capitalize()}: {dataset}" + (f", classifier {classifier}" if classifier else "")
+        tables[name] = (table, markdown(table, columns, title))
+    for entry in entries:
+        if entry["kind"] == "variance":
+            part = frame[(frame["dataset"] == entry["dataset"]) & (frame["method"] == entry["method"])]
+            table = method_table(part, VARIANCE_COLUMNS, "setting")
+            table.index.name = "feature"
+            name = f"variance_{entry['method']}_{entry['dataset']}"
+            title = f"Variance-based feature importance: {entry['method']} on {entry['dataset']}"
+            tables[name] = (table, markdown(table, VARIANCE_COLUMNS, title))
+        if entry["kind"] == "ablation":
+            part = frame[(frame["dataset"] == entry["dataset"]) & (frame["method"] == entry["method"])]
+            table = part.pivot_table(index="setting", columns="metric", values="value", sort=False)
+            columns = tuple((metric, metric, None) for metric in table.columns)
+            title = f"Ablation {entry['method']} on {entry['dataset']}"
+            tables[f"ablation_{entry['method']}_{entry['dataset']}"] = (
+                table,
+                markdown(table, columns, title),
+            )
+    return tables
+
+
+def run(
+    entries: list[dict[str, Any]], metrics_path: str | Path, tables_dir: str | Path, markdown_path: str | Path
+):
+    """Write metrics.csv, tables/<name>.csv and tables.md; returns the tidy frame."""
+    frame = tidy(entries)
+    Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(metrics_path, index=False)
+    tables = report_tables(frame, entries)
+    tables_dir = Path(tables_dir)
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    for name, (table, _) in tables.items():
+        table.to_csv(tables_dir / f"{name}.csv")
+    text = "# diffxai report: method tables\n\n" + "\n".join(text for _, text in tables.values())
+    Path(markdown_path).write_text(text)
+    write_json(tables_dir / "index.json", {"tables": sorted(tables), "n_rows": len(frame)})
+    log.info("aggregated %d rows from %d artifacts into %d tables", len(frame), len(entries), len(tables))
+    return frame

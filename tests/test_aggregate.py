@@ -1,0 +1,104 @@
+"""The aggregate job: tidy rows of every artifact kind, tables with the best value in bold."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from diffxai.jobs import aggregate
+
+PROVENANCE = {"config_hash": "abc", "source_hash": "def", "seed": 3}
+
+
+def write(path, record):
+    path.write_text(json.dumps(record))
+    return str(path)
+
+
+def entry(path, kind, method, setting="run0", dataset="toy", classifier="clf"):
+    return {"path": path, "kind": kind, "dataset": dataset, "classifier": classifier, "method": method,
+            "setting": setting}  # fmt: skip
+
+
+def test_numeric_leaves_flatten_nested_numbers_and_skip_lists_flags_and_provenance():
+    record = {
+        "a": 1,
+        "b": {"c": 0.5, "d": [1, 2], "e": True},
+        "provenance": {"x": 1},
+        "params": {"k": 2},
+        "s": "t",
+    }
+    assert dict(aggregate.numeric_leaves(record)) == {"a": 1.0, "b.c": 0.5}
+
+
+def test_tidy_rows_carry_labels_count_and_a_provenance_hash(tmp_path):
+    dime = write(tmp_path / "dime.json", {"n": 10, "flip_rate": 0.9, "nfe": 100, "provenance": PROVENANCE})
+    frame = aggregate.tidy([entry(dime, "explanation", "dime")])
+    assert list(frame.columns) == list(aggregate.COLUMNS)
+    row = frame.set_index("metric").loc["flip_rate"]
+    assert (row["dataset"], row["classifier"], row["method"], row["setting"]) == (
+        "toy",
+        "clf",
+        "dime",
+        "run0",
+    )
+    assert row["value"] == 0.9 and row["n"] == 10
+    assert set(frame["metric"]) == {"n", "flip_rate", "nfe"}
+    other = write(
+        tmp_path / "other.json", {"n": 10, "flip_rate": 0.9, "provenance": {**PROVENANCE, "seed": 4}}
+    )
+    changed = write(
+        tmp_path / "changed.json",
+        {"n": 10, "flip_rate": 0.9, "provenance": {**PROVENANCE, "config_hash": "x"}},
+    )
+    hashes = {
+        path: aggregate.tidy([entry(path, "explanation", "m")])["provenance"].iloc[0]
+        for path in (dime, other, changed)
+    }
+    assert hashes[dime] == hashes[other] != hashes[changed]  # config and code, not the seed
+
+
+def test_variance_records_give_a_setting_per_feature(tmp_path):
+    size = {"scores": {"class": {"global_score": 0.1, "local_scores": [0.2]}}}
+    scores = {"n_test": 50, "features": {"size": size, "shape": {"scores": {"class": {"global_score": 0.8}}}}}
+    frame = aggregate.tidy([entry(write(tmp_path / "s.json", scores), "variance", "va", setting=None)])
+    values = frame.set_index(["setting", "metric"])["value"]
+    assert values[("size", "scores.class.global_score")] == 0.1
+    assert values[("shape", "scores.class.global_score")] == 0.8
+    assert len(frame) == 2  # local score lists are left out
+
+
+def test_ablation_tables_give_a_setting_per_row(tmp_path):
+    table = tmp_path / "table.csv"
+    table.write_text("parameter,value,flip_rate,nfe,n\nparticles,10,0.5,110,20\nbeta,0.0,0.75,260,20\n")
+    frame = aggregate.tidy([entry(str(table), "ablation", "abl", setting=None)])
+    values = frame.set_index(["setting", "metric"])["value"]
+    assert values[("particles=10", "flip_rate")] == 0.5 and values[("beta=0.0", "nfe")] == 260
+    assert set(frame["n"]) == {20}
+
+
+def test_tables_average_runs_and_bold_the_best_per_column(tmp_path):
+    entries = []
+    for method, runs in {"fast": [(0.8, 10), (1.0, 10)], "slow": [(0.95, 1000)]}.items():
+        for index, (flip, nfe) in enumerate(runs):
+            record = {"n": 4, "flip_rate": flip, "nfe": nfe, "provenance": PROVENANCE}
+            entries.append(
+                entry(write(tmp_path / f"{method}{index}.json", record), "explanation", method, f"run{index}")
+            )
+    tables = aggregate.report_tables(aggregate.tidy(entries), entries)
+    table, text = tables["counterfactuals_toy_clf"]
+    assert table.loc["fast", "flip_rate"] == pytest.approx(0.9)
+    assert "| fast | 0.900 | **10.000** |" in text  # lower NFE is better
+    assert "| slow | **0.950** | 1000 |" in text  # higher flip rate is better
+    assert "flip rate ↑" in text and "NFE ↓" in text
+
+
+def test_run_writes_the_tidy_csv_tables_and_markdown(tmp_path):
+    record = {"n": 4, "flip_rate": 1.0, "provenance": PROVENANCE}
+    entries = [entry(write(tmp_path / "a.json", record), "explanation", "dime")]
+    aggregate.run(entries, tmp_path / "out/metrics.csv", tmp_path / "out/tables", tmp_path / "out/tables.md")
+    assert pd.read_csv(tmp_path / "out/metrics.csv").shape == (2, len(aggregate.COLUMNS))
+    assert (tmp_path / "out/tables/counterfactuals_toy_clf.csv").exists()
+    assert "## Counterfactuals: toy, classifier clf" in (tmp_path / "out/tables.md").read_text()
