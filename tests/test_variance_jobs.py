@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from diffxai.jobs.variance_sample import accepted_samples, dilate, draw_values
-from diffxai.jobs.variance_scores import SCORE_KEYS, markdown_table, score_variants
+from diffxai.jobs.variance_sample import STORE_KIND, accepted_samples, dilate, draw_values
+from diffxai.jobs.variance_scores import (
+    PREDICTIONS_KIND,
+    SCORE_KEYS,
+    markdown_table,
+    sampled_feature,
+    score_variants,
+    write_predictions,
+)
+from diffxai.store import ArraySpec, StoreWriter, open_store
 
 
 def test_dilation_grows_a_pixel_into_a_square_of_side_2p_plus_1():
@@ -62,3 +70,34 @@ def test_table_prints_a_dash_for_undefined_scores():
     }
     row = markdown_table(summary, [1]).splitlines()[-1]
     assert row.startswith("| v | discrete | – | 0.500 | – | – |")
+
+
+def test_a_feature_with_no_accepted_sample_is_undefined_and_still_written(tmp_path):
+    n = 4
+    columns = {
+        "images": np.zeros((n, 1, 4, 4), np.uint8),
+        "value_index": np.array([0, 0, 1, 1], np.int32),
+        "source_index": np.arange(n, dtype=np.int64),
+        "source_label": np.zeros(n, np.int64),
+        "target": np.zeros(n, np.float32),
+        "measured": np.ones(n, np.float32),
+        "accepted": np.zeros(n, np.uint8),
+    }
+    specs = {name: ArraySpec(tuple(a.shape[1:]), str(a.dtype)) for name, a in columns.items()}
+    store = tmp_path / "samples.zarr"
+    with StoreWriter(store, STORE_KIND, specs, attrs={"summary": {"acceptance_rate": 0.0}}) as writer:
+        writer.append(**columns)
+        writer.finalize()
+    record, sampled = sampled_feature(
+        {"kind": "continuous"}, store, classifier=None, device=torch.device("cpu"), settings={}, rng=None
+    )
+    assert record["values_drawn"] == 2 and record["values_with_samples"] == 0
+    for variant in record["scores"].values():
+        assert variant["global_score"] is None and "tolerance" in variant["undefined"]
+    assert record["bootstrap"]["global_variance"] is None
+    assert len(sampled.images) == 0
+    predictions = tmp_path / "predictions.zarr"
+    write_predictions(predictions, np.arange(3), np.full((3, 2), 0.5), {"v": sampled}, {})
+    assert open_store(predictions, kind=PREDICTIONS_KIND).read("v_rows").shape == (0,)
+    row = markdown_table({"classifier": "c", "dataset": "d", "features": {"v": {**record, "kind": "continuous"}}}, [1])
+    assert "| v | continuous | – | – | – |" in row

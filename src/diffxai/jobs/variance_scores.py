@@ -165,10 +165,7 @@ def sampled_feature(
     store = open_store(store_path, kind=STORE_KIND)
     accepted = store.read("accepted").astype(bool)
     if not accepted.any():
-        raise ValueError(
-            f"no sample of {store_path} is within the rejection tolerance of its target: "
-            "the constraint failed (more steps or a larger rho make the guidance stronger)"
-        )
+        return rejected_feature(store_path, store.attrs["summary"], store.read("value_index"), store.read("images"))
     images = store.read("images")[accepted]
     groups = store.read("value_index")[accepted].astype(np.int64)
     probabilities = softmax(classifier_logits(classifier, images, device))
@@ -187,6 +184,31 @@ def sampled_feature(
         "bootstrap": bootstrap(probabilities, groups, weights, settings["bootstrap"], rng),
     }
     return record, SampledPredictions(np.flatnonzero(accepted), images, groups, probabilities)
+
+
+def rejected_feature(
+    store_path: str | Path, sampling: dict[str, Any], drawn: np.ndarray, images: np.ndarray
+) -> tuple[dict[str, Any], SampledPredictions]:
+    """The record of a feature none of whose samples met the rejection tolerance: every score is
+    undefined (the reason says so, and the acceptance rate of 0 shows in the table)."""
+    reason = (
+        f"no sample of {store_path} is within the rejection tolerance of its target: the constraint "
+        "failed (more steps or a larger rho make the guidance stronger)"
+    )
+    log.warning(reason)
+    undefined = {**dict.fromkeys(SCORE_KEYS), "undefined": reason}
+    record = {
+        "sampling": sampling,
+        "values_drawn": int(drawn.max()) + 1,
+        "values_with_samples": 0,
+        "accepted_per_value": [],
+        "values": [],
+        "source_index": [],
+        "scores": {variant: dict(undefined) for variant in ("class", "probability", "class_balanced")},
+        "bootstrap": {**dict.fromkeys(BOOTSTRAP_KEYS), "undefined": reason},
+    }
+    empty = np.zeros(0, np.int64)
+    return record, SampledPredictions(empty, images[:0], empty, np.zeros((0, 0), np.float32))
 
 
 def coverage_table(
@@ -247,7 +269,7 @@ def run(
             results[name], sampled[name] = sampled_feature(
                 feature, inputs["samples"][name], classifier, device, settings, rng
             )
-            if encoder is not None and plain_features is not None:
+            if encoder is not None and plain_features is not None and len(sampled[name].images):
                 features_of_samples = encode(encoder, to_m11(torch.from_numpy(sampled[name].images)), device)
                 results[name]["coverage"] = coverage_table(
                     real_features, features_of_samples.numpy(), plain_features, settings["coverage_k"], rng
