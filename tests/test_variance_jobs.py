@@ -99,5 +99,7 @@ def test_a_feature_with_no_accepted_sample_is_undefined_and_still_written(tmp_pa
     predictions = tmp_path / "predictions.zarr"
     write_predictions(predictions, np.arange(3), np.full((3, 2), 0.5), {"v": sampled}, {})
     assert open_store(predictions, kind=PREDICTIONS_KIND).read("v_rows").shape == (0,)
-    row = markdown_table({"classifier": "c", "dataset": "d", "features": {"v": {**record, "kind": "continuous"}}}, [1])
+    row = markdown_table(
+        {"classifier": "c", "dataset": "d", "features": {"v": {**record, "kind": "continuous"}}}, [1]
+    )
     assert "| v | continuous | – | – | – |" in row

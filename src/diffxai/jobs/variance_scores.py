@@ -165,7 +165,9 @@ def sampled_feature(
     store = open_store(store_path, kind=STORE_KIND)
     accepted = store.read("accepted").astype(bool)
     if not accepted.any():
-        return rejected_feature(store_path, store.attrs["summary"], store.read("value_index"), store.read("images"))
+        return rejected_feature(
+            store_path, store.attrs["summary"], store.read("value_index"), store.read("images")
+        )
     images = store.read("images")[accepted]
     groups = store.read("value_index")[accepted].astype(np.int64)
     probabilities = softmax(classifier_logits(classifier, images, device))
