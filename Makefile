@@ -12,7 +12,7 @@ REPORT := $(if $(PRESET),results/$(PRESET),results)/report/report.html
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[torch,workflow,dev]'
 	touch $@
 
 install: $(VENV)/.installed

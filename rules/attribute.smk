@@ -8,7 +8,7 @@ rule attribute:
     benchmark:
         f"{R}/benchmarks/attribute/{{dataset}}/{{attribution}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -35,7 +35,7 @@ rule attribution_metrics:
     benchmark:
         f"{R}/benchmarks/attribution_metrics/{{dataset}}/{{attribution}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -66,7 +66,7 @@ rule ablation_point:
     benchmark:
         f"{R}/benchmarks/ablation_point/{{dataset}}/{{ablation}}/{{setting}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -82,7 +82,9 @@ rule ablation_point:
             config["seed"], wildcards.dataset, wildcards.ablation
         ),
         device=DEVICE,
-        code=source_hash("diffxai.jobs.ablation"),
+        code=lambda wildcards: method_code(
+            "diffxai.jobs.ablation", ablation_spec(wildcards)
+        ),
     script:
         "../scripts/ablation_point.py"
 
@@ -102,10 +104,10 @@ rule ablation_table:
         f"{R}/benchmarks/ablation_table/{{dataset}}/{{ablation}}.tsv"
     localrule: True
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/data.yaml"
     threads: 1
     params:
         title=lambda wildcards: f"{wildcards.ablation} on {wildcards.dataset}",
-        code=source_hash("diffxai.jobs.ablation"),
+        code=source_hash("diffxai.jobs.ablation_table"),
     script:
         "../scripts/ablation_table.py"

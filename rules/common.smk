@@ -5,6 +5,7 @@ import sys
 from diffxai.config.load import ConfigError, validate_config
 from diffxai.seeds import derive_seed
 from diffxai.methods.gcd_params import direction_params
+from diffxai.methods.registry import method_module
 from diffxai.provenance import source_hash
 
 try:
@@ -238,6 +239,12 @@ def explanation_spec(wildcards):
     if entry["method"] == "gcd":
         spec["lpips_weights"] = config["counterfactual_metrics"]["lpips_weights"]
     return spec
+
+
+def method_code(job_module, spec):
+    """Source hash of a job module and of the one method its spec runs (the registry imports
+    methods by name, so an edit of one method re-runs that method's jobs only)."""
+    return source_hash(job_module, method_module(spec["method"]))
 
 
 def explain_inputs(wildcards):

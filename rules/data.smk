@@ -6,7 +6,7 @@ rule prepare_data:
     benchmark:
         f"{R}/benchmarks/prepare_data/{{dataset}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=4000,

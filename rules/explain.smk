@@ -8,7 +8,7 @@ rule explain_shard:
     benchmark:
         f"{R}/benchmarks/explain/{{dataset}}/{{method}}/{{run}}/{{shard}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -21,7 +21,9 @@ rule explain_shard:
             config["seed"], wildcards.dataset, wildcards.method, wildcards.run
         ),
         device=DEVICE,
-        code=source_hash("diffxai.jobs.explain"),
+        code=lambda wildcards: method_code(
+            "diffxai.jobs.explain", explanation_spec(wildcards)
+        ),
     script:
         "../scripts/explain_shard.py"
 
@@ -40,7 +42,7 @@ rule gather_explanations:
         f"{R}/benchmarks/gather_explanations/{{dataset}}/{{method}}/{{run}}.tsv"
     localrule: True
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/data.yaml"
     threads: 1
     params:
         info=lambda wildcards: {
@@ -65,7 +67,7 @@ rule cf_metrics:
     benchmark:
         f"{R}/benchmarks/cf_metrics/{{dataset}}/{{method}}/{{run}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -100,7 +102,7 @@ rule diversity:
     benchmark:
         f"{R}/benchmarks/diversity/{{dataset}}/{{method}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,

@@ -21,7 +21,7 @@ rule gcd_directions:
     benchmark:
         f"{R}/benchmarks/gcd_directions/{{dataset}}/{{method}}/{{run}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -53,7 +53,7 @@ rule gcd_summary:
     benchmark:
         f"{R}/benchmarks/gcd_summary/{{dataset}}/{{method}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,

@@ -9,7 +9,7 @@ rule hit_summary:
     benchmark:
         f"{R}/benchmarks/hit_summary/{{dataset}}/{{analysis}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,

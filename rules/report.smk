@@ -19,7 +19,7 @@ rule aggregate:
     benchmark:
         f"{R}/benchmarks/aggregate.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -49,7 +49,7 @@ rule report_figures:
     benchmark:
         f"{R}/benchmarks/report_figures.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -9,7 +9,7 @@ rule distill:
     benchmark:
         f"{R}/benchmarks/distill/{{dataset}}/{{tokens}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,

@@ -12,7 +12,7 @@ rule train_supervised:
     wildcard_constraints:
         name=SUPERVISED,
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -41,7 +41,7 @@ rule train_encoder:
     wildcard_constraints:
         name=ENCODERS,
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -70,7 +70,7 @@ rule train_ddpm:
         name=DDPMS,
     priority: 10  # the longest job: start it as soon as its data exists
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=6000,
@@ -102,7 +102,7 @@ rule evaluate_ddpm:
     wildcard_constraints:
         name=DDPMS,
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -131,7 +131,7 @@ rule train_diffae:
         name=DIFFAES,
     priority: 10
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=6000,
@@ -165,7 +165,7 @@ rule train_t2i:
         name=T2IS,
     priority: 10
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=6000,
@@ -195,7 +195,7 @@ rule encode_diffae:
     wildcard_constraints:
         name=DIFFAES,
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,

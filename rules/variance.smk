@@ -8,7 +8,7 @@ rule variance_sample:
     benchmark:
         f"{R}/benchmarks/variance_sample/{{dataset}}/{{variance}}/{{feature}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -39,7 +39,7 @@ rule variance_scores:
     benchmark:
         f"{R}/benchmarks/variance_scores/{{dataset}}/{{variance}}.tsv"
     conda:
-        "../envs/diffxai.yaml"
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=6000,

@@ -1,10 +1,10 @@
 """Snakemake entry point of rule report_figures (logic: diffxai.jobs.report_figures)."""
 
 from diffxai.jobs import report_figures
-from diffxai.jobs.common import setup_job
+from diffxai.jobs.common import setup_logging
 
 sm = snakemake  # noqa: F821
-setup_job(sm.log[0], sm.threads, "cpu")
+setup_logging(sm.log[0], sm.threads)
 report_figures.run(
     list(sm.params.entries),
     dict(sm.params.data),

@@ -735,14 +735,14 @@ def test_a_failing_shard_leaves_no_store_and_spares_the_others(tiny_run, tmp_pat
 
     good = run_shard(0)
     bad_id = int(PreparedData(root / "data.zarr").indices("test")[6])  # in shard 1 (batches of 4)
-    original = registry.METHODS["ace"]
+    original = registry.explainer("ace")
 
     def failing(images, sample_ids, *args, **kwargs):
         if bad_id in sample_ids:
             raise ExplanationError(f"sample {bad_id}: classifier returned non-finite logits on the input")
         return original(images, sample_ids, *args, **kwargs)
 
-    monkeypatch.setitem(explain.METHODS, "ace", failing)
+    monkeypatch.setattr(explain, "explainer", lambda name: failing)
     with pytest.raises(ExplanationError, match=str(bad_id)):
         run_shard(1)
     assert not (tmp_path / "1.zarr").exists()

@@ -1,17 +1,14 @@
-"""Jobs ``ablation_point`` and ``ablation_table``: one-factor-at-a-time ablations of an
-explanation (seed 000 Table 4: particles, t', β → flip rate, L2, FID).
+"""Job ``ablation_point``: one point of a one-factor-at-a-time ablation of an explanation
+(seed 000 Table 4: particles, t', β → flip rate, L2, FID).
 
 A point runs the explanation's method with one parameter replaced on the first
 ``n_images`` test images and measures flip rate, mean L2 between input and CE over the
 successful CEs, FID of the successful CEs against the inputs (the encoder's feature space)
-and the mean NFE and classifier calls per CE. The table puts every point of an ablation
-side by side (CSV and markdown).
+and the mean NFE and classifier calls per CE (``jobs.ablation_table`` puts the points side by side).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import time
 from pathlib import Path
@@ -22,7 +19,7 @@ import torch
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.common import write_json
 from diffxai.jobs.explain import explained_samples, load_models
-from diffxai.methods.registry import METHODS
+from diffxai.methods.registry import explainer, method_module
 from diffxai.metrics.counterfactual import distances
 from diffxai.metrics.realism import FeatureSpace, fid
 from diffxai.models.io import load_model
@@ -31,17 +28,6 @@ from diffxai.training.supervised import to_m11
 
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.ablation"]
-TABLE_FIELDS = [
-    "parameter",
-    "value",
-    "flip_rate",
-    "l2",
-    "fid",
-    "nfe",
-    "classifier_calls",
-    "seconds_per_ce",
-    "n",
-]
 
 
 def run_point(
@@ -66,7 +52,7 @@ def run_point(
     models.context = dict(context or {})
     params = {**spec["params"], setting["parameter"]: setting["value"]}
     x = to_m11(torch.from_numpy(data.array("images")[ids])).to(device)
-    result = METHODS[spec["method"]](x, ids, models, params, seed, batch_size=spec["batch_size"])
+    result = explainer(spec["method"])(x, ids, models, params, seed, batch_size=spec["batch_size"])
     seconds = (time.perf_counter() - started) / len(ids)
     success = result.success
     x_cpu = x.cpu()
@@ -83,27 +69,8 @@ def run_point(
         "classifier_calls": float(result.classifier_calls.mean()),
         "seconds_per_ce": seconds,
     }
-    record = provenance({**spec, "params": params}, MODULES, seed, str(device), time.perf_counter() - started)
+    modules = [*MODULES, method_module(spec["method"])]
+    record = provenance({**spec, "params": params}, modules, seed, str(device), time.perf_counter() - started)
     write_json(out_path, {**figures, "params": params, "provenance": record})
     log.info("ablation point %s: %s", setting, figures)
     return figures
-
-
-def _cell(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def write_table(
-    point_paths: list[str | Path], csv_path: str | Path, markdown_path: str | Path, title: str
-) -> None:
-    """The ablation table from its points, in the order given (CSV + markdown)."""
-    rows = [{k: json.loads(Path(p).read_text())[k] for k in TABLE_FIELDS} for p in point_paths]
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TABLE_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    header = "| parameter | value | flip rate ↑ | L2 ↓ | FID ↓ | NFE | classifier calls | s/CE | n |"
-    lines = [f"# {title}", "", header, "|" + "---|" * len(TABLE_FIELDS)]
-    lines += ["| " + " | ".join(_cell(row[k]) for k in TABLE_FIELDS) + " |" for row in rows]
-    Path(markdown_path).write_text("\n".join(lines) + "\n")
-    log.info("ablation table %s: %d points", csv_path, len(rows))

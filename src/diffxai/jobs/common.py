@@ -1,4 +1,8 @@
-"""What every job does first: logging to its log file, threads, seeds, JSON output."""
+"""What every job does first: logging to its log file, threads, device, JSON output.
+
+Torch is imported only by jobs that ask for a device, so the data-family jobs (preparation,
+gathering, tables, the report) run in an environment without it (``envs/data.yaml``).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffxai.device import resolve_device, set_threads
 from diffxai.store import jsonable
 
 log = logging.getLogger("diffxai")
 
 
-def setup_job(log_path: str | os.PathLike | None, threads: int = 1, device: str = "auto"):
-    """Send logs and progress bars (stderr) to ``log_path``; set threads; resolve the device."""
+def setup_logging(log_path: str | os.PathLike | None, threads: int = 1) -> None:
+    """Send logs and progress bars (stderr) to ``log_path`` and cap BLAS threads; no torch."""
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the job
@@ -29,9 +32,18 @@ def setup_job(log_path: str | os.PathLike | None, threads: int = 1, device: str 
         handlers=[logging.StreamHandler(stream)],
         force=True,
     )
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, int(threads))))
+    log.info("%d thread(s)", threads)
+
+
+def setup_job(log_path: str | os.PathLike | None, threads: int = 1, device: str = "auto"):
+    """:func:`setup_logging`, then torch's threads and the resolved device (``auto``, ``cpu``, ``cuda:N``)."""
+    from diffxai.device import resolve_device, set_threads  # torch: only the jobs that need it
+
+    setup_logging(log_path, threads)
     set_threads(threads)
     resolved = resolve_device(device)
-    log.info("device %s, %d thread(s)", resolved, threads)
+    log.info("device %s", resolved)
     return resolved
 
 

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from diffxai.data.prepared import PreparedData
+from diffxai.jobs.gather_explanations import STORE_KIND
 from diffxai.methods.base import Models
 from diffxai.methods.perceptual_features import encoder_layers, vgg_layers
-from diffxai.methods.registry import METHODS
+from diffxai.methods.registry import explainer, method_module
 from diffxai.models.io import load_model
 from diffxai.paths import resolve
 from diffxai.provenance import provenance
@@ -28,7 +29,6 @@ from diffxai.training.supervised import to_m11
 
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.explain"]
-STORE_KIND = "explanations"
 
 
 def explained_samples(data: PreparedData, n_images: int | None) -> np.ndarray:
@@ -85,7 +85,7 @@ def run(
     batches = shard_batches(len(samples), spec["batch_size"], spec["shards"], shard)
     models = load_models(classifier_dir, ddpm_dir, spec["perceptual"], device)
     models.context = dict(context or {})
-    explain = METHODS[spec["method"]]
+    explain = explainer(spec["method"])
     images_uint8 = data.array("images")
     attrs = {"method": spec["method"], "params": spec["params"], "shard": shard, "shards": spec["shards"]}
     rows = np.concatenate(batches) if batches else np.zeros(0, np.int64)
@@ -106,7 +106,8 @@ def run(
         if arrays:
             writer.append(**arrays)
         elapsed = time.perf_counter() - started
-        writer.update_attrs(provenance=provenance(spec, MODULES, seed, str(device), elapsed))
+        modules = [*MODULES, method_module(spec["method"])]
+        writer.update_attrs(provenance=provenance(spec, modules, seed, str(device), elapsed))
         path = writer.finalize()
     log.info("wrote %s (%d batches) in %.1f s", out_path, len(batches), time.perf_counter() - started)
     return path

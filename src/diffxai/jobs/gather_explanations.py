@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from diffxai.jobs.explain import STORE_KIND
 from diffxai.provenance import provenance
 from diffxai.store import ArraySpec, StoreWriter, open_store
 
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.gather_explanations"]
+STORE_KIND = "explanations"  # the kind of shard and gathered stores (written by jobs.explain)
 
 
 def summary(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
