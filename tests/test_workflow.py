@@ -197,15 +197,6 @@ def test_lint_has_no_findings():
     assert "Congratulations" in result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The tiny preset run once, end to end, in a fresh directory."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    result = snakemake(workdir, timeout=1800)  # ~95 jobs, each paying seconds of imports
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return workdir
-
-
 @pytest.mark.slow
 def test_tiny_run_writes_complete_datasets_with_provenance(tiny_run):
     for name, n_images in (("ellipses", 400), ("attributes", 300)):

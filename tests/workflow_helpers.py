@@ -21,10 +21,11 @@ def write_overlay(workdir: Path, overlay: dict, name: str = "overlay.yaml") -> P
     return path
 
 
-def snakemake(
-    workdir: Path, *args: str, configfiles: list[Path] = (), timeout: int = 900, preset: str | None = "tiny"
-):
-    """Run the workflow with ``config.yaml`` + ``presets/{preset}.yaml`` (if any) + ``configfiles``."""
+def snakemake_command(
+    workdir: Path, *args: str, configfiles: list[Path] = (), preset: str | None = "tiny"
+) -> list[str]:
+    """The command that runs the workflow with ``config.yaml`` + ``presets/{preset}.yaml`` (if any)
+    + ``configfiles`` in ``workdir``."""
     presets = [str(REPO / "presets" / f"{preset}.yaml")] if preset else []
     files = [str(REPO / "config.yaml"), *presets, *map(str, configfiles)]
     command = [
@@ -39,7 +40,20 @@ def snakemake(
         *files,
         *args,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return command
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    configfiles: list[Path] = (),
+    timeout: int = 900,
+    preset: str | None = "tiny",
+    env: dict[str, str] | None = None,
+):
+    """Run :func:`snakemake_command` to completion (``env``: the environment, default this one's)."""
+    command = snakemake_command(workdir, *args, configfiles=configfiles, preset=preset)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def planned_jobs(dry_run_output: str) -> set[tuple[str, str]]:
