@@ -3,10 +3,10 @@ VENV ?= .venv
 PYTHON ?= python3
 CORES ?= 2
 PRESET ?=
-CONFIGS := config.yaml $(if $(PRESET),presets/$(PRESET).yaml)
+CONFIGS := config.yaml $(foreach preset,$(PRESET),presets/$(preset).yaml)  # PRESET: names, applied in order
 SNAKEMAKE := $(VENV)/bin/snakemake --profile profiles/local --configfile $(CONFIGS) --cores $(CORES)
 
-REPORT := $(if $(PRESET),results/$(PRESET),results)/report/report.html
+REPORT := $(if $(PRESET),results/$(lastword $(PRESET)),results)/report/report.html
 
 .PHONY: install run report dry-run lint test test-fast bench clean
 

@@ -32,6 +32,7 @@ from diffxai.methods.base import (
     concatenate,
     prepare,
 )
+from diffxai.methods.dilation import dilation_size
 from diffxai.progress import progress
 
 PARAMS = {
@@ -41,15 +42,6 @@ PARAMS = {
 ATTACKS = ("pgd", "gd", "cw")
 MASK_SOURCES = ("attacked", "filtered")
 DISTANCES = {"l1": 0.001, "l2": 0.1}  # seed defaults of λd
-REFERENCE_SIZE, REFERENCE_DILATION = 128, 15
-
-
-def dilation_size(params: dict[str, Any], image_size: int) -> int:
-    """The dilation square's side in pixels: configured, or 15 px at 128 px scaled, odd."""
-    if params.get("dilation") is not None:
-        return int(params["dilation"])
-    scaled = REFERENCE_DILATION * image_size / REFERENCE_SIZE
-    return max(1, 2 * round((scaled - 1) / 2) + 1)
 
 
 def region_mask(images: torch.Tensor, pre: torch.Tensor, dilation: int, threshold: float) -> torch.Tensor:
