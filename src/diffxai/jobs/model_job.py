@@ -35,6 +35,10 @@ class ModelJob:
     base_dir: Path = Path(".")
     started: float = field(default_factory=time.perf_counter)
 
+    def __post_init__(self) -> None:
+        # before any network is built: weight initialisation draws from torch's global generator
+        torch.manual_seed(self.seed)
+
     @classmethod
     def from_snakemake(cls, sm: Any, device: torch.device) -> ModelJob:
         """The job of a ``train_*`` rule: input ``data``, output ``weights``, params cfg and seed."""
