@@ -70,13 +70,19 @@ def run_names(method):
 
 
 def explanation_targets():
-    """metrics.json of every (dataset, explanation, run); diversity.json with 2+ runs;
-    GCD's summary (sources, globality of its directions, BB-LIG)."""
+    """metrics.json and shard stores of every (dataset, explanation, run); diversity.json
+    with 2+ runs; GCD's summary (sources, globality of its directions, BB-LIG). The shards
+    are targets so that a deleted shard is re-computed alone (the others stay cached)."""
     targets = []
     for method, entry in config["explanations"].items():
         for dataset in entry["datasets"]:
             runs = run_names(method)
             targets += [f"{R}/{dataset}/{method}/{run}/metrics.json" for run in runs]
+            targets += [
+                f"{R}/{dataset}/{method}/{run}/shards/{shard}.zarr"
+                for run in runs
+                for shard in range(entry["shards"])
+            ]
             if len(runs) > 1:
                 targets.append(f"{R}/{dataset}/{method}/diversity.json")
             if entry["method"] == "gcd":

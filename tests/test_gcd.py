@@ -257,13 +257,13 @@ def test_fit_proxy_returns_the_best_validation_epoch_and_stops_patience_epochs_l
                                 "proxy_batch": 32, "proxy_lr": 0.01})  # fmt: skip
     g = torch.Generator().manual_seed(4)
     start = g.get_state()
-    torch.manual_seed(0)
     fit = gcd.fit_proxy(u, targets, params, g)
     assert 1 <= fit.epochs < 400 - patience
 
     replay = torch.Generator().set_state(start)
     order = torch.randperm(n, generator=replay)
     val, train = order[:40], order[40:]
+    torch.randint(0, 2**62, (1,), generator=replay)  # the seed of the initial weights
     for _ in range(fit.epochs + patience):
         torch.randperm(len(train), generator=replay)
     assert torch.equal(replay.get_state(), g.get_state())
@@ -274,9 +274,22 @@ def test_fit_proxy_returns_the_best_validation_epoch_and_stops_patience_epochs_l
     assert loss(val) == pytest.approx(fit.val_loss, rel=1e-5)
     assert loss(train) == pytest.approx(fit.train_loss, rel=1e-5)
     torch.testing.assert_close(fit.proxy.target_mean, targets[train].mean(0))
-    torch.manual_seed(0)
     first = gcd.fit_proxy(u, targets, {**params, "proxy_epochs": 1}, torch.Generator().set_state(start))
     assert first.epochs == 1 and first.val_loss >= fit.val_loss
+
+
+def test_fit_proxy_depends_on_its_generator_only_not_on_torchs_global_state():
+    u, targets = torch.randn(64, 4), torch.randn(64, 2)
+    params = gcd.with_defaults({"proxy_hidden": 16, "proxy_epochs": 3})
+    fits = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        fits.append(gcd.fit_proxy(u, targets, params, torch.Generator().manual_seed(7)).proxy.state_dict())
+        after = torch.rand(1)
+        torch.manual_seed(global_seed)
+        assert torch.equal(after, torch.rand(1))  # and the global state is left as it was
+    for name, value in fits[0].items():
+        assert torch.equal(value, fits[1][name]), name
 
 
 # --- finite-difference integrated gradients ---------------------------------------------------------

@@ -98,7 +98,9 @@ def fit_proxy(
     order = torch.randperm(n, generator=generator)
     n_val = max(1, round(params["val_fraction"] * n))
     val, train = order[:n_val], order[n_val:]
-    proxy = ProxyMLP(u.shape[1], params["proxy_hidden"])
+    with torch.random.fork_rng(devices=[]):  # initial weights from ``generator``, not the global state
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        proxy = ProxyMLP(u.shape[1], params["proxy_hidden"])
     proxy.target_mean.copy_(targets[train].mean(0))
     proxy.target_std.copy_(targets[train].std(0).clamp_min(1e-6))
     optimizer = torch.optim.Adam(proxy.parameters(), lr=params["proxy_lr"])
