@@ -72,7 +72,8 @@ def run_names(method):
 def explanation_targets():
     """metrics.json and shard stores of every (dataset, explanation, run); diversity.json
     with 2+ runs; GCD's summary (sources, globality of its directions, BB-LIG). The shards
-    are targets so that a deleted shard is re-computed alone (the others stay cached)."""
+    are targets so that a deleted shard is re-computed alone (the others stay cached).
+    """
     targets = []
     for method, entry in config["explanations"].items():
         for dataset in entry["datasets"]:
