@@ -166,7 +166,7 @@ def sampled_feature(
     accepted = store.read("accepted").astype(bool)
     if not accepted.any():
         return rejected_feature(
-            store_path, store.attrs["summary"], store.read("value_index"), store.read("images")
+            store_path, store.attrs["summary"], store.read("value_index"), store.read("images", slice(0, 0))
         )
     images = store.read("images")[accepted]
     groups = store.read("value_index")[accepted].astype(np.int64)
@@ -189,10 +189,11 @@ def sampled_feature(
 
 
 def rejected_feature(
-    store_path: str | Path, sampling: dict[str, Any], drawn: np.ndarray, images: np.ndarray
+    store_path: str | Path, sampling: dict[str, Any], drawn: np.ndarray, no_images: np.ndarray
 ) -> tuple[dict[str, Any], SampledPredictions]:
     """The record of a feature none of whose samples met the rejection tolerance: every score is
-    undefined (the reason says so, and the acceptance rate of 0 shows in the table)."""
+    undefined (the reason says so, and the acceptance rate of 0 shows in the table).
+    ``no_images``: (0, C, H, W), the store's image array read with no rows."""
     reason = (
         f"no sample of {store_path} is within the rejection tolerance of its target: the constraint "
         "failed (more steps or a larger rho make the guidance stronger)"
@@ -210,7 +211,7 @@ def rejected_feature(
         "bootstrap": {**dict.fromkeys(BOOTSTRAP_KEYS), "undefined": reason},
     }
     empty = np.zeros(0, np.int64)
-    return record, SampledPredictions(empty, images[:0], empty, np.zeros((0, 0), np.float32))
+    return record, SampledPredictions(empty, no_images, empty, np.zeros((0, 0), np.float32))
 
 
 def coverage_table(
