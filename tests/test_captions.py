@@ -55,12 +55,15 @@ def test_ellipse_captions_on_hand_made_factors() -> None:
     ]
 
 
-def test_round_ellipses_have_no_orientation() -> None:
-    factors = _factors(aspect_ratio=[1.0, 1.39, 1.4], angle=[np.pi / 2] * 3, center_x=[1.0, 11.0, 22.0])
+def test_captions_that_differ_in_aspect_ratio_differ_only_in_the_elongation_word() -> None:
+    # no other word may give elongation away (a round-only omission of the orientation did)
+    factors = _factors(aspect_ratio=[1.0, 1.39, 1.4, 2.5], angle=[np.pi / 2] * 4, center_x=[11.0] * 4)
     captions = ellipse_captions(factors, image_size=32)
-    assert captions[0].endswith("round ellipse, left")
-    assert captions[1].endswith("round ellipse, center")
-    assert captions[2].endswith("oval ellipse, vertical, right")
+    assert [c.replace("round", "X").replace("oval", "X").replace("elongated", "X") for c in captions] == [
+        captions[0].replace("round", "X")
+    ] * 4
+    assert captions[0].endswith("round ellipse, vertical, center")
+    assert captions[2].endswith("oval ellipse, vertical, center")
 
 
 def test_size_tertiles_split_a_uniform_set_into_thirds() -> None:

@@ -85,6 +85,21 @@ def test_eps_shape_and_conditioning() -> None:
     assert model.encode_prompts(PROMPTS).shape == (2, 12, 16)
 
 
+def test_text_time_embedding_carries_the_text_into_the_timestep_embedding() -> None:
+    with_pooled, without = (
+        build_text_to_image(WORDS, SIZE, 1, {**TINY, "text_time_embedding": flag}) for flag in (True, False)
+    )
+    assert with_pooled.unet.config.addition_embed_type == "text"
+    assert not hasattr(without.unet, "add_embedding")
+    hidden = with_pooled.encode_prompts(PROMPTS)
+    with torch.no_grad():
+        pooled = with_pooled.unet.get_aug_embed(None, hidden, {})
+        assert pooled.shape == (2, with_pooled.unet.time_embedding.linear_2.out_features)
+        assert not torch.allclose(pooled[0], pooled[1])
+        # the same prompt gives the same pooled embedding whatever the batch holds
+        torch.testing.assert_close(with_pooled.unet.get_aug_embed(None, hidden[:1], {})[0], pooled[0])
+
+
 def test_building_is_deterministic() -> None:
     x = _noise()
     assert torch.equal(_eps(_model(seed=3), x, PROMPTS), _eps(_model(seed=3), x, PROMPTS))

@@ -1,9 +1,12 @@
 """Text captions built from what a prepared dataset knows, for text-to-image models.
 
 Ellipses are described by their ground-truth factors: "a {size} {elongation} ellipse,
-{orientation}, {position}", e.g. "a small elongated ellipse, vertical, left". Round
-ellipses have no meaningful orientation, so theirs is omitted ("a small round ellipse,
-left"). Datasets with binary attributes get "a picture with {a} and {b}"; any other
+{orientation}, {position}", e.g. "a small elongated ellipse, vertical, left". Every caption
+names all four, round ellipses' orientation included: were it left out for round ones only,
+the presence of an orientation word would tell round from not round, and a model trained on
+the captions would learn that shortcut instead of the elongation word.
+
+Datasets with binary attributes get "a picture with {a} and {b}"; any other
 dataset gets "a picture" for every image.
 """
 
@@ -65,11 +68,7 @@ def ellipse_captions(factors: dict[str, np.ndarray], image_size: int) -> list[st
     for size, elongation, orientation, position in zip(
         sizes, elongations, orientations, positions, strict=True
     ):
-        parts = [f"a {size} {elongation} ellipse"]
-        if elongation != "round":
-            parts.append(str(orientation))
-        parts.append(str(position))
-        captions.append(", ".join(parts))
+        captions.append(f"a {size} {elongation} ellipse, {orientation}, {position}")
     return captions
 
 

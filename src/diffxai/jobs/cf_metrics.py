@@ -30,6 +30,7 @@ from diffxai.metrics.counterfactual import bkl, cout, distances, factor_changes,
 from diffxai.metrics.oracle import correlation_difference, label_correlations, mnac
 from diffxai.metrics.perceptual import Lpips
 from diffxai.metrics.realism import feature_space, fid, sfid
+from diffxai.models.batched import batched_outputs
 from diffxai.models.io import load_model
 from diffxai.provenance import config_hash, provenance
 from diffxai.store import open_store
@@ -61,11 +62,6 @@ def mask_coverage(masks: np.ndarray, region: np.ndarray, dilation: int) -> np.nd
     return np.where(total > 0, inside / np.maximum(total, 1), np.nan)
 
 
-@torch.no_grad()
-def _apply(model: nn.Module, images: torch.Tensor, device: torch.device) -> np.ndarray:
-    return torch.cat([model(x.to(device)).float().cpu() for x in images.split(256)]).numpy()
-
-
 def _mean(values: np.ndarray) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
@@ -73,7 +69,7 @@ def _mean(values: np.ndarray) -> float:
 def _oracle_metrics(oracle_dir: str, data: PreparedData, x, cf, device) -> dict[str, Any]:
     oracle, _ = load_model(oracle_dir)
     oracle = oracle.to(device).eval()
-    before, after = (_apply(oracle, images, device) > 0 for images in (x, cf))
+    before, after = (batched_outputs(oracle, images, device).numpy() > 0 for images in (x, cf))
     query = query_attribute(data)
     exclude = [] if query is None else [query]
     result: dict[str, Any] = {"mnac": mnac(before, after, exclude), "oracle_attributes": data.attribute_names}
@@ -93,7 +89,8 @@ def _factor_metrics(regressor_dirs: dict[str, str], data: PreparedData, x, cf, d
         regressor = regressor.to(device).eval()
         target = info["target"]
         reference_std = float(np.std(data.factor(target)[test]))
-        change = factor_changes(_apply(regressor, x, device), _apply(regressor, cf, device), reference_std)
+        before, after = (batched_outputs(regressor, images, device).numpy() for images in (x, cf))
+        change = factor_changes(before, after, reference_std)
         changes[target] = {"measured_by": name, **change}
     return changes
 

@@ -25,6 +25,7 @@ from diffxai.data.prepared import PreparedData
 from diffxai.diffusion.sampling import sample
 from diffxai.jobs.common import write_json
 from diffxai.metrics.frechet import fid_from_features
+from diffxai.models.batched import batched_outputs
 from diffxai.models.io import load_model
 from diffxai.provenance import provenance
 from diffxai.training.simsiam import encode
@@ -49,11 +50,6 @@ def _ks(samples: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _measure(regressor: torch.nn.Module, images_m11: torch.Tensor, device: torch.device) -> np.ndarray:
-    """Regressor outputs (N,) in the factor's units, in batches of 256."""
-    return torch.cat([regressor(x.to(device)).cpu() for x in images_m11.split(256)]).numpy()
-
-
 def save_grid(images_m11: torch.Tensor, path: Path, columns: int = 8) -> None:
     """Save up to 64 images (N, C, H, W) in [-1, 1] as one PNG grid."""
     images = ((images_m11[:64].clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
@@ -121,7 +117,7 @@ def run(
     for name, directory in regressor_dirs.items():
         regressor, reg_info = load_model(directory)
         regressor = regressor.to(device)
-        measured, reference = (_measure(regressor, images, device) for images in (samples, test))
+        measured, reference = (batched_outputs(regressor, x, device).numpy() for x in (samples, test))
         metrics["ks"][reg_info["target"]] = {"measured_by": name, **_ks(measured, reference)}
     if "ellipse" in data.mask_names:
         masks = data.array("masks")[data.indices("test"), data.mask_names.index("ellipse")]

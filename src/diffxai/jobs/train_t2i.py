@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.train_t2i"]
 # captions as in training (medium size, centred, horizontal), differing only in elongation
 CHECK_PROMPTS = (
-    "a medium round ellipse, center",
+    "a medium round ellipse, horizontal, center",
     "a medium oval ellipse, horizontal, center",
     "a medium elongated ellipse, horizontal, center",
 )

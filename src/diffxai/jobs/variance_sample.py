@@ -33,6 +33,7 @@ from diffxai.data.adapters import to_uint8
 from diffxai.data.prepared import PreparedData
 from diffxai.diffusion.constrained import ConstrainedSamples, sample_with_region, sample_with_value
 from diffxai.diffusion.sampling import sample
+from diffxai.models.batched import batched_outputs
 from diffxai.models.io import load_model
 from diffxai.provenance import provenance
 from diffxai.store import ArraySpec, StoreWriter
@@ -44,11 +45,6 @@ STORE_KIND = "variance_samples"
 
 
 @torch.no_grad()
-def measure(regressor: torch.nn.Module, images_m11: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Regressor outputs (N,) in the feature's units, in batches of 500 (on CPU)."""
-    return torch.cat([regressor(chunk.to(device)).cpu() for chunk in images_m11.split(500)])
-
-
 def quantise(images_m11: torch.Tensor) -> np.ndarray:
     """uint8 images (N, C, H, W) of float images in [-1, 1], as the data store holds them."""
     return to_uint8(((images_m11.numpy() + 1) / 2).clip(0, 1))
@@ -100,7 +96,7 @@ def run(
     if kind == "continuous":
         regressor, _ = load_model(inputs["regressor_dir"])
         regressor = regressor.to(device).requires_grad_(False)
-        test_values = measure(regressor, to_m11(torch.from_numpy(data.array("images")[test])), device)
+        test_values = batched_outputs(regressor, to_m11(torch.from_numpy(data.array("images")[test])), device)
         feature_std = float(test_values.std())
         by_source = dict(zip(test.tolist(), test_values.tolist(), strict=True))
         target = np.array([by_source[i] for i in source_index], dtype=np.float32)
@@ -116,8 +112,8 @@ def run(
             batch_size=sampling["batch_size"],
         )
         # measured on the stored (uint8) images, the ones the classifier will see
-        measured = measure(regressor, to_m11(torch.from_numpy(quantise(result.images))), device).numpy()
-        measured = measured.astype(np.float32)
+        stored = to_m11(torch.from_numpy(quantise(result.images)))
+        measured = batched_outputs(regressor, stored, device).numpy()
         accepted = accepted_samples(measured, target, sampling["tolerance"], feature_std)
     elif kind == "region":
         known = to_m11(torch.from_numpy(data.array("images")[source_index]))

@@ -37,8 +37,9 @@ from PIL import Image
 
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.common import write_json
-from diffxai.jobs.variance_sample import STORE_KIND, measure
+from diffxai.jobs.variance_sample import STORE_KIND
 from diffxai.methods import variance_score as vs
+from diffxai.models.batched import batched_outputs
 from diffxai.models.io import load_model
 from diffxai.provenance import provenance
 from diffxai.store import StoreWriter, open_store
@@ -279,7 +280,8 @@ def run(
                 )
         if feature["kind"] == "continuous":
             regressor = load_model(inputs["regressor_dirs"][name])[0].to(device)
-            test_values[name] = measure(regressor, to_m11(torch.from_numpy(test_images)), device).numpy()
+            test_m11 = to_m11(torch.from_numpy(test_images))
+            test_values[name] = batched_outputs(regressor, test_m11, device).numpy()
             results[name]["linear_r2"] = vs.linear_r2(test_values[name], test_logits)
         results[name]["kind"] = feature["kind"]
     summary = {

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from diffxai.diffusion.respaced import RespacedDiffusion
+from diffxai.models.batched import batched_outputs
 from diffxai.seeds import derive_seed
 
 RANGE_TOLERANCE = 1e-3
@@ -187,7 +188,7 @@ def concatenate(parts: list[Explanations]) -> Explanations:
 def classify(classifier: nn.Module, images: torch.Tensor, sample_ids: np.ndarray, where: str) -> torch.Tensor:
     """Logits (N, K) on CPU, checked for NaN."""
     device = next(classifier.parameters()).device
-    logits = torch.cat([classifier(chunk.to(device)).float().cpu() for chunk in images.split(256)])
+    logits = batched_outputs(classifier, images, device)
     check_logits(logits, sample_ids, where)
     return logits
 

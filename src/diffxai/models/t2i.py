@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "block_out_channels": (16, 32, 64),
     "layers_per_block": 1,
     "cross_attention": (False, False, True),
+    "text_time_embedding": True,
     "attention_head_dim": 8,
     "norm_num_groups": 8,
     "num_train_timesteps": 1000,
@@ -236,7 +237,10 @@ def build_text_encoder(tokenizer: PreTrainedTokenizerBase, params: dict[str, Any
 
 def build_conditional_unet(params: dict[str, Any], channels: int, image_size: int) -> UNet2DConditionModel:
     """An untrained cross-attention UNet for (channels, image_size, image_size) inputs; level i has
-    cross-attention to the text when ``params["cross_attention"][i]``."""
+    cross-attention to the text when ``params["cross_attention"][i]``. With
+    ``params["text_time_embedding"]`` the text is also attention-pooled into the timestep
+    embedding (diffusers' ``addition_embed_type="text"``), so it conditions every level, the
+    ones without cross-attention included."""
     attention = list(params["cross_attention"])
     if len(attention) != len(params["block_out_channels"]):
         raise ValueError(f"cross_attention {attention}: one per level of {params['block_out_channels']}")
@@ -251,6 +255,8 @@ def build_conditional_unet(params: dict[str, Any], channels: int, image_size: in
         cross_attention_dim=params["text_width"],
         attention_head_dim=params["attention_head_dim"],
         norm_num_groups=params["norm_num_groups"],
+        addition_embed_type="text" if params["text_time_embedding"] else None,
+        addition_embed_type_num_heads=params["text_heads"],
     )
 
 
