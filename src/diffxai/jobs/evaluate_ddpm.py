@@ -49,7 +49,6 @@ def _ks(samples: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     }
 
 
-@torch.no_grad()
 def save_grid(images_m11: torch.Tensor, path: Path, columns: int = 8) -> None:
     """Save up to 64 images (N, C, H, W) in [-1, 1] as one PNG grid."""
     images = ((images_m11[:64].clamp(-1, 1) + 1) * 127.5).round().byte().numpy()

@@ -44,7 +44,6 @@ MODULES = ["diffxai.jobs.variance_sample"]
 STORE_KIND = "variance_samples"
 
 
-@torch.no_grad()
 def quantise(images_m11: torch.Tensor) -> np.ndarray:
     """uint8 images (N, C, H, W) of float images in [-1, 1], as the data store holds them."""
     return to_uint8(((images_m11.numpy() + 1) / 2).clip(0, 1))
