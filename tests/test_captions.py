@@ -6,6 +6,7 @@ import numpy as np
 
 from diffxai.data.captions import (
     attribute_captions,
+    caption_variants,
     caption_words,
     dataset_captions,
     ellipse_captions,
@@ -113,4 +114,59 @@ def test_caption_words() -> None:
     captions = ["a Small elongated ellipse, vertical, left", "a picture with hat and beard"]
     assert caption_words(captions) == sorted(
         ["a", "small", "elongated", "ellipse", "vertical", "left", "picture", "with", "hat", "and", "beard"]
+    )
+
+
+TEMPLATES = ("{}", "a picture of {}", "an image with {}")
+
+
+def test_caption_variants_without_dropout_in_one_template_are_the_complete_captions() -> None:
+    ellipses = _factors(area=[10.0, 50.0, 90.0], aspect_ratio=[1.0, 1.7, 3.0], center_x=[2.0, 16.0, 30.0])
+    variants = caption_variants(_FakeData(ellipses, None), 4, 0.0, ["{}"], np.random.default_rng(0))
+    assert variants == [[caption] * 4 for caption in ellipse_captions(ellipses, 32)]
+
+
+def test_caption_variants_drop_each_phrase_at_the_asked_rate_and_keep_the_grammar() -> None:
+    n, count, dropout = 200, 10, 0.3
+    rng = np.random.default_rng(1)
+    ellipses = _factors(
+        area=rng.uniform(10, 90, n), aspect_ratio=rng.uniform(1, 4, n),
+        angle=rng.uniform(0, np.pi, n), center_x=rng.uniform(0, 32, n),
+    )  # fmt: skip
+    complete = ellipse_captions(ellipses, 32)
+    rng = np.random.default_rng(2)
+    variants = caption_variants(_FakeData(ellipses, None), count, dropout, TEMPLATES, rng)
+    kept = {word_list: 0 for word_list in ("size", "elongation", "orientation", "position")}
+    templates_used = set()
+    for full, captions in zip(complete, variants, strict=True):
+        head, orientation, position = full.split(", ")
+        _, size, elongation, _ = head.split(" ")
+        for caption in captions:
+            template = next(t for t in TEMPLATES[::-1] if caption.startswith(t.format("")))
+            templates_used.add(template)
+            description = caption[len(template.format("")) :]
+            noun, *phrases = description.split(", ")
+            words = noun.split(" ")
+            assert words[0] == "a" and words[-1] == "ellipse"
+            assert words[1:-1] == [w for w in (size, elongation) if w in words[1:-1]]
+            assert phrases == [p for p in (orientation, position) if p in phrases]
+            kept["size"] += size in words
+            kept["elongation"] += elongation in words
+            kept["orientation"] += orientation in phrases
+            kept["position"] += position in phrases
+    assert templates_used == set(TEMPLATES)
+    for factor, count_kept in kept.items():
+        assert abs(count_kept / (n * count) - (1 - dropout)) < 0.03, factor
+
+
+def test_caption_variants_of_attributes_drop_only_present_attributes() -> None:
+    attributes = np.array([[1, 1, 0], [0, 0, 0]], dtype=np.uint8)
+    data = _FakeData({}, attributes)
+    variants = caption_variants(data, 50, 0.5, ["{}"], np.random.default_rng(0))
+    both = "a picture with a0 and a1"
+    assert set(variants[0]) == {"a picture", "a picture with a0", "a picture with a1", both}
+    assert set(variants[1]) == {"a picture"}
+    assert (
+        caption_variants(_FakeData({}, None), 2, 0.5, TEMPLATES[1:2], np.random.default_rng(0))
+        == [["a picture of a picture"] * 2] * 2
     )

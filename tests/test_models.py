@@ -555,14 +555,17 @@ def test_blackbox_output_carries_no_gradient(classifier: torch.nn.Module) -> Non
     assert probabilities.grad_fn is None
 
 
-def test_train_ddpm_passes_each_image_its_own_condition_and_drops_the_asked_fraction() -> None:
-    """Image i is constant i/100 and its condition is i; a dropped condition is −1 (the null)."""
-    seen = {"aligned": 0, "dropped": 0, "total": 0}
+@pytest.mark.parametrize("variants", [None, 3])
+def test_train_ddpm_passes_each_image_its_own_condition_and_drops_the_asked_fraction(variants) -> None:
+    """Image i is constant i/100 and its condition is 10·i (+ v for variant v of V); a dropped
+    condition is −1 (the null). With variants, every variant of the images is drawn."""
+    seen = {"aligned": 0, "dropped": 0, "total": 0, "variants": set()}
 
     def output(network, x_t, t, x0, condition):
         values = torch.round(x0.mean(dim=(1, 2, 3)) * 100).long()
         kept = condition[:, 0] >= 0
-        seen["aligned"] += int((condition[kept, 0] == values[kept]).sum())
+        seen["aligned"] += int((condition[kept, 0] // 10 == values[kept]).sum())
+        seen["variants"].update((condition[kept, 0] % 10).tolist())
         seen["dropped"] += int((~kept).sum())
         seen["total"] += len(condition)
         return network(x_t, t).sample
@@ -576,10 +579,14 @@ def test_train_ddpm_passes_each_image_its_own_condition_and_drops_the_asked_frac
         "steps": 30, "batch_size": 16, "lr": 1e-4, "warmup_steps": 1, "ema_decay": 0.9, "grad_clip": 1.0,
         "hflip": False, "checkpoint_every": 1000, "min_snr_gamma": None, "condition_dropout": 0.25,
     }  # fmt: skip
+    conditions = 10 * torch.arange(50).view(-1, 1)
+    if variants:
+        conditions = (conditions.view(-1, 1, 1) + torch.arange(variants).view(1, -1, 1)).contiguous()
     train_ddpm(
         unet, SCHEDULE, images, params, CPU, torch.Generator().manual_seed(0), output=output,
-        conditions=torch.arange(50).view(-1, 1), null_condition=torch.tensor([-1]),
+        conditions=conditions, null_condition=torch.tensor([-1]), condition_variants=bool(variants),
     )  # fmt: skip
     assert seen["total"] == 30 * 16
     assert seen["aligned"] + seen["dropped"] == seen["total"]
     assert 0.15 < seen["dropped"] / seen["total"] < 0.35
+    assert seen["variants"] == set(range(variants or 1))

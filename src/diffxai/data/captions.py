@@ -8,6 +8,13 @@ the captions would learn that shortcut instead of the elongation word.
 
 Datasets with binary attributes get "a picture with {a} and {b}"; any other
 dataset gets "a picture" for every image.
+
+:func:`caption_variants` makes the training captions of a from-scratch text-to-image model:
+each image gets several captions, each naming a random subset of its factors (or attributes)
+inside a random phrasing ("{}", "a picture of {}", "an image with {}"). Real captions describe
+part of an image in varied words; a model trained on one rigid, complete caption per image
+responds to a word only in that exact sentence, so a prompt that names one concept alone,
+such as TIME's "a <context> image with a <class>", reaches it as out-of-distribution text.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ ELONGATIONS = ("round", "oval", "elongated")
 ORIENTATIONS = ("horizontal", "diagonal", "vertical", "antidiagonal")
 POSITIONS = ("left", "center", "right")
 EMPTY_CAPTION = "a picture"
+# the phrasings of caption_variants; TIME's prompts use "image with" and "picture"
+CAPTION_TEMPLATES = ("{}", "a picture of {}", "an image with {}")
 
 
 def size_words(area: np.ndarray) -> np.ndarray:
@@ -58,27 +67,46 @@ def position_words(center_x: np.ndarray, image_size: int) -> np.ndarray:
     return np.asarray(POSITIONS)[np.digitize(center_x, [image_size / 3, 2 * image_size / 3])]
 
 
+def ellipse_words(factors: dict[str, np.ndarray], image_size: int) -> np.ndarray:
+    """(N, 4) words per ellipse (size, elongation, orientation, position) from (N,) factor arrays
+    (keys :data:`ELLIPSE_FACTORS`; others ignored)."""
+    return np.stack(
+        [
+            size_words(np.asarray(factors["area"], dtype=np.float64)),
+            elongation_words(np.asarray(factors["aspect_ratio"], dtype=np.float64)),
+            orientation_words(np.asarray(factors["angle"], dtype=np.float64)),
+            position_words(np.asarray(factors["center_x"], dtype=np.float64), image_size),
+        ],
+        axis=1,
+    )
+
+
+def ellipse_description(words: np.ndarray, keep: np.ndarray) -> str:
+    """ "a {size} {elongation} ellipse, {orientation}, {position}" with the (4,) words where ``keep``."""
+    size, elongation, orientation, position = (
+        str(word) if kept else "" for word, kept in zip(words, keep, strict=True)
+    )
+    noun = " ".join(word for word in ("a", size, elongation, "ellipse") if word)
+    return ", ".join(phrase for phrase in (noun, orientation, position) if phrase)
+
+
 def ellipse_captions(factors: dict[str, np.ndarray], image_size: int) -> list[str]:
-    """One caption per ellipse from (N,) factor arrays (keys :data:`ELLIPSE_FACTORS`; others ignored)."""
-    sizes = size_words(np.asarray(factors["area"], dtype=np.float64))
-    elongations = elongation_words(np.asarray(factors["aspect_ratio"], dtype=np.float64))
-    orientations = orientation_words(np.asarray(factors["angle"], dtype=np.float64))
-    positions = position_words(np.asarray(factors["center_x"], dtype=np.float64), image_size)
-    captions = []
-    for size, elongation, orientation, position in zip(
-        sizes, elongations, orientations, positions, strict=True
-    ):
-        captions.append(f"a {size} {elongation} ellipse, {orientation}, {position}")
-    return captions
+    """One complete caption per ellipse from (N,) factor arrays (keys :data:`ELLIPSE_FACTORS`)."""
+    words = ellipse_words(factors, image_size)
+    return [ellipse_description(row, np.ones(4, dtype=bool)) for row in words]
+
+
+def attribute_description(present: list[str]) -> str:
+    """ "a picture with x and y" for the attribute names ``present``, "a picture" for none."""
+    return f"{EMPTY_CAPTION} with {' and '.join(present)}" if present else EMPTY_CAPTION
 
 
 def attribute_captions(attributes: np.ndarray, names: list[str]) -> list[str]:
     """One caption per row of (N, A) binary ``attributes``: "a picture with x and y" or "a picture"."""
-    captions = []
-    for row in np.asarray(attributes):
-        present = [name for name, value in zip(names, row, strict=True) if value]
-        captions.append(f"{EMPTY_CAPTION} with {' and '.join(present)}" if present else EMPTY_CAPTION)
-    return captions
+    return [
+        attribute_description([name for name, value in zip(names, row, strict=True) if value])
+        for row in np.asarray(attributes)
+    ]
 
 
 def dataset_captions(data: PreparedData) -> list[str]:
@@ -89,6 +117,37 @@ def dataset_captions(data: PreparedData) -> list[str]:
     if data.attribute_names:
         return attribute_captions(data.array("attributes"), data.attribute_names)
     return [EMPTY_CAPTION] * len(data.array("labels"))
+
+
+def caption_variants(
+    data: PreparedData,
+    count: int,
+    phrase_dropout: float,
+    templates: tuple[str, ...] | list[str],
+    rng: np.random.Generator,
+) -> list[list[str]]:
+    """``count`` training captions per image of ``data`` (N lists): each drops every factor
+    phrase (ellipses) or present attribute with probability ``phrase_dropout`` and is put in a
+    template drawn uniformly from ``templates`` (each holds one "{}")."""
+    if all(name in data.factor_names for name in ELLIPSE_FACTORS):
+        words = ellipse_words({name: data.factor(name) for name in ELLIPSE_FACTORS}, data.image_size[1])
+    elif data.attribute_names:
+        words = np.asarray(data.array("attributes")).astype(bool)
+    else:
+        words = np.zeros((len(data.array("labels")), 0), dtype=bool)
+    keep = rng.random((len(words), count, words.shape[1])) >= phrase_dropout
+    template = rng.integers(0, len(templates), (len(words), count))
+    names = np.asarray(data.attribute_names or [], dtype=object)
+
+    def describe(row: np.ndarray, kept: np.ndarray) -> str:
+        if words.dtype != bool:
+            return ellipse_description(row, kept)
+        return attribute_description(names[row & kept].tolist())
+
+    return [
+        [templates[template[i, k]].format(describe(row, keep[i, k])) for k in range(count)]
+        for i, row in enumerate(words)
+    ]
 
 
 def caption_words(captions: list[str]) -> list[str]:

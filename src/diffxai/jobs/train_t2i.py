@@ -3,8 +3,10 @@ from a local Stable Diffusion directory (``checkpoint:``).
 
 From scratch: a pixel-space diffusers ``UNet2DConditionModel`` and a small ``CLIPTextModel``
 trained jointly with the DDPM recipe (loss, EMA, resumable checkpoints) on captions built from
-the data's ground truth (``data.captions``); captions are replaced by the empty prompt with
-probability ``caption_dropout`` so classifier-free guidance has an unconditional model.
+the data's ground truth: several captions per image, each naming a random subset of its
+factors in a random phrasing (``captions``; :func:`data.captions.caption_variants`). Captions
+are replaced by the empty prompt with probability ``caption_dropout`` so classifier-free
+guidance has an unconditional model.
 Pixel space because the images are 32 px: an autoencoder would add a training stage and a
 reconstruction error that every counterfactual then carries, to save compute that a 32 px
 UNet does not need.
@@ -23,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffxai.data.captions import caption_words, dataset_captions
+from diffxai.data.captions import caption_variants, caption_words, dataset_captions
 from diffxai.data.measure import binarise, mask_moments
+from diffxai.data.prepared import PreparedData
 from diffxai.diffusion.sampling import sample
 from diffxai.jobs.model_job import ModelJob
 from diffxai.jobs.train_ddpm import resume_checkpoint
@@ -87,6 +90,17 @@ def prompt_check(
     return result
 
 
+def training_captions(
+    data: PreparedData, indices: np.ndarray, settings: dict[str, Any], seed: int
+) -> list[list[str]]:
+    """The ``settings["variants"]`` training captions of each image in ``indices`` (config ``captions``)."""
+    rng = np.random.default_rng(seed)
+    variants = caption_variants(
+        data, settings["variants"], settings["phrase_dropout"], settings["templates"], rng
+    )
+    return [variants[i] for i in indices]
+
+
 def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
     """Train (or load) the text-to-image model; returns its config.json record."""
     cfg, data = job.model_cfg, job.data
@@ -97,22 +111,27 @@ def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
         history: dict[str, Any] = {}
     else:
         torch.manual_seed(job.seed)
+        variants = training_captions(data, train, cfg["captions"], job.seed)
         model = build_text_to_image(
-            caption_words(captions), data.image_size[0], data.channels, {**cfg["network"], **cfg["schedule"]}
-        )
+            caption_words(captions + [caption for row in variants for caption in row]),
+            data.image_size[0], data.channels, {**cfg["network"], **cfg["schedule"]},
+        )  # fmt: skip
         images = to_m11(torch.from_numpy(data.array("images")[train]))
-        token_ids = model.token_ids([captions[i] for i in train])
+        token_ids = model.token_ids([caption for row in variants for caption in row])
+        token_ids = token_ids.view(len(train), cfg["captions"]["variants"], -1)
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         train_params = {**cfg["train"], "condition_dropout": cfg["caption_dropout"]}
         model, history = train_ddpm(
             model, model.scheduler_config, images, train_params, job.device,
             torch.Generator().manual_seed(job.seed),
             checkpoint=resume_checkpoint(cache_dir, cfg, data), output=text_output,
-            conditions=token_ids, null_condition=model.token_ids([""])[0],
+            conditions=token_ids, null_condition=model.token_ids([""])[0], condition_variants=True,
         )  # fmt: skip
     info = model.spec()
     info["training"] = history
     metrics = {"prompt_check": prompt_check(model.to(job.device), cfg["check"], job.seed, job.device)}
     metrics["example_captions"] = captions[:5]
+    if not job.checkpoint:
+        metrics["example_training_captions"] = variants[0]
     job.save(model, info, MODULES, metrics)
     return info

@@ -92,6 +92,7 @@ def train_ddpm(
     output: Callable[..., torch.Tensor] = unet_output,
     conditions: torch.Tensor | None = None,
     null_condition: torch.Tensor | None = None,
+    condition_variants: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train ``unet`` on images (float32 (N, C, H, W) in [-1, 1]); returns EMA model, history.
 
@@ -102,7 +103,9 @@ def train_ddpm(
     ``output(network, x_t, t, x0, condition)`` is the network's prediction; a conditional
     model reads its condition from the clean batch x0 (DiffAE) or gets the rows of
     ``conditions`` (N, ...) of its images (text), each replaced by ``null_condition`` with
-    probability ``params["condition_dropout"]`` (classifier-free guidance training).
+    probability ``params["condition_dropout"]`` (classifier-free guidance training). With
+    ``condition_variants``, ``conditions`` is (N, V, ...): each step takes one of an image's V
+    variants (e.g. captions), drawn uniformly.
     """
     noise_scheduler = build_scheduler(scheduler_config, "ddpm")
     unet = unet.to(device)
@@ -142,10 +145,12 @@ def train_ddpm(
         x0 = images_m11[index]
         condition = None
         if conditions is not None:
+            rows = conditions[index]
+            if condition_variants:
+                variant = torch.randint(0, rows.shape[1], (batch,), generator=generator)
+                rows = rows[torch.arange(batch), variant]
             drop = torch.rand(batch, generator=generator) < params.get("condition_dropout", 0.0)
-            condition = torch.where(
-                drop.view(-1, *[1] * (conditions.dim() - 1)), null_condition, conditions[index]
-            )
+            condition = torch.where(drop.view(-1, *[1] * (rows.dim() - 1)), null_condition, rows)
             condition = condition.to(device)
         if params["hflip"]:
             flip = torch.rand(batch, generator=generator) < 0.5

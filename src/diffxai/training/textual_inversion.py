@@ -33,11 +33,12 @@ def learn_concept(
     """Learn the embeddings of ``tokens`` (new to ``model``) from images (N, C, H, W) in [-1, 1]
     paired with ``prompt``; returns {token: embedding (D,)} and the loss history.
 
-    params: steps, batch_size, lr. Timesteps are uniform over the training schedule, as in eq. 5.5.
+    params: steps, batch_size, lr, weight_decay (AdamW). Timesteps are uniform over the training
+    schedule, as in eq. 5.5.
     """
     ids = add_concept_tokens(model, tokens)
     weight, restore = trainable_token_rows(model, ids)
-    optimizer = torch.optim.Adam([weight], lr=params["lr"])
+    optimizer = torch.optim.AdamW([weight], lr=params["lr"], weight_decay=params.get("weight_decay", 0.0))
     scheduler = DDPMScheduler.from_config(model.scheduler_config)
     prompt_ids = model.token_ids([prompt]).to(device)
     history: dict[str, Any] = {"loss": [], "n_images": len(images_m11)}
