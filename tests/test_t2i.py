@@ -248,3 +248,24 @@ def test_learn_concept_trains_only_the_new_rows():
     initial = before.mean(dim=0)  # new rows start at the mean embedding
     assert all((row - initial).abs().max() > 1e-3 for row in learned.values())  # and were trained
     assert history["n_images"] == 16 and history["loss"][-1][0] == 40
+
+
+@pytest.mark.parametrize("max_norm", [None, 0.5])
+def test_learn_concept_caps_the_learned_rows_at_max_norm_times_the_vocabulary_norm(max_norm):
+    from diffxai.training.textual_inversion import learn_concept, vocabulary_norm
+
+    torch.manual_seed(0)
+    model = build_text_to_image(WORDS, SIZE, 1, TINY)
+    cap = vocabulary_norm(model) * (max_norm or 0.5)
+    images = torch.rand(16, 1, SIZE, SIZE) * 2 - 1
+    params = {"steps": 30, "batch_size": 8, "lr": 0.2, "max_norm": max_norm}  # a large lr walks far
+    learned, _ = learn_concept(
+        model, images, "a <noise_0> picture", ["<noise_0>"], params,
+        torch.Generator().manual_seed(1), torch.device("cpu"),
+    )  # fmt: skip
+    norm = float(learned["<noise_0>"].norm())
+    if max_norm is None:
+        assert norm > cap  # unconstrained, the row leaves the vocabulary's scale
+    else:
+        assert norm <= cap * (1 + 1e-6)
+        assert norm > 0.9 * cap  # it is scaled down, not reset

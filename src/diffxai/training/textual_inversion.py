@@ -21,6 +21,25 @@ from diffxai.training.diffusion import training_target
 log = logging.getLogger(__name__)
 
 
+def vocabulary_norm(model: TextToImage) -> float:
+    """Mean L2 norm of the embedding rows of the tokenizer's own vocabulary (no added tokens)."""
+    weight = model.text_encoder.get_input_embeddings().weight
+    return float(weight[: model.tokenizer.vocab_size].detach().norm(dim=1).mean())
+
+
+@torch.no_grad()
+def cap_rows(weight: torch.Tensor, ids: list[int], cap: float) -> None:
+    """Scale the rows ``ids`` of ``weight`` (V, D) whose L2 norm exceeds ``cap`` down to ``cap``."""
+    rows = weight[ids]
+    weight[ids] = rows * (cap / rows.norm(dim=1, keepdim=True)).clamp(max=1.0)
+
+
+def timestep_range(num_train_timesteps: int, fractions: tuple[float, float]) -> tuple[int, int]:
+    """[low, high) integer timesteps for fractions (a, b) of the schedule, at least one step wide."""
+    low = min(round(fractions[0] * num_train_timesteps), num_train_timesteps - 1)
+    return low, max(round(fractions[1] * num_train_timesteps), low + 1)
+
+
 def learn_concept(
     model: TextToImage,
     images_m11: torch.Tensor,
@@ -33,13 +52,17 @@ def learn_concept(
     """Learn the embeddings of ``tokens`` (new to ``model``) from images (N, C, H, W) in [-1, 1]
     paired with ``prompt``; returns {token: embedding (D,)} and the loss history.
 
-    params: steps, batch_size, lr, weight_decay (AdamW). Timesteps are uniform over the training
-    schedule, as in eq. 5.5.
+    params: steps, batch_size, lr, weight_decay (AdamW), max_norm, timesteps. Timesteps are
+    uniform over the fractions ``timesteps`` (a, b) of the training schedule; (0, 1), the whole
+    schedule, is eq. 5.5. ``max_norm`` (None: unconstrained) caps each learned row's
+    norm after every step at that multiple of the mean norm of the vocabulary's rows.
     """
+    norm_cap = vocabulary_norm(model) * params["max_norm"] if params.get("max_norm") is not None else None
     ids = add_concept_tokens(model, tokens)
     weight, restore = trainable_token_rows(model, ids)
     optimizer = torch.optim.AdamW([weight], lr=params["lr"], weight_decay=params.get("weight_decay", 0.0))
     scheduler = DDPMScheduler.from_config(model.scheduler_config)
+    t_low, t_high = timestep_range(scheduler.config.num_train_timesteps, params.get("timesteps", (0.0, 1.0)))
     prompt_ids = model.token_ids([prompt]).to(device)
     history: dict[str, Any] = {"loss": [], "n_images": len(images_m11)}
     started, running = time.perf_counter(), None
@@ -48,7 +71,7 @@ def learn_concept(
         index = torch.randint(0, len(images_m11), (params["batch_size"],), generator=generator)
         x0 = model.to_latent(images_m11[index].to(device))
         noise = torch.randn(x0.shape, generator=generator).to(device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator)
+        t = torch.randint(t_low, t_high, (len(index),), generator=generator)
         x_t = scheduler.add_noise(x0, noise, t.to(device))
         hidden = model.text_encoder(prompt_ids.expand(len(index), -1)).last_hidden_state
         output = model.eps(x_t, t.to(device), hidden)
@@ -57,6 +80,8 @@ def learn_concept(
         loss.backward()
         optimizer.step()
         restore()
+        if norm_cap is not None:
+            cap_rows(weight, ids, norm_cap)
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if (step + 1) % 25 == 0 or step + 1 == params["steps"]:
             history["loss"].append([step + 1, running])
