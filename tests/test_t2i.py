@@ -269,3 +269,31 @@ def test_learn_concept_caps_the_learned_rows_at_max_norm_times_the_vocabulary_no
     else:
         assert norm <= cap * (1 + 1e-6)
         assert norm > 0.9 * cap  # it is scaled down, not reset
+
+
+def test_timestep_range_covers_the_fractions_and_is_never_empty():
+    from diffxai.training.textual_inversion import timestep_range
+
+    assert timestep_range(1000, (0.0, 1.0)) == (0, 1000)
+    assert timestep_range(1000, (0.4, 0.7)) == (400, 700)
+    assert timestep_range(100, (0.5, 0.5)) == (50, 51)
+    assert timestep_range(100, (1.0, 1.0)) == (99, 100)
+
+
+def test_learn_concept_draws_its_timesteps_from_the_asked_range():
+    from diffxai.training.textual_inversion import learn_concept
+
+    torch.manual_seed(0)
+    model = build_text_to_image(WORDS, SIZE, 1, TINY)
+    seen = []
+    model.unet.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
+    params = {"steps": 20, "batch_size": 8, "lr": 0.01, "timesteps": (0.4, 0.7)}
+    learn_concept(
+        model, torch.rand(8, 1, SIZE, SIZE) * 2 - 1, "a <x_0> picture", ["<x_0>"], params,
+        torch.Generator().manual_seed(1), torch.device("cpu"),
+    )  # fmt: skip
+    timesteps = torch.cat(seen)
+    total = model.scheduler_config["num_train_timesteps"]
+    assert len(timesteps) == 20 * 8
+    assert timesteps.min() >= round(0.4 * total) and timesteps.max() < round(0.7 * total)
+    assert timesteps.max() - timesteps.min() > 0.2 * total  # spread over the range, not one value
