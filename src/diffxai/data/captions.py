@@ -10,11 +10,9 @@ Datasets with binary attributes get "a picture with {a} and {b}"; any other
 dataset gets "a picture" for every image.
 
 :func:`caption_variants` makes the training captions of a from-scratch text-to-image model:
-each image gets several captions, each naming a random subset of its factors (or attributes)
-inside a random phrasing ("{}", "a picture of {}", "an image with {}"). Real captions describe
-part of an image in varied words; a model trained on one rigid, complete caption per image
-responds to a word only in that exact sentence, so a prompt that names one concept alone,
-such as TIME's "a <context> image with a <class>", reaches it as out-of-distribution text.
+several per image, each in a random phrasing ("{}", "a picture of {}", "an image with {}"), so
+that the words of TIME's prompts ("a <context> image with a <class>") are in the vocabulary;
+with ``phrase_dropout`` each also leaves out a random subset of the factors (or attributes).
 """
 
 from __future__ import annotations
@@ -37,8 +35,6 @@ ELONGATIONS = ("round", "oval", "elongated")
 ORIENTATIONS = ("horizontal", "diagonal", "vertical", "antidiagonal")
 POSITIONS = ("left", "center", "right")
 EMPTY_CAPTION = "a picture"
-# the phrasings of caption_variants; TIME's prompts use "image with" and "picture"
-CAPTION_TEMPLATES = ("{}", "a picture of {}", "an image with {}")
 
 
 def size_words(area: np.ndarray) -> np.ndarray:

@@ -3,8 +3,9 @@ from a local Stable Diffusion directory (``checkpoint:``).
 
 From scratch: a pixel-space diffusers ``UNet2DConditionModel`` and a small ``CLIPTextModel``
 trained jointly with the DDPM recipe (loss, EMA, resumable checkpoints) on captions built from
-the data's ground truth: several captions per image, each naming a random subset of its
-factors in a random phrasing (``captions``; :func:`data.captions.caption_variants`). Captions
+the data's ground truth: several captions per image, each in a random phrasing and, with
+``phrase_dropout``, naming a random subset of its factors (``captions``;
+:func:`data.captions.caption_variants`). Captions
 are replaced by the empty prompt with probability ``caption_dropout`` so classifier-free
 guidance has an unconditional model.
 Pixel space because the images are 32 px: an autoencoder would add a training stage and a
