@@ -462,6 +462,12 @@ BAD_CONFIGS = {
         "'ddpm'",
         "t2i models: t2i",
     ),
+    "distill-timesteps-out-of-order": (
+        _set("distill", "tokens", "classes", "timesteps", [0.7, 0.4]),
+        "distill.tokens.classes.timesteps",
+        "[0.7, 0.4]",
+        "allowed: [a, b] with 0 <= a < b <= 1",
+    ),
     "t2i-with-flips-that-change-the-captions": (
         _set("models", "t2i", "train", "hflip", True),
         "models.t2i.train.hflip",

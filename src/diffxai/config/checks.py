@@ -474,6 +474,10 @@ def _check_time(key: str, entry: dict[str, Any], config: dict[str, Any]) -> list
 
 def _check_distill(name: str, entry: dict[str, Any], config: dict[str, Any]) -> list[str]:
     key = f"distill.{name}"
+    for concept in ("context", "classes"):
+        low, high = entry[concept]["timesteps"]
+        if low >= high:
+            return [_msg(f"{key}.{concept}.timesteps", [low, high], "allowed: [a, b] with 0 <= a < b <= 1")]
     model = config["models"].get(entry["t2i"])
     if model is None or model["kind"] != "t2i":
         return _model_reference(f"{key}.t2i", entry["t2i"], "t2i", [], config)
