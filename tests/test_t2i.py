@@ -252,7 +252,8 @@ def test_learn_concept_trains_only_the_new_rows():
 
 @pytest.mark.parametrize("max_norm", [None, 0.5])
 def test_learn_concept_caps_the_learned_rows_at_max_norm_times_the_vocabulary_norm(max_norm):
-    from diffxai.training.textual_inversion import learn_concept, vocabulary_norm
+    from diffxai.models.t2i import vocabulary_norm
+    from diffxai.training.textual_inversion import learn_concept
 
     torch.manual_seed(0)
     model = build_text_to_image(WORDS, SIZE, 1, TINY)

@@ -5,9 +5,8 @@ From scratch: a pixel-space diffusers ``UNet2DConditionModel`` and a small ``CLI
 trained jointly with the DDPM recipe (loss, EMA, resumable checkpoints) on captions built from
 the data's ground truth: several captions per image, each in a random phrasing and, with
 ``phrase_dropout``, naming a random subset of its factors (``captions``;
-:func:`data.captions.caption_variants`). Captions
-are replaced by the empty prompt with probability ``caption_dropout`` so classifier-free
-guidance has an unconditional model.
+:func:`data.captions.caption_variants`). Captions are replaced by the empty prompt with
+probability ``caption_dropout`` so classifier-free guidance has an unconditional model.
 Pixel space because the images are 32 px: an autoencoder would add a training stage and a
 reconstruction error that every counterfactual then carries, to save compute that a 32 px
 UNet does not need.

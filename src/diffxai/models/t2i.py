@@ -282,6 +282,11 @@ def _embedding_weight(model: TextToImage) -> torch.nn.Parameter:
     return model.text_encoder.get_input_embeddings().weight
 
 
+def vocabulary_norm(model: TextToImage) -> float:
+    """Mean L2 norm of the embedding rows of the tokenizer's own vocabulary (no added tokens)."""
+    return float(_embedding_weight(model)[: model.tokenizer.vocab_size].detach().norm(dim=1).mean())
+
+
 def add_concept_tokens(model: TextToImage, names: list[str], init_word: str | None = None) -> list[int]:
     """Add ``names`` as new tokens; their rows start at ``init_word``'s embedding, else the mean row."""
     existing = [name for name in names if name in model.tokenizer.get_vocab()]

@@ -14,17 +14,17 @@ from typing import Any
 import torch
 from diffusers import DDPMScheduler
 
-from diffxai.models.t2i import TextToImage, add_concept_tokens, token_embeddings, trainable_token_rows
+from diffxai.models.t2i import (
+    TextToImage,
+    add_concept_tokens,
+    token_embeddings,
+    trainable_token_rows,
+    vocabulary_norm,
+)
 from diffxai.progress import progress
 from diffxai.training.diffusion import training_target
 
 log = logging.getLogger(__name__)
-
-
-def vocabulary_norm(model: TextToImage) -> float:
-    """Mean L2 norm of the embedding rows of the tokenizer's own vocabulary (no added tokens)."""
-    weight = model.text_encoder.get_input_embeddings().weight
-    return float(weight[: model.tokenizer.vocab_size].detach().norm(dim=1).mean())
 
 
 @torch.no_grad()
