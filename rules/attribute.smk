@@ -108,6 +108,11 @@ rule ablation_table:
     threads: 1
     params:
         title=lambda wildcards: f"{wildcards.ablation} on {wildcards.dataset}",
+        parameters=lambda wildcards: list(
+            config["ablations"][wildcards.ablation]["vary"]
+        ),
+        grid=lambda wildcards: config["ablations"][wildcards.ablation]["design"]
+        == "grid",
         code=source_hash("diffxai.jobs.ablation_table"),
     script:
         "../scripts/ablation_table.py"

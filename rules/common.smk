@@ -2,6 +2,7 @@
 import os
 import sys
 
+from diffxai.config.ablation_design import ablation_settings as settings_of
 from diffxai.config.load import ConfigError, validate_config
 from diffxai.seeds import derive_seed
 from diffxai.methods.gcd_params import direction_params
@@ -101,12 +102,8 @@ def attribution_targets():
 
 
 def ablation_settings(name):
-    """{setting wildcard: {'parameter', 'value'}} of an ablation, in table order."""
-    return {
-        f"{parameter}={value}": {"parameter": parameter, "value": value}
-        for parameter, values in config["ablations"][name]["vary"].items()
-        for value in values
-    }
+    """{setting wildcard: {parameter: value}} of an ablation, in table order."""
+    return settings_of(config["ablations"][name])
 
 
 def ablation_targets():

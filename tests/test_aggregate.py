@@ -72,11 +72,20 @@ def test_variance_records_give_a_setting_per_feature(tmp_path):
 
 def test_ablation_tables_give_a_setting_per_row(tmp_path):
     table = tmp_path / "table.csv"
-    table.write_text("parameter,value,flip_rate,nfe,n\nparticles,10,0.5,110,20\nbeta,0.0,0.75,260,20\n")
+    header = "setting,particles,beta,flip_rate,l2,fid,nfe,classifier_calls,seconds_per_ce,n"
+    table.write_text(
+        f"{header}\nparticles=10,10,0.01,0.5,,,110,1,0.2,20\nbeta=0.0,100,0.0,0.75,,,260,1,0.3,20\n"
+    )
     frame = aggregate.tidy([entry(str(table), "ablation", "abl", setting=None)])
     values = frame.set_index(["setting", "metric"])["value"]
     assert values[("particles=10", "flip_rate")] == 0.5 and values[("beta=0.0", "nfe")] == 260
     assert set(frame["n"]) == {20}
+    assert set(frame["metric"]) == {
+        "flip_rate",
+        "nfe",
+        "classifier_calls",
+        "seconds_per_ce",
+    }  # not the parameters
 
 
 def test_tables_average_runs_and_bold_the_best_per_column(tmp_path):

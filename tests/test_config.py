@@ -404,9 +404,21 @@ BAD_CONFIGS = {
     ),
     "ablation-value-out-of-range": (
         _set("ablations", "freemcg_table4", "vary", {"t_start": [1.5]}),
-        "ablations.freemcg_table4.vary.t_start",
-        "1.5",
+        "ablations.freemcg_table4.vary",
+        "'t_start=1.5'",
         "greater than or equal to the maximum of 1",
+    ),
+    "ablation-grid-point-beyond-the-schedule": (
+        _set("ablations", "time_grid", "vary", {"tau": [25, 60], "w": [3]}),
+        "ablations.time_grid.vary[tau=60,w=3].params.attempts",
+        "60",
+        "whole tau in 1..steps-1 (49)",
+    ),
+    "ablation-lists-a-value-twice": (
+        _set("ablations", "time_grid", "vary", {"tau": [25, 25], "w": [3]}),
+        "ablations.time_grid.vary.tau",
+        "[25, 25]",
+        "non-unique",
     ),
     "metric-encoder-is-not-an-encoder": (
         _set("counterfactual_metrics", {"encoder": "classifier"}),

@@ -61,6 +61,15 @@ def test_tokenizer_ids_and_special_positions() -> None:
     assert tokenizer("A SMALL Ellipse").input_ids == tokenizer("a small ellipse").input_ids
 
 
+def test_check_fits_names_the_key_and_the_length_a_prompt_needs() -> None:
+    model = _model()
+    fitting = "a small elongated ellipse, vertical, left, right"  # 10 tokens + BOS/EOS: exactly 12
+    model.check_fits([fitting, "a round ellipse"], "models.t2i.network.max_length")
+    too_long = fitting + " small"
+    with pytest.raises(ValueError, match=r"models\.t2i\.network\.max_length = 12 .* >= 13"):
+        model.check_fits(["a round ellipse", too_long], "models.t2i.network.max_length")
+
+
 def test_tokenizer_added_tokens_and_round_trip(tmp_path: Path) -> None:
     tokenizer = build_tokenizer(WORDS, max_length=12)
     assert tokenizer.add_tokens(["<ctx_0>", "<ctx_1>"]) == 2

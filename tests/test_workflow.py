@@ -41,8 +41,10 @@ ABLATION_POINTS = {  # (ablation, preset) -> settings
     + [f"t_start={t}" for t in (0.3, 0.4, 0.5, 0.6)]
     + [f"beta={b}" for b in (0.0, 0.01, 0.02, 0.03)],
     ("freemcg_table4", "tiny"): ["particles=2", "particles=4", "t_start=0.3", "beta=0.0"],
-    ("time_tables", "default"): ["tau=25", "tau=30", "tau=35", "w=3", "w=6", "guidance=cfg", "context=False"],
-    ("time_tables", "tiny"): ["tau=2", "w=1", "guidance=cfg", "context=False"],
+    ("time_grid", "default"): [f"tau={tau},w={w}" for tau in (25, 30, 35) for w in (3, 4, 5)],
+    ("time_grid", "tiny"): [f"tau={tau},w={w}" for tau in (2, 3) for w in (1, 2)],
+    ("time_tables", "default"): ["guidance=negative", "guidance=cfg", "context=False"],
+    ("time_tables", "tiny"): ["guidance=negative", "guidance=cfg", "context=False"],
 }
 
 
@@ -130,7 +132,7 @@ def hit_jobs(stages=("maps", "metrics", "summary")):
     return jobs
 
 
-def ablation_jobs(preset, ablations=("freemcg_table4", "time_tables")):
+def ablation_jobs(preset, ablations=("freemcg_table4", "time_grid", "time_tables")):
     jobs = set()
     for ablation in ablations:
         keys = f"dataset=ellipses, ablation={ablation}"
@@ -496,7 +498,17 @@ def test_tiny_run_distils_tokens_and_writes_time_counterfactuals(tiny_run):
     assert np.array_equal(store.read("classifier_calls"), np.where(attempt == 0, 2, 3))
     assert np.all(store.read("classifier_gradients") == 0) and np.all(store.read("nfe_backward") == 0)
     table = (root / "ablations" / "time_tables" / "table.md").read_text()
-    assert "| guidance | cfg |" in table and "| context | False |" in table
+    assert "| guidance | context | flip rate ↑ |" in table
+    assert "| negative | True |" in table and "| cfg | True |" in table and "| negative | False |" in table
+    grid = (root / "ablations" / "time_grid" / "table.csv").read_text().splitlines()
+    assert [row.split(",")[:3] for row in grid[1:]] == [
+        ["tau=2,w=1", "2", "1"], ["tau=2,w=2", "2", "2"], ["tau=3,w=1", "3", "1"], ["tau=3,w=2", "3", "2"]
+    ]  # fmt: skip
+    # one attempt per image: 8 UNet evaluations per EDICT step (4 inverting, 4 denoising) x tau
+    assert [float(row.split(",")[6]) for row in grid[1:]] == [16, 16, 24, 24]
+    assert (
+        "## flip rate ↑\n\n| tau | w=1 | w=2 |" in (root / "ablations" / "time_grid" / "table.md").read_text()
+    )
 
 
 @pytest.mark.slow
@@ -510,11 +522,15 @@ def test_tiny_run_writes_freemcg_counterfactuals_and_the_ablation_table(tiny_run
     metrics = json.loads((root / "freemcg" / "run0" / "metrics.json").read_text())
     assert metrics["particle_mean_flip_rate"] == pytest.approx(store.read("particle_mean_success").mean())
     table = (root / "ablations" / "freemcg_table4" / "table.csv").read_text().splitlines()
-    assert table[0] == "parameter,value,flip_rate,l2,fid,nfe,classifier_calls,seconds_per_ce,n"
-    assert [row.split(",")[:2] for row in table[1:]] == [
-        ["particles", "2"], ["particles", "4"], ["t_start", "0.3"], ["beta", "0.0"]
-    ]  # fmt: skip
-    nfe = [float(row.split(",")[5]) for row in table[1:]]
+    assert table[0] == "setting,particles,t_start,beta,flip_rate,l2,fid,nfe,classifier_calls,seconds_per_ce,n"
+    assert [row.split(",")[0] for row in table[1:]] == [
+        "particles=2",
+        "particles=4",
+        "t_start=0.3",
+        "beta=0.0",
+    ]
+    assert table[1].split(",")[1] == "2" and table[3].split(",")[2] == "0.3"
+    nfe = [float(row.split(",")[7]) for row in table[1:]]
     assert nfe == [3 * 3, 3 * 5, 3 * 5, 3 * 5]  # 3 steps x (particles + 1); the base has 4 particles
     assert (root / "ablations" / "freemcg_table4" / "table.md").read_text().startswith("# freemcg_table4")
 

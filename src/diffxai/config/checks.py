@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from diffxai.config.ablation_design import ablation_settings
 from diffxai.data.attributes import ATTRIBUTE_NAMES
 from diffxai.data.attributes import FACTOR_NAMES as ATTRIBUTE_FACTORS
 from diffxai.data.ellipses import FACTOR_NAMES as ELLIPSE_FACTORS
@@ -391,15 +392,9 @@ def _check_explanation(name: str, entry: dict[str, Any], config: dict[str, Any],
     errors += _model_reference(
         f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config
     )
-    params = entry["params"]
     if entry["method"] == "time":
         errors += _check_time(key, entry, config)
-    elif entry["method"] == "gcd":
-        errors += _check_gcd(key, params, model)
-    elif entry["method"] == "freemcg":
-        errors += _check_freemcg_steps(key, params, model)
-    elif params["tau"] > params["steps"]:
-        errors.append(_msg(f"{key}.params.tau", params["tau"], f"allowed: 1..steps ({params['steps']})"))
+    errors += _check_params(key, entry["method"], entry["params"], model)
     perceptual = entry["perceptual"]
     if entry["method"] == "dime" and perceptual["network"] == "encoder":
         errors += _model_reference(
@@ -457,7 +452,25 @@ def _check_time(key: str, entry: dict[str, Any], config: dict[str, Any]) -> list
         errors.append(
             _msg(f"{key}.tokens", entry["tokens"], f"allowed: a distill entry run on {missing} too")
         )
-    params = entry["params"]
+    return errors
+
+
+def _check_params(key: str, method: str, params: dict[str, Any], model: dict[str, Any]) -> list[str]:
+    """The method's params agree with each other and with its generative ``model``'s schedule."""
+    if method == "time":
+        return _check_time_params(key, params)
+    if method == "gcd":
+        return _check_gcd(key, params, model)
+    if method == "freemcg":
+        return _check_freemcg_steps(key, params, model)
+    if params["tau"] > params["steps"]:
+        return [_msg(f"{key}.params.tau", params["tau"], f"allowed: 1..steps ({params['steps']})")]
+    return []
+
+
+def _check_time_params(key: str, params: dict[str, Any]) -> list[str]:
+    """τ and w set together or not at all; every attempt's τ a whole number below ``steps``."""
+    errors = []
     steps = params["steps"]
     if (params["tau"] is None) != (params["w"] is None):
         errors.append(
@@ -545,20 +558,25 @@ def _check_ablation(name: str, entry: dict[str, Any], config: dict[str, Any]) ->
     schema = load_schema()
     params_schema = {"$defs": schema["$defs"], **schema["$defs"][f"{explanation['method']}_params"]}
     allowed = sorted(params_schema["properties"])
+    unknown = [param for param in entry["vary"] if param not in allowed]
+    if unknown:
+        return [
+            _msg(f"{key}.vary", param, f"allowed: parameters of {explanation['method']}: {allowed}")
+            for param in unknown
+        ]
     errors = []
-    for param, values in entry["vary"].items():
-        if param not in allowed:
-            errors.append(
-                _msg(f"{key}.vary", param, f"allowed: parameters of {explanation['method']}: {allowed}")
-            )
-            continue
-        for value in values:
-            trial = {**explanation["params"], **entry["params"], param: value}
-            for error in Draft202012Validator(params_schema).iter_errors(trial):
-                errors.append(_msg(f"{key}.vary.{param}", value, error.message))
-            if explanation["method"] == "freemcg" and not errors:
-                ddpm = config["models"][explanation["ddpm"]]
-                errors += _check_freemcg_steps(f"{key}.vary", trial, ddpm)
+    generator = GENERATORS.get(explanation["method"], "ddpm")
+    model = config["models"].get(explanation[generator])  # a bad reference: the explanation's error
+    for label, setting in ablation_settings(entry).items():
+        trial = {**explanation["params"], **entry["params"], **setting}
+        schema_errors = [
+            _msg(f"{key}.vary", label, error.message)
+            for error in Draft202012Validator(params_schema).iter_errors(trial)
+        ]
+        if schema_errors or model is None or model["kind"] != generator:
+            errors += schema_errors
+        else:
+            errors += _check_params(f"{key}.vary[{label}]", explanation["method"], trial, model)
     return errors
 
 

@@ -1,7 +1,7 @@
-"""Job ``ablation_point``: one point of a one-factor-at-a-time ablation of an explanation
-(seed 000 Table 4: particles, t', β → flip rate, L2, FID).
+"""Job ``ablation_point``: one setting of an ablation of an explanation (seed 000 Table 4:
+particles, t', β → flip rate, L2, FID; thesis Table 5.3: τ × w).
 
-A point runs the explanation's method with one parameter replaced on the first
+A point runs the explanation's method with the setting's parameters replaced on the first
 ``n_images`` test images and measures flip rate, mean L2 between input and CE over the
 successful CEs, FID of the successful CEs against the inputs (the encoder's feature space)
 and the mean NFE and classifier calls per CE (``jobs.ablation_table`` puts the points side by side).
@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from diffxai.config.ablation_design import setting_label
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.common import write_json
 from diffxai.jobs.explain import explained_samples, load_models
@@ -42,15 +43,15 @@ def run_point(
     device: torch.device,
     context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Explain with ``spec['params']`` updated by ``setting`` ({'parameter', 'value'}) and
-    write the point's figures to ``out_path`` (JSON). ``context``: the method's extra inputs
-    (TIME's tokens)."""
+    """Explain with ``spec['params']`` updated by ``setting`` ({parameter: value}; see
+    :func:`config.ablation_design.ablation_settings`) and write the point's figures to
+    ``out_path`` (JSON). ``context``: the method's extra inputs (TIME's tokens)."""
     started = time.perf_counter()
     data = PreparedData(data_path)
     ids = explained_samples(data, spec["n_images"])
     models = load_models(classifier_dir, ddpm_dir, spec["perceptual"], device)
     models.context = dict(context or {})
-    params = {**spec["params"], setting["parameter"]: setting["value"]}
+    params = {**spec["params"], **setting}
     x = to_m11(torch.from_numpy(data.array("images")[ids])).to(device)
     result = explainer(spec["method"])(x, ids, models, params, seed, batch_size=spec["batch_size"])
     seconds = (time.perf_counter() - started) / len(ids)
@@ -60,7 +61,7 @@ def run_point(
     encoder, _ = load_model(encoder_dir)
     space = FeatureSpace.from_encoder(encoder.to(device).eval(), device)
     figures = {
-        **setting,
+        "setting": setting_label(setting),
         "n": len(ids),
         "flip_rate": float(success.mean()),
         "l2": float(distances(x_cpu[success], cf[success])["l2"].mean()) if success.any() else float("nan"),

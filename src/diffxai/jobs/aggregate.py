@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from diffxai.jobs.ablation_table import METRIC_FIELDS
 from diffxai.jobs.common import write_json
 
 log = logging.getLogger(__name__)
@@ -118,16 +119,17 @@ def json_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def ablation_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """Tidy rows of an ablation table.csv: setting = parameter=value."""
+    """Tidy rows of an ablation table.csv (``jobs.ablation_table``): one per setting and metric."""
     path = Path(entry["path"])
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     rows = []
     with path.open() as handle:
         for row in csv.DictReader(handle):
-            setting = f"{row.pop('parameter')}={row.pop('value')}"
-            n = int(row.pop("n")) if row.get("n") else None
-            for metric, text in row.items():
-                if text not in ("", None):
+            setting = row["setting"]
+            n = int(row["n"]) if row.get("n") else None
+            for metric in METRIC_FIELDS:
+                text = row[metric]
+                if metric != "n" and text not in ("", None):
                     labels = {key: entry[key] for key in ("dataset", "classifier", "method")}
                     rows.append(
                         {**labels, "setting": setting, "metric": metric, "value": float(text), "n": n,

@@ -116,8 +116,10 @@ def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
             caption_words(captions + [caption for row in variants for caption in row]),
             data.image_size[0], data.channels, {**cfg["network"], **cfg["schedule"]},
         )  # fmt: skip
+        flat = [caption for row in variants for caption in row]
+        model.check_fits(flat, f"models.{job.model_name}.network.max_length")
         images = to_m11(torch.from_numpy(data.array("images")[train]))
-        token_ids = model.token_ids([caption for row in variants for caption in row])
+        token_ids = model.token_ids(flat)
         token_ids = token_ids.view(len(train), cfg["captions"]["variants"], -1)
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         train_params = {**cfg["train"], "condition_dropout": cfg["caption_dropout"]}

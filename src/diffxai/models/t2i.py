@@ -121,6 +121,20 @@ class TextToImage(nn.Module):
             return_tensors="pt",
         ).input_ids
 
+    def check_fits(self, prompts: list[str], key: str) -> None:
+        """Raise ValueError naming config ``key`` when a prompt has more tokens (BOS and EOS
+        included) than ``tokenizer.model_max_length``: :meth:`token_ids` would cut it silently."""
+        if not prompts:
+            return
+        length, prompt = max(
+            (len(ids), p) for ids, p in zip(self.tokenizer(prompts).input_ids, prompts, strict=True)
+        )
+        if length > self.tokenizer.model_max_length:
+            raise ValueError(
+                f"{key} = {self.tokenizer.model_max_length} is too short: {prompt!r} has {length} "
+                f"tokens; allowed: {key} >= {length}"
+            )
+
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """(N, L, D) last hidden states of the text encoder (differentiable, no mask: as in SD)."""
         ids = self.token_ids(prompts).to(self.text_encoder.device)

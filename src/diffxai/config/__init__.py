@@ -1,0 +1,1 @@
+"""The workflow config: schema, default filling, semantic checks and ablation designs."""
