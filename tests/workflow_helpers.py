@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+SLURM_PROFILE = REPO / "profiles" / "slurm"
+SLURM_CLUSTER = REPO / "tests" / "slurm" / "local_cluster.sh"
+TINY_CONFIGS = [REPO / "config.yaml", REPO / "presets" / "tiny.yaml"]
 JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
 WILDCARDS = re.compile(r"^\s+wildcards: (.+)$")
 
@@ -68,3 +72,34 @@ def planned_jobs(dry_run_output: str) -> set[tuple[str, str]]:
             jobs.discard((rule, ""))
             jobs.add((rule, wildcards.group(1)))
     return jobs
+
+
+def slurm_profile() -> dict:
+    return yaml.safe_load((SLURM_PROFILE / "config.yaml").read_text())
+
+
+def local_slurm_overrides() -> list[str]:
+    """The command-line overrides of the SLURM profile for the one-node test cluster: partition
+    ``debug``, status through ``squeue`` (no slurmdbd, so no sacct) and ``device: cpu``."""
+    partition = [f"{rule}:slurm_partition=debug" for rule in slurm_profile()["set-resources"]]
+    return [
+        "--jobs", "2",
+        "--default-resources", "slurm_partition=debug", "mem_mb=2000", "runtime=60",
+        "--set-resources", *partition,
+        "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "2",
+        "--seconds-between-status-checks", "4",
+        "--latency-wait", "5",
+        "--config", "device=cpu",
+    ]  # fmt: skip
+
+
+def run_on_slurm(workdir: Path, *args: str, configfiles: list[Path], limit_s: int):
+    """snakemake through the SLURM profile, killed (not terminated) at the limit."""
+    environment = {**os.environ, "PATH": f"{Path(SNAKEMAKE).parent}:{os.environ['PATH']}"}
+    command = [
+        "timeout", "-s", "KILL", str(limit_s), SNAKEMAKE,
+        "--profile", str(SLURM_PROFILE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", *map(str, configfiles), *local_slurm_overrides(), "--", *args,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env=environment)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler
 
 from diffxai.diffusion.parameterization import eps_and_x0
 
@@ -37,6 +36,10 @@ class RespacedDiffusion:
         self.unet = unet
         self.prediction_type = scheduler_config.get("prediction_type", "epsilon")
         self.clip = bool(scheduler_config.get("clip_sample", True))
+        # imported here: jobs that only import methods.base (attribution baselines, metrics) skip
+        # diffusers' seconds of imports
+        from diffusers import DDPMScheduler
+
         base = DDPMScheduler(**scheduler_config)
         self.timesteps = space_timesteps(base.config.num_train_timesteps, num_steps)
         alpha_bar = base.alphas_cumprod.double()[self.timesteps]

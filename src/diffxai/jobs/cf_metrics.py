@@ -24,7 +24,7 @@ from torch import nn
 
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.common import write_json
-from diffxai.jobs.explain import STORE_KIND
+from diffxai.jobs.gather_explanations import STORE_KIND
 from diffxai.methods.dilation import dilation_size
 from diffxai.metrics.counterfactual import bkl, cout, distances, factor_changes, similarity_s3
 from diffxai.metrics.oracle import correlation_difference, label_correlations, mnac

@@ -12,7 +12,7 @@ import torch
 
 from diffxai.jobs.cf_metrics import csv_rows, write_csv
 from diffxai.jobs.common import write_json
-from diffxai.jobs.explain import STORE_KIND
+from diffxai.jobs.gather_explanations import STORE_KIND
 from diffxai.metrics.perceptual import Lpips, diversity_sigma_l
 from diffxai.provenance import config_hash, provenance
 from diffxai.store import open_store

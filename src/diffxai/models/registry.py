@@ -11,10 +11,19 @@ from typing import Any
 
 from torch import nn
 
-from diffxai.models.hit import HiT
 from diffxai.models.simple_cnn import SimpleCNN
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"simple_cnn": SimpleCNN, "hit": HiT}
+OWN_ARCHITECTURES = ("simple_cnn", "hit")
+
+
+def own_architecture(arch: str) -> type[nn.Module]:
+    """The class of one of our networks (``OWN_ARCHITECTURES``). HiT is imported here, not at module
+    level: it brings timm and torchvision, seconds of imports a job building a simple_cnn skips."""
+    if arch == "hit":
+        from diffxai.models.hit import HiT
+
+        return HiT
+    return SimpleCNN
 
 
 def create_network(
@@ -22,15 +31,15 @@ def create_network(
 ) -> nn.Module:
     """A freshly initialised network mapping (N, in_channels, S, S) images to (N, num_outputs)."""
     arch_params = dict(arch_params or {})
-    if arch in ARCHITECTURES:
-        cls = ARCHITECTURES[arch]
+    if arch in OWN_ARCHITECTURES:
+        cls = own_architecture(arch)
         if "img_size" in inspect.signature(cls).parameters:
             arch_params.setdefault("img_size", image_size)
         return cls(in_channels=in_channels, num_outputs=num_outputs, **arch_params)
     import timm
 
     if not timm.is_model(arch):
-        allowed = ", ".join(ARCHITECTURES)
+        allowed = ", ".join(OWN_ARCHITECTURES)
         raise ValueError(f"unknown architecture {arch!r}: allowed {allowed} or a timm model name")
     entrypoint = timm.models.model_entrypoint(arch)
     if _accepts_img_size(entrypoint):
