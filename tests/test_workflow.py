@@ -358,12 +358,12 @@ def test_unchanged_second_run_does_nothing(tiny_run):
             {"distill": {"tokens": {"classes": {"steps": 6}}}},
             {("distill", "dataset=ellipses, tokens=tokens")}
             | explanation_jobs(methods=["time"])
-            | ablation_jobs("tiny", ["time_tables"]),
+            | ablation_jobs("tiny", ["time_grid", "time_tables"]),
             id="distill-setting-redistils-and-reruns-time-not-the-t2i-model",
         ),
         pytest.param(
             {"explanations": {"time": {"params": {"p": 0.9}}}},
-            explanation_jobs(methods=["time"]) | ablation_jobs("tiny", ["time_tables"]),
+            explanation_jobs(methods=["time"]) | ablation_jobs("tiny", ["time_grid", "time_tables"]),
             id="time-parameter-reruns-time-and-its-ablation",
         ),
         pytest.param(
