@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+from snakemake.target_jobs import parse_target_jobs_cli_args
 
 from diffxai.config.ablation_design import ablation_settings, setting_label
 from diffxai.jobs import ablation_table
@@ -27,12 +28,22 @@ def test_grid_is_every_combination_with_the_last_parameter_fastest():
     settings = ablation_settings(entry)
     assert len(settings) == 3 * 2 * 1
     assert list(settings)[:3] == [
-        "tau=25,w=3,guidance=cfg",
-        "tau=25,w=4,guidance=cfg",
-        "tau=30,w=3,guidance=cfg",
+        "tau=25+w=3+guidance=cfg",
+        "tau=25+w=4+guidance=cfg",
+        "tau=30+w=3+guidance=cfg",
     ]
-    assert settings["tau=35,w=4,guidance=cfg"] == {"tau": 35, "w": 4, "guidance": "cfg"}
+    assert settings["tau=35+w=4+guidance=cfg"] == {"tau": 35, "w": 4, "guidance": "cfg"}
     assert all(setting_label(values) == label for label, values in settings.items())
+
+
+@pytest.mark.parametrize("design", ["one_at_a_time", "grid"])
+def test_setting_labels_survive_a_cluster_jobs_target_wildcards(design):
+    """A SLURM job reruns snakemake with --target-jobs RULE:KEY=VALUE,...; the label must come back whole."""
+    entry = {"design": design, "vary": {"tau": [25, 30], "w": [3.5], "guidance": ["cfg"]}}
+    for label in ablation_settings(entry):
+        spec = f"ablation_point:dataset=ellipses,ablation=a,setting={label}"
+        (target,) = parse_target_jobs_cli_args([spec])
+        assert target.wildcards_dict == {"dataset": "ellipses", "ablation": "a", "setting": label}
 
 
 def _points(tmp_path, settings, base):

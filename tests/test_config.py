@@ -410,7 +410,7 @@ BAD_CONFIGS = {
     ),
     "ablation-grid-point-beyond-the-schedule": (
         _set("ablations", "time_grid", "vary", {"tau": [25, 60], "w": [3]}),
-        "ablations.time_grid.vary[tau=60,w=3].params.attempts",
+        "ablations.time_grid.vary[tau=60+w=3].params.attempts",
         "60",
         "whole tau in 1..steps-1 (49)",
     ),

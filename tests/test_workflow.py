@@ -41,8 +41,8 @@ ABLATION_POINTS = {  # (ablation, preset) -> settings
     + [f"t_start={t}" for t in (0.3, 0.4, 0.5, 0.6)]
     + [f"beta={b}" for b in (0.0, 0.01, 0.02, 0.03)],
     ("freemcg_table4", "tiny"): ["particles=2", "particles=4", "t_start=0.3", "beta=0.0"],
-    ("time_grid", "default"): [f"tau={tau},w={w}" for tau in (25, 30, 35) for w in (3, 4, 5)],
-    ("time_grid", "tiny"): [f"tau={tau},w={w}" for tau in (2, 3) for w in (1, 2)],
+    ("time_grid", "default"): [f"tau={tau}+w={w}" for tau in (25, 30, 35) for w in (3, 4, 5)],
+    ("time_grid", "tiny"): [f"tau={tau}+w={w}" for tau in (2, 3) for w in (1, 2)],
     ("time_tables", "default"): ["guidance=negative", "guidance=cfg", "context=False"],
     ("time_tables", "tiny"): ["guidance=cfg", "context=False"],
 }
@@ -502,7 +502,7 @@ def test_tiny_run_distils_tokens_and_writes_time_counterfactuals(tiny_run):
     assert "| cfg | True |" in table and "| negative | False |" in table  # the other at its base value
     grid = (root / "ablations" / "time_grid" / "table.csv").read_text().splitlines()
     assert [row.split(",")[:3] for row in grid[1:]] == [
-        ["tau=2,w=1", "2", "1"], ["tau=2,w=2", "2", "2"], ["tau=3,w=1", "3", "1"], ["tau=3,w=2", "3", "2"]
+        ["tau=2+w=1", "2", "1"], ["tau=2+w=2", "2", "2"], ["tau=3+w=1", "3", "1"], ["tau=3+w=2", "3", "2"]
     ]  # fmt: skip
     # one attempt per image: 8 UNet evaluations per EDICT step (4 inverting, 4 denoising) x tau
     assert [float(row.split(",")[6]) for row in grid[1:]] == [16, 16, 24, 24]

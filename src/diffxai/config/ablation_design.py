@@ -5,10 +5,14 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+# not a comma: a cluster job gets its wildcards back from Snakemake's --target-jobs, which splits
+# them on commas (the SLURM job of "tau=25,w=3" would look up setting "tau=25")
+SEPARATOR = "+"
+
 
 def setting_label(values: dict[str, Any]) -> str:
-    """The setting's name (the ``{setting}`` wildcard): ``tau=25`` or ``tau=25,w=3``."""
-    return ",".join(f"{parameter}={value}" for parameter, value in values.items())
+    """The setting's name (the ``{setting}`` wildcard): ``tau=25`` or ``tau=25+w=3``."""
+    return SEPARATOR.join(f"{parameter}={value}" for parameter, value in values.items())
 
 
 def ablation_settings(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
