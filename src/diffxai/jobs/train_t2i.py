@@ -112,11 +112,11 @@ def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
     else:
         torch.manual_seed(job.seed)
         variants = training_captions(data, train, cfg["captions"], job.seed)
+        flat = [caption for row in variants for caption in row]
         model = build_text_to_image(
-            caption_words(captions + [caption for row in variants for caption in row]),
+            caption_words(captions + flat),
             data.image_size[0], data.channels, {**cfg["network"], **cfg["schedule"]},
         )  # fmt: skip
-        flat = [caption for row in variants for caption in row]
         model.check_fits(flat, f"models.{job.model_name}.network.max_length")
         images = to_m11(torch.from_numpy(data.array("images")[train]))
         token_ids = model.token_ids(flat)
