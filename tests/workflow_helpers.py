@@ -80,10 +80,14 @@ def slurm_profile() -> dict:
 
 def local_slurm_overrides() -> list[str]:
     """The command-line overrides of the SLURM profile for the one-node test cluster: partition
-    ``debug``, status through ``squeue`` (no slurmdbd, so no sacct) and ``device: cpu``."""
+    ``debug``, status through ``squeue`` (no slurmdbd, so no sacct) and ``device: cpu``.
+
+    The profile's ``jobs: 100`` stays: the cluster queues every ready job and starts the next
+    one the moment a CPU frees. Capped at the node's 2 CPUs, each free slot waited for the
+    plugin's next status poll, whose interval grows by 10 s after every poll that finds no job
+    finished (the plugin's back-off, not configurable), ≈ 20 s per job."""
     partition = [f"{rule}:slurm_partition=debug" for rule in slurm_profile()["set-resources"]]
     return [
-        "--jobs", "2",
         "--default-resources", "slurm_partition=debug", "mem_mb=2000", "runtime=60",
         "--set-resources", *partition,
         "--slurm-status-command", "squeue",

@@ -10,7 +10,6 @@ import itertools
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from diffxai.models.encoder import SimSiam
@@ -60,6 +59,8 @@ def vgg_layers(weights_path: str | Path, arch: str = "vgg19") -> FeatureLayers:
     path = Path(weights_path)
     if not path.is_file():
         raise FileNotFoundError(f"perceptual.weights: no VGG weights file at {path}")
+    import torchvision  # here, not at the top: it costs every explain job ≈ 4 s of start-up (torch._dynamo)
+
     vgg = getattr(torchvision.models, arch)(weights=None)
     state = torch.load(path, map_location="cpu", weights_only=True)
     features_state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
