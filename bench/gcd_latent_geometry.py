@@ -1,10 +1,11 @@
 """Which factors a DiffAE's semantic space holds linearly: the ceiling of a global direction.
 
 Encodes ``--n-images`` training images with the DiffAE's semantic encoder, standardises the
-codes as GCD does, and prints held-out linear-probe scores (``metrics/latent_probe``):
-ridge R² for every factor of the dataset, logistic accuracy for the class label, and, where
-the dataset has an ``angle`` factor, R² of the label factor's doubled-angle components
-(factor · cos 2θ, factor · sin 2θ) next to a small MLP's R² for the label factor itself.
+codes as GCD does (the latents store's z_mean / z_std), and prints held-out linear-probe
+scores (``metrics/latent_probe``): ridge R² for every factor of the dataset, logistic
+accuracy for the class label, and, where the dataset has an ``angle`` factor, R² of the
+label factor's doubled-angle components (factor · cos 2θ, factor · sin 2θ) next to a small
+MLP's R² for the label factor itself.
 
 python bench/gcd_latent_geometry.py [--data results/ellipses/data.zarr]
     [--diffae results/ellipses/models/diffae] [--n-images 3000]
@@ -24,16 +25,19 @@ from sklearn.neural_network import MLPRegressor
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.common import write_json
 from diffxai.jobs.encode_diffae import load_codec
+from diffxai.jobs.gcd_directions import latent_space
 from diffxai.metrics.latent_probe import doubled_angle, linear_accuracy, linear_r2
 from diffxai.training.supervised import to_m11
 
 
 def standardised_codes(data: PreparedData, diffae_dir: str, n_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """(u (N, dim), dataset indices (N,)) of the first ``n_images`` training images."""
+    """(u (N, dim), dataset indices (N,)) of the first ``n_images`` training images, standardised
+    with the latents store's z_mean / z_std as GCD standardises them."""
     codec = load_codec(diffae_dir, torch.device("cpu"))
+    space, _ = latent_space(Path(diffae_dir) / "latents.zarr")
     indices = data.indices("train")[:n_images]
-    z = codec.semantic(to_m11(torch.from_numpy(data.array("images")[indices]))).numpy()
-    return (z - z.mean(0)) / z.std(0), indices
+    z = codec.semantic(to_m11(torch.from_numpy(data.array("images")[indices])))
+    return space.to_u(z).numpy(), indices
 
 
 def main() -> None:

@@ -83,7 +83,7 @@ def local_slurm_overrides() -> list[str]:
     ``debug``, status through ``squeue`` (no slurmdbd, so no sacct) and ``device: cpu``.
 
     The profile's ``jobs: 100`` stays: the cluster queues every ready job and starts the next
-    one the moment a CPU frees. Capped at the node's 2 CPUs, each free slot waited for the
+    one the moment a CPU frees. With at most 2 jobs submitted, each free CPU waited for the
     plugin's next status poll, whose interval grows by 10 s after every poll that finds no job
     finished (the plugin's back-off, not configurable), ≈ 20 s per job."""
     partition = [f"{rule}:slurm_partition=debug" for rule in slurm_profile()["set-resources"]]
