@@ -16,11 +16,16 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 
 
-def linear_r2(codes: np.ndarray, target: np.ndarray, folds: int = 3, seed: int = 0) -> float:
-    """Mean held-out R² over ``folds`` of a ridge regression (α chosen inside each training
-    fold) from codes (N, D) to target (N,)."""
+def held_out_r2(model, codes: np.ndarray, target: np.ndarray, folds: int = 3, seed: int = 0) -> float:
+    """Mean held-out R² over ``folds`` (shuffled by ``seed``) of a scikit-learn regressor from
+    codes (N, D) to target (N,)."""
     split = KFold(folds, shuffle=True, random_state=seed)
-    return float(cross_val_score(RidgeCV(alphas=RIDGE_ALPHAS), codes, target, cv=split, scoring="r2").mean())
+    return float(cross_val_score(model, codes, target, cv=split, scoring="r2").mean())
+
+
+def linear_r2(codes: np.ndarray, target: np.ndarray, folds: int = 3, seed: int = 0) -> float:
+    """:func:`held_out_r2` of a ridge regression (α chosen inside each training fold)."""
+    return held_out_r2(RidgeCV(alphas=RIDGE_ALPHAS), codes, target, folds, seed)
 
 
 def linear_accuracy(codes: np.ndarray, labels: np.ndarray, folds: int = 3, seed: int = 0) -> float:
