@@ -608,6 +608,16 @@ def test_schema_enums_match_the_generators_names():
     assert label["factor"]["enum"] == LABEL_FACTORS
 
 
+def test_the_schema_is_parsed_once_and_each_caller_gets_its_own_copy():
+    from diffxai.config.load import SCHEMA_PATH, load_schema
+
+    first = load_schema()
+    assert first == yaml.safe_load(SCHEMA_PATH.read_text())  # libyaml reads it as PyYAML does
+    first["$defs"].clear()  # a caller changing its copy ...
+    assert load_schema()["$defs"]  # ... changes no one else's
+    assert validated()["seed"] == DEFAULT["seed"]
+
+
 def test_hit_defaults_read_from_the_source_match_the_constructor():
     import inspect
 
