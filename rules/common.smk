@@ -266,7 +266,8 @@ def gcd_directions_path(dataset, method, run):
 
 
 def gcd_summary_inputs(wildcards):
-    """Every run's directions, CEs and metrics of a gcd explanation, with its models."""
+    """Every run's directions, CEs and metrics of a gcd explanation, with its models and the
+    regressors that measure what its directions change."""
     entry = config["explanations"][wildcards.method]
     runs = run_names(wildcards.method)
     folder = f"{R}/{wildcards.dataset}/{wildcards.method}"
@@ -278,7 +279,7 @@ def gcd_summary_inputs(wildcards):
         "directions": [f"{folder}/{run}/directions.zarr" for run in runs],
         "stores": [f"{folder}/{run}/explanations.zarr" for run in runs],
         "metrics": [f"{folder}/{run}/metrics.json" for run in runs],
-    }
+    } | cf_regressor_inputs(wildcards.dataset)
 
 
 def tokens_files(dataset, name):
@@ -384,10 +385,17 @@ def cf_metrics_inputs(wildcards):
     oracle = settings["oracle"]
     if oracle and dataset in config["models"][oracle]["datasets"]:
         inputs["oracle"] = model_files(dataset, oracle)
-    for regressor in settings["regressors"]:
-        if dataset in config["models"][regressor]["datasets"]:
-            inputs[f"regressor_{regressor}"] = model_files(dataset, regressor)
-    return inputs
+    return inputs | cf_regressor_inputs(dataset)
+
+
+def cf_regressor_inputs(dataset):
+    """regressor_<name>: the files of each counterfactual-metrics regressor trained on ``dataset``
+    (they measure what CEs change)."""
+    return {
+        f"regressor_{regressor}": model_files(dataset, regressor)
+        for regressor in config["counterfactual_metrics"]["regressors"]
+        if dataset in config["models"][regressor]["datasets"]
+    }
 
 
 def ddpm_evaluation_inputs(wildcards):

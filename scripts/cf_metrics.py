@@ -1,27 +1,19 @@
 """Snakemake entry point of rule cf_metrics (logic: diffxai.jobs.cf_metrics)."""
 
-from pathlib import Path
-
 from diffxai.jobs import cf_metrics
 from diffxai.jobs.common import setup_job
+from diffxai.jobs.model_inputs import model_dir, regressor_dirs
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
-
-
-def model_dir(key):
-    return str(Path(sm.input[key][0]).parent)
-
-
 names = list(sm.input.keys())  # a Namedlist: keys() gives its names
-regressors = {key.removeprefix("regressor_"): model_dir(key) for key in names if key.startswith("regressor_")}
 inputs = cf_metrics.MetricInputs(
     sm.input.store,
     sm.input.data,
-    model_dir("classifier"),
-    model_dir("encoder"),
-    model_dir("oracle") if "oracle" in names else None,
-    regressors,
+    model_dir(sm.input.classifier),
+    model_dir(sm.input.encoder),
+    model_dir(sm.input.oracle) if "oracle" in names else None,
+    regressor_dirs(sm.input.items()),
 )
 cf_metrics.run(
     inputs,

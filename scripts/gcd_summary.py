@@ -4,6 +4,7 @@ from pathlib import Path
 
 from diffxai.jobs import gcd_summary
 from diffxai.jobs.common import setup_job
+from diffxai.jobs.model_inputs import regressor_dirs
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
@@ -15,6 +16,7 @@ inputs = {
     "directions": list(sm.input.directions),
     "stores": list(sm.input.stores),
     "metrics": list(sm.input.metrics),
+    "regressors": regressor_dirs(sm.input.items()),
 }
 gcd_summary.run(
     inputs,

@@ -532,3 +532,33 @@ def test_discover_finds_the_brightening_direction_and_counts_decode_nfe_only():
     torch.testing.assert_close(found.proxy_f, 1 - p_class1(decoded), atol=1e-4, rtol=0)
     torch.testing.assert_close(found.proxy_s, lpips(source.expand_as(decoded), decoded), atol=1e-4, rtol=0)
     assert float(found.g[0]) > 0.9
+
+
+def test_globality_measures_what_each_directions_flipped_counterfactuals_change():
+    """g = e_0 moves the brightness code: every image flips, and the measure sees exactly the
+    two-sided search's CEs; h1 = e_1 is a code the toy decoder ignores: nothing flips or is
+    measured."""
+    from diffxai.jobs.gcd_summary import globality
+
+    images = toy_images((-0.2, 0.3, -0.4, 0.5))
+    z, z_t = exact_latents(images)
+    blackbox = BlackBox(BrightnessClassifier())
+    codec = DiffAECodec(BrightnessDiffAE(), SCHEDULE)
+    seen = []
+
+    def brightness_change(x: torch.Tensor, cf: torch.Tensor) -> dict:
+        seen.append((x, cf))
+        change = (cf - x).mean(dim=(1, 2, 3)).abs().mean()
+        return {"brightness": {"mean_abs_change_in_std": float(change)}}
+
+    found = directions(torch.eye(2)[1:])
+    args = (codec, blackbox, lpips, SPACE, images, SPACE.to_u(z), z_t, transfer_params())
+    result = globality(*args[:4], found, *args[4:], n_h=1, measure=brightness_change)
+    assert result["flip_rate"] == {"g": 1.0, "h1": 0.0}
+    assert result["factor_changes"]["h1"] == {} and len(seen) == 1  # measured for g only
+    search, _ = gcd.transfer(*args[:7], found.g, 0, blackbox(images).argmax(1), transfer_params())
+    x, cf = seen[0]
+    torch.testing.assert_close(x, images)
+    torch.testing.assert_close(cf, search.path[torch.arange(4), search.index])
+    assert result["factor_changes"]["g"]["brightness"]["mean_abs_change_in_std"] > 0
+    assert "factor_changes" not in globality(*args[:4], found, *args[4:], n_h=1)

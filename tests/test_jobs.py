@@ -121,3 +121,17 @@ def test_a_user_diffae_checkpoint_is_loaded_and_encoded(tmp_path, tiny_config, e
     assert store.attrs["encode_steps"] == latents_cfg["encode_steps"]
     assert metrics["reconstruction"]["same_steps"]["decode_steps"] == latents_cfg["encode_steps"]
     assert json.loads((tmp_path / "metrics.json").read_text())["n_images"] == latents_cfg["n_images"]
+
+
+def test_regressor_dirs_are_the_model_directories_of_the_regressor_inputs():
+    from diffxai.jobs.model_inputs import model_dir, regressor_dirs
+
+    named = [
+        ("data", ["results/e/data.zarr"]),
+        ("classifier", ["results/e/models/classifier/model.safetensors", "x/config.json"]),
+        ("regressor_regressor_area", ["results/e/models/regressor_area/model.safetensors", "y"]),
+        ("regressor_size", ["m/size/model.safetensors", "m/size/config.json"]),
+    ]
+    assert regressor_dirs(named) == {"regressor_area": "results/e/models/regressor_area", "size": "m/size"}
+    assert regressor_dirs(named[:2]) == {}
+    assert model_dir(named[1][1]) == "results/e/models/classifier"

@@ -570,6 +570,11 @@ def test_tiny_run_writes_gcd_latents_directions_counterfactuals_and_summary(tiny
     assert list(summary["globality"]["flip_rate"]) == ["g", "h1", "h2", "h3", "h4"]
     top, others = summary["globality"]["top3_h"], summary["globality"]["others_combined"]["directions"]
     assert len(top) == 3 and sorted(top + others) == ["h1", "h2", "h3", "h4"]
+    changes = summary["globality"]["factor_changes"]  # what each direction's flipped CEs change
+    assert set(changes) == set(summary["globality"]["flip_rate"])
+    for name, rate in summary["globality"]["flip_rate"].items():
+        assert set(changes[name]) == ({"log_aspect_ratio", "area"} if rate > 0 else set())
+        assert all(change["mean_abs_change_in_std"] >= 0 for change in changes[name].values())
     assert 0 <= summary["attribution"]["bb_lig"]["mask_auroc"] <= 1
     assert summary["efficiency"]["published_discovery_nfe"] == 250 + 25600 * 100
     rows = (root / "gcd" / "gcd_summary.csv").read_text().splitlines()

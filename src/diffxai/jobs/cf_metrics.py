@@ -80,8 +80,10 @@ def _oracle_metrics(oracle_dir: str, data: PreparedData, x, cf, device) -> dict[
     return result
 
 
-def _factor_metrics(regressor_dirs: dict[str, str], data: PreparedData, x, cf, device) -> dict[str, Any]:
-    """Per regressor target: mean |Δ| in units of the target's std over the test split."""
+def factor_metrics(regressor_dirs: dict[str, str], data: PreparedData, x, cf, device) -> dict[str, Any]:
+    """Per regressor target of images x and their CEs cf (N, C, H, W each, [-1, 1]): mean |Δ| in
+    the target's units and in units of its std over the test split. ``regressor_dirs``:
+    {name: model directory}."""
     changes: dict[str, Any] = {}
     test = data.indices("test")
     for name, directory in regressor_dirs.items():
@@ -150,7 +152,7 @@ def compute(
     if inputs.oracle is not None and data.attribute_names:
         metrics.update(_oracle_metrics(inputs.oracle, data, x_ok, cf_ok, device))
     if inputs.regressors:
-        metrics["factor_changes"] = _factor_metrics(inputs.regressors, data, x_ok, cf_ok, device)
+        metrics["factor_changes"] = factor_metrics(inputs.regressors, data, x_ok, cf_ok, device)
     if "particle_mean_success" in store:  # FreeMCG: the reference code's output, for comparison
         metrics["particle_mean_flip_rate"] = float(store.read("particle_mean_success").mean())
     if "masks" in store and "ellipse" in data.mask_names:

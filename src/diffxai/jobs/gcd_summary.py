@@ -5,8 +5,9 @@
   mean ± std over the runs, and each run's discovery cost and proxy fit.
 * Globality (Fig. 3, Table 4): the first run's g- and h-directions applied to the first
   ``globality.n_images`` explained images (a line search per image and direction): flip
-  rate per direction, the three h-directions of highest flip rate, and the others
-  combined by lowest CF loss per image.
+  rate per direction, what each direction's CEs change (the counterfactual metrics'
+  regressors: mean |Δ| of each factor in std units), the three h-directions of highest flip
+  rate, and the others combined by lowest CF loss per image.
 * Attribution (§5.3): BB-LIG maps of the first run's CEs against BB-IG (black baseline)
   on the same images: AUROC and pointing game against the task's ground-truth region.
 * Efficiency: network evaluations to find one source's directions, next to the published
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ import torch
 
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.attribution_metrics import ground_truth_region
-from diffxai.jobs.cf_metrics import write_csv
+from diffxai.jobs.cf_metrics import factor_metrics, write_csv
 from diffxai.jobs.common import write_json
 from diffxai.jobs.encode_diffae import load_codec
 from diffxai.jobs.explain import STORE_KIND
@@ -82,12 +84,24 @@ def combine_by_cf_loss(success: np.ndarray, cf_loss: np.ndarray) -> tuple[np.nda
 
 
 def globality(
-    codec, blackbox, lpips, space, directions: gcd.Directions, images, u, z_t, params, n_h: int
+    codec,
+    blackbox,
+    lpips,
+    space,
+    directions: gcd.Directions,
+    images,
+    u,
+    z_t,
+    params,
+    n_h: int,
+    measure: Callable[[torch.Tensor, torch.Tensor], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Flip rate of g and of h1..h_{n_h} on the given images; top-3 h and the rest combined."""
+    """Flip rate of g and of h1..h_{n_h} on the given images (N, C, H, W); top-3 h and the rest
+    combined. ``measure(images, counterfactuals)`` (the flipped ones, (M, C, H, W) each), if
+    given, says what each direction's CEs change (``factor_changes``; {} where none flips)."""
     sources = blackbox(images).argmax(1)
     names = ["g"] + [f"h{i}" for i in range(1, min(n_h, len(directions.h)) + 1)]
-    success, loss = [], []
+    success, loss, changes = [], [], {}
     for name in progress(names, desc="globality"):
         search, _ = gcd.transfer(
             codec, blackbox, lpips, space, images, u, z_t, directions.direction(name),
@@ -95,6 +109,10 @@ def globality(
         )  # fmt: skip
         success.append(search.success.numpy())
         loss.append(search.cf_loss.numpy())
+        if measure is not None:
+            flipped = search.success
+            counterfactuals = search.path[torch.arange(len(images)), search.index]
+            changes[name] = measure(images[flipped], counterfactuals[flipped]) if flipped.any() else {}
     success_all, loss_all = np.stack(success), np.stack(loss)
     rates = success_all.mean(1)
     result: dict[str, Any] = {
@@ -102,6 +120,8 @@ def globality(
         "flip_rate": {name: float(rate) for name, rate in zip(names, rates, strict=True)},
         "eigenvalues": directions.eigenvalues[: len(names) - 1].tolist(),
     }
+    if measure is not None:
+        result["factor_changes"] = changes
     h_order = np.argsort(-rates[1:], kind="stable") + 1
     top, rest = h_order[:3], h_order[3:]
     result["top3_h"] = [names[i] for i in top]
@@ -152,7 +172,8 @@ def run(
     device: torch.device,
 ) -> dict[str, Any]:
     """``inputs``: data, classifier_dir, diffae_dir, latents, directions / stores / metrics
-    (one per run, in run order). ``settings``: globality {n_images, h_directions}, lpips_weights."""
+    (one per run, in run order), regressors ({name: model directory}, optional).
+    ``settings``: globality {n_images, h_directions}, lpips_weights."""
     started = time.perf_counter()
     params = gcd.with_defaults(params)
     data = PreparedData(inputs["data"])
@@ -188,9 +209,11 @@ def run(
     z_sem, z_t = gcd.latent_codes(
         codec, cached_latents(inputs["latents"]), images, ids, encode_steps, len(space.mean)
     )
+    regressors = inputs.get("regressors") or {}
+    measure = (lambda x, cf: factor_metrics(regressors, data, x, cf, device)) if regressors else None
     summary["globality"] = globality(
         codec, blackbox, lpips, space, found[0], images, space.to_u(z_sem), z_t, params,
-        settings["globality"]["h_directions"],
+        settings["globality"]["h_directions"], measure,
     )  # fmt: skip
     summary["attribution"] = attribution(data, inputs["stores"][0], blackbox, params)
     published = gcd.discovery_nfe({}, PUBLISHED_ENCODE_STEPS)
@@ -224,6 +247,11 @@ def _csv_rows(summary: dict[str, Any], labels: dict[str, str], tag: str) -> list
     n_glob = summary["globality"]["n_images"]
     for name, rate in summary["globality"]["flip_rate"].items():
         rows.append({**base, "metric": f"flip_rate_{name}", "value": rate, "n": n_glob})
+    for name, changes in summary["globality"].get("factor_changes", {}).items():
+        n_flipped = round(summary["globality"]["flip_rate"][name] * n_glob)
+        for factor, change in changes.items():
+            metric = f"factor_change_{factor}_in_std_{name}"
+            rows.append({**base, "metric": metric, "value": change["mean_abs_change_in_std"], "n": n_flipped})
     if "others_combined" in summary["globality"]:
         value = summary["globality"]["others_combined"]["flip_rate"]
         rows.append({**base, "metric": "flip_rate_others_combined", "value": value, "n": n_glob})
