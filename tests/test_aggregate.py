@@ -111,3 +111,30 @@ def test_run_writes_the_tidy_csv_tables_and_markdown(tmp_path):
     assert pd.read_csv(tmp_path / "out/metrics.csv").shape == (2, len(aggregate.COLUMNS))
     assert (tmp_path / "out/tables/counterfactuals_toy_clf.csv").exists()
     assert "## Counterfactuals: toy, classifier clf" in (tmp_path / "out/tables.md").read_text()
+
+
+def test_gcd_summary_gives_a_table_of_its_directions_flip_rates_and_factor_changes(tmp_path):
+    change = lambda ar, area: {  # noqa: E731
+        "log_aspect_ratio": {"measured_by": "regressor_aspect", "mean_abs_change_in_std": ar},
+        "area": {"measured_by": "regressor_area", "mean_abs_change_in_std": area, "mean_abs_change": 9.0},
+    }
+    record = {
+        "sources": {"across_runs": {"flip_rate": {"mean": 0.8, "std": 0.1, "n_runs": 5}}},
+        "globality": {
+            "n_images": 50,
+            "flip_rate": {"g": 0.9, "h1": 0.5, "h2": 0.0},
+            "eigenvalues": [0.3, 0.1],
+            "factor_changes": {"g": change(0.4, 1.8), "h1": change(1.5, 0.2), "h2": {}},
+            "others_combined": {"directions": ["h2"], "flip_rate": 0.25, "mean_cf_loss": 0.7},
+        },
+        "provenance": PROVENANCE,
+    }
+    entries = [entry(write(tmp_path / "gcd.json", record), "gcd_summary", "gcd", setting="all")]
+    tables = aggregate.report_tables(aggregate.tidy(entries), entries)
+    table, text = tables["gcd_directions_gcd_toy"]
+    assert list(table.index) == ["g", "h1", "h2", "others combined"]
+    assert list(table.columns) == ["flip_rate", "area", "log_aspect_ratio"]
+    assert table.loc["h1", "log_aspect_ratio"] == 1.5 and table.loc["g", "area"] == 1.8
+    assert table.loc["others combined", "flip_rate"] == 0.25 and pd.isna(table.loc["h2", "area"])
+    assert "| direction | flip rate ↑ | Δ area (std) | Δ log_aspect_ratio (std) |" in text
+    assert "| g | **0.900** | 1.800 | 0.400 |" in text  # the factors' columns mark no best

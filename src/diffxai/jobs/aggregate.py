@@ -18,6 +18,7 @@ import csv
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,36 @@ def _format(value: float) -> str:
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
 
 
+GLOBALITY = re.compile(
+    r"^globality\.(?:flip_rate\.(?P<rate>[^.]+)|others_combined\.flip_rate"
+    r"|factor_changes\.(?P<direction>[^.]+)\.(?P<factor>[^.]+)\.mean_abs_change_in_std)$"
+)
+OTHERS_COMBINED = "others combined"
+
+
+def gcd_direction_table(part: pd.DataFrame) -> tuple[pd.DataFrame, tuple[tuple[str, str, bool | None], ...]]:
+    """GCD's directions (seed 001 Fig. 3, Table 4) from one gcd_summary's rows: per direction (g,
+    h1.., the other h combined) its flip rate and what its flipped CEs change (Δ of each factor in
+    std; no best marked: which factor should change is the task's)."""
+    cells: dict[str, dict[str, float]] = {}
+    for metric, value in zip(part["metric"], part["value"], strict=True):
+        match = GLOBALITY.match(metric)
+        if match is None:
+            continue
+        if match["factor"]:
+            cells.setdefault(match["direction"], {})[match["factor"]] = value
+        else:
+            cells.setdefault(match["rate"] or OTHERS_COMBINED, {})["flip_rate"] = value
+    table = pd.DataFrame.from_dict(cells, orient="index")
+    if table.empty:
+        return table, ()
+    factors = sorted(column for column in table.columns if column != "flip_rate")
+    table = table[["flip_rate", *factors]]
+    table.index.name = "direction"
+    columns = (("flip_rate", "flip rate", True), *((f, f"Δ {f} (std)", None) for f in factors))
+    return table, columns
+
+
 def report_tables(frame: pd.DataFrame, entries: list[dict[str, Any]]) -> dict[str, tuple[pd.DataFrame, str]]:
     """{table name: (table, markdown)} of every table family present, per dataset."""
     groups = sorted({(entry["kind"], entry["dataset"], entry["classifier"] or "") for entry in entries})
@@ -218,6 +249,15 @@ def report_tables(frame: pd.DataFrame, entries: list[dict[str, Any]]) -> dict[st
             name = f"variance_{entry['method']}_{entry['dataset']}"
             title = f"Variance-based feature importance: {entry['method']} on {entry['dataset']}"
             tables[name] = (table, markdown(table, VARIANCE_COLUMNS, title))
+        if entry["kind"] == "gcd_summary":
+            part = frame[(frame["dataset"] == entry["dataset"]) & (frame["method"] == entry["method"])]
+            table, columns = gcd_direction_table(part)
+            if not table.empty:
+                title = f"GCD directions of the first source: {entry['method']} on {entry['dataset']}"
+                tables[f"gcd_directions_{entry['method']}_{entry['dataset']}"] = (
+                    table,
+                    markdown(table, columns, title),
+                )
         if entry["kind"] == "ablation":
             part = frame[(frame["dataset"] == entry["dataset"]) & (frame["method"] == entry["method"])]
             table = part.pivot_table(index="setting", columns="metric", values="value", sort=False)
