@@ -1,17 +1,16 @@
 """Snakemake entry point of rule attribute (logic: diffxai.jobs.attribute)."""
 
-from pathlib import Path
-
 from diffxai.jobs import attribute
 from diffxai.jobs.common import setup_job
+from diffxai.jobs.model_inputs import model_dir
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
 # a Namedlist: keys() gives its names
-ddpm = Path(sm.input.ddpm[0]).parent if "ddpm" in sm.input.keys() else None  # noqa: SIM118
+ddpm = model_dir(sm.input.ddpm) if "ddpm" in sm.input.keys() else None  # noqa: SIM118
 attribute.run(
     sm.input.data,
-    Path(sm.input.classifier[0]).parent,
+    model_dir(sm.input.classifier),
     ddpm,
     sm.output[0],
     dict(sm.params.spec),

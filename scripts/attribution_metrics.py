@@ -1,18 +1,17 @@
 """Snakemake entry point of rule attribution_metrics (logic: diffxai.jobs.attribution_metrics)."""
 
-from pathlib import Path
-
 from diffxai.jobs import attribution_metrics
 from diffxai.jobs.common import setup_job
+from diffxai.jobs.model_inputs import model_dir
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
 # a Namedlist: keys() gives its names
-ddpm = Path(sm.input.ddpm[0]).parent if "ddpm" in sm.input.keys() else None  # noqa: SIM118
+ddpm = model_dir(sm.input.ddpm) if "ddpm" in sm.input.keys() else None  # noqa: SIM118
 attribution_metrics.run(
     sm.input.store,
     sm.input.data,
-    Path(sm.input.classifier[0]).parent,
+    model_dir(sm.input.classifier),
     ddpm,
     dict(sm.params.settings),
     dict(sm.params.labels),

@@ -1,7 +1,5 @@
 """Snakemake entry point of rule evaluate_ddpm (logic: diffxai.jobs.evaluate_ddpm)."""
 
-from pathlib import Path
-
 from diffxai.jobs import evaluate_ddpm
 from diffxai.jobs.common import setup_job
 from diffxai.jobs.model_inputs import model_dir, regressor_dirs
@@ -12,7 +10,7 @@ device = setup_job(sm.log[0], sm.threads, sm.params.device)
 encoder = model_dir(sm.input.encoder) if "encoder" in sm.input.keys() else None  # noqa: SIM118
 evaluate_ddpm.run(
     sm.input.data,
-    Path(sm.input.ddpm[0]).parent,
+    model_dir(sm.input.ddpm),
     encoder,
     regressor_dirs(sm.input.items()),
     sm.output.metrics,

@@ -1,17 +1,15 @@
 """Snakemake entry point of rule gcd_summary (logic: diffxai.jobs.gcd_summary)."""
 
-from pathlib import Path
-
 from diffxai.jobs import gcd_summary
 from diffxai.jobs.common import setup_job
-from diffxai.jobs.model_inputs import regressor_dirs
+from diffxai.jobs.model_inputs import model_dir, regressor_dirs
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
 inputs = {
     "data": sm.input.data,
-    "classifier_dir": Path(sm.input.classifier[0]).parent,
-    "diffae_dir": Path(sm.input.diffae[0]).parent,
+    "classifier_dir": model_dir(sm.input.classifier),
+    "diffae_dir": model_dir(sm.input.diffae),
     "latents": sm.input.latents,
     "directions": list(sm.input.directions),
     "stores": list(sm.input.stores),

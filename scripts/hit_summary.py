@@ -1,16 +1,15 @@
 """Snakemake entry point of rule hit_summary (logic: diffxai.jobs.hit_summary)."""
 
-from pathlib import Path
-
 from diffxai.jobs import hit_summary
 from diffxai.jobs.common import setup_job
+from diffxai.jobs.model_inputs import model_dir
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
 inputs = {
     "data": sm.input.data,
-    "hit_dir": Path(sm.input.hit[0]).parent,
-    "baseline_dir": Path(sm.input.baseline[0]).parent if hasattr(sm.input, "baseline") else None,
+    "hit_dir": model_dir(sm.input.hit),
+    "baseline_dir": model_dir(sm.input.baseline) if hasattr(sm.input, "baseline") else None,
     "metrics": list(sm.input.metrics),
     "hit_attributions": list(sm.params.hit_attributions),
 }

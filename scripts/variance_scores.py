@@ -1,25 +1,24 @@
 """Snakemake entry point of rule variance_scores (logic: diffxai.jobs.variance_scores)."""
 
-from pathlib import Path
-
 from diffxai.jobs import variance_scores
 from diffxai.jobs.common import setup_job
+from diffxai.jobs.model_inputs import model_dir
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
 features = sm.params.features
 inputs = {
     "data": sm.input.data,
-    "classifier_dir": Path(sm.input.classifier[0]).parent,
+    "classifier_dir": model_dir(sm.input.classifier),
     "samples": {
         name: getattr(sm.input, f"samples_{name}")
         for name in features
         if hasattr(sm.input, f"samples_{name}")
     },
     "plain": sm.input.plain if hasattr(sm.input, "plain") else None,
-    "encoder_dir": Path(sm.input.encoder[0]).parent if hasattr(sm.input, "encoder") else None,
+    "encoder_dir": model_dir(sm.input.encoder) if hasattr(sm.input, "encoder") else None,
     "regressor_dirs": {
-        name: Path(getattr(sm.input, f"regressor_{name}")[0]).parent
+        name: model_dir(getattr(sm.input, f"regressor_{name}"))
         for name in features
         if hasattr(sm.input, f"regressor_{name}")
     },
