@@ -3,14 +3,15 @@
 from diffxai.jobs import ablation
 from diffxai.jobs.common import setup_job
 from diffxai.jobs.distill import time_context
-from diffxai.jobs.model_inputs import model_dir
+from diffxai.jobs.model_inputs import model_dir, optional_model_dir
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
 spec = dict(sm.params.spec)
 if "encoder" in sm.input.keys():  # noqa: SIM118 - a Namedlist: keys() gives its names
     spec["perceptual"] = {**spec["perceptual"], "encoder_dir": model_dir(sm.input.encoder)}
-context = time_context(model_dir(sm.input.tokens)) if "tokens" in sm.input.keys() else None  # noqa: SIM118
+tokens = optional_model_dir(sm.input.items(), "tokens")
+context = time_context(tokens) if tokens else None
 ablation.run_point(
     sm.input.data,
     model_dir(sm.input.classifier),

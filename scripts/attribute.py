@@ -2,12 +2,11 @@
 
 from diffxai.jobs import attribute
 from diffxai.jobs.common import setup_job
-from diffxai.jobs.model_inputs import model_dir
+from diffxai.jobs.model_inputs import model_dir, optional_model_dir
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
-# a Namedlist: keys() gives its names
-ddpm = model_dir(sm.input.ddpm) if "ddpm" in sm.input.keys() else None  # noqa: SIM118
+ddpm = optional_model_dir(sm.input.items(), "ddpm")
 attribute.run(
     sm.input.data,
     model_dir(sm.input.classifier),

@@ -2,12 +2,12 @@
 
 from diffxai.jobs import evaluate_ddpm
 from diffxai.jobs.common import setup_job
-from diffxai.jobs.model_inputs import model_dir, regressor_dirs
+from diffxai.jobs.model_inputs import model_dir, optional_model_dir, regressor_dirs
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
 # a Namedlist: `in` tests its values, keys() its names
-encoder = model_dir(sm.input.encoder) if "encoder" in sm.input.keys() else None  # noqa: SIM118
+encoder = optional_model_dir(sm.input.items(), "encoder")
 evaluate_ddpm.run(
     sm.input.data,
     model_dir(sm.input.ddpm),

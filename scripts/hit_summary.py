@@ -2,14 +2,14 @@
 
 from diffxai.jobs import hit_summary
 from diffxai.jobs.common import setup_job
-from diffxai.jobs.model_inputs import model_dir
+from diffxai.jobs.model_inputs import model_dir, optional_model_dir
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
 inputs = {
     "data": sm.input.data,
     "hit_dir": model_dir(sm.input.hit),
-    "baseline_dir": model_dir(sm.input.baseline) if hasattr(sm.input, "baseline") else None,
+    "baseline_dir": optional_model_dir(sm.input.items(), "baseline"),
     "metrics": list(sm.input.metrics),
     "hit_attributions": list(sm.params.hit_attributions),
 }

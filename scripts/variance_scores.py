@@ -2,7 +2,7 @@
 
 from diffxai.jobs import variance_scores
 from diffxai.jobs.common import setup_job
-from diffxai.jobs.model_inputs import model_dir
+from diffxai.jobs.model_inputs import model_dir, optional_model_dir
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
@@ -16,7 +16,7 @@ inputs = {
         if hasattr(sm.input, f"samples_{name}")
     },
     "plain": sm.input.plain if hasattr(sm.input, "plain") else None,
-    "encoder_dir": model_dir(sm.input.encoder) if hasattr(sm.input, "encoder") else None,
+    "encoder_dir": optional_model_dir(sm.input.items(), "encoder"),
     "regressor_dirs": {
         name: model_dir(getattr(sm.input, f"regressor_{name}"))
         for name in features

@@ -124,7 +124,7 @@ def test_a_user_diffae_checkpoint_is_loaded_and_encoded(tmp_path, tiny_config, e
 
 
 def test_regressor_dirs_are_the_model_directories_of_the_regressor_inputs():
-    from diffxai.jobs.model_inputs import model_dir, regressor_dirs
+    from diffxai.jobs.model_inputs import model_dir, optional_model_dir, regressor_dirs
 
     named = [
         ("data", ["results/e/data.zarr"]),
@@ -135,3 +135,5 @@ def test_regressor_dirs_are_the_model_directories_of_the_regressor_inputs():
     assert regressor_dirs(named) == {"regressor_area": "results/e/models/regressor_area", "size": "m/size"}
     assert regressor_dirs(named[:2]) == {}
     assert model_dir(named[1][1]) == "results/e/models/classifier"
+    assert optional_model_dir(named, "classifier") == "results/e/models/classifier"
+    assert optional_model_dir(named, "ddpm") is None

@@ -14,6 +14,12 @@ def model_dir(files: Sequence[str]) -> str:
     return str(Path(files[0]).parent)
 
 
+def optional_model_dir(named_inputs: Iterable[tuple[str, Sequence[str]]], name: str) -> str | None:
+    """The model directory of input ``name`` among (name, files) pairs
+    (``snakemake.input.items()``), or None where the job has no such input."""
+    return next((model_dir(files) for key, files in named_inputs if key == name), None)
+
+
 def regressor_dirs(named_inputs: Iterable[tuple[str, Sequence[str]]]) -> dict[str, str]:
     """{regressor name: model directory} of the ``regressor_<name>`` inputs among (name, files)
     pairs (``snakemake.input.items()``)."""
