@@ -265,21 +265,46 @@ def gcd_directions_path(dataset, method, run):
     return f"{R}/{dataset}/{method}/{run}/directions.zarr"
 
 
-def gcd_summary_inputs(wildcards):
-    """Every run's directions, CEs and metrics of a gcd explanation, with its models and the
-    regressors that measure what its directions change."""
+def gcd_model_inputs(wildcards):
+    """The data, black box, DiffAE and cached latents of a gcd explanation."""
     entry = config["explanations"][wildcards.method]
-    runs = run_names(wildcards.method)
-    folder = f"{R}/{wildcards.dataset}/{wildcards.method}"
     return {
         "data": f"{R}/{wildcards.dataset}/data.zarr",
         "classifier": model_files(wildcards.dataset, entry["classifier"]),
         "diffae": model_files(wildcards.dataset, entry["diffae"]),
         "latents": latents_path(wildcards.dataset, entry["diffae"]),
-        "directions": [f"{folder}/{run}/directions.zarr" for run in runs],
+    }
+
+
+def gcd_globality_inputs(wildcards):
+    """The first run's directions of a gcd explanation, its models and the regressors that
+    measure what the directions change."""
+    first = run_names(wildcards.method)[0]
+    directions = gcd_directions_path(wildcards.dataset, wildcards.method, first)
+    return (
+        gcd_model_inputs(wildcards)
+        | {"directions": directions}
+        | cf_regressor_inputs(wildcards.dataset)
+    )
+
+
+def gcd_summary_inputs(wildcards):
+    """Every run's directions, CEs and metrics of a gcd explanation, and its globality record."""
+    runs = run_names(wildcards.method)
+    folder = f"{R}/{wildcards.dataset}/{wildcards.method}"
+    models = gcd_model_inputs(wildcards)
+    return {
+        "data": models["data"],
+        "classifier": models["classifier"],
+        "latents": models["latents"],
+        "globality": f"{folder}/gcd_globality.json",
+        "directions": [
+            gcd_directions_path(wildcards.dataset, wildcards.method, run)
+            for run in runs
+        ],
         "stores": [f"{folder}/{run}/explanations.zarr" for run in runs],
         "metrics": [f"{folder}/{run}/metrics.json" for run in runs],
-    } | cf_regressor_inputs(wildcards.dataset)
+    }
 
 
 def tokens_files(dataset, name):

@@ -1,19 +1,11 @@
-# GCD (seed 001): each run's directions from its own source image, then the summary
-# across runs (sources, globality of the directions, BB-LIG vs BB-IG, efficiency).
+# GCD (seed 001): each run's directions from its own source image, the globality of the
+# first run's directions, then the summary across runs (sources, globality, BB-LIG vs BB-IG,
+# efficiency).
 
 
 rule gcd_directions:
     input:
-        data=f"{R}/{{dataset}}/data.zarr",
-        classifier=lambda wildcards: model_files(
-            wildcards.dataset, config["explanations"][wildcards.method]["classifier"]
-        ),
-        ddpm=lambda wildcards: model_files(
-            wildcards.dataset, config["explanations"][wildcards.method]["diffae"]
-        ),
-        latents=lambda wildcards: latents_path(
-            wildcards.dataset, config["explanations"][wildcards.method]["diffae"]
-        ),
+        unpack(gcd_model_inputs),
     output:
         directory(f"{R}/{{dataset}}/{{method}}/{{run}}/directions.zarr"),
     log:
@@ -42,6 +34,39 @@ rule gcd_directions:
         "../scripts/gcd_directions.py"
 
 
+rule gcd_globality:
+    input:
+        unpack(gcd_globality_inputs),
+    output:
+        f"{R}/{{dataset}}/{{method}}/gcd_globality.json",
+    log:
+        f"{R}/logs/gcd_globality/{{dataset}}/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/gcd_globality/{{dataset}}/{{method}}.tsv"
+    # one of the longest jobs, on no other job's path but the summary's: started as soon as the
+    # first run's directions exist, it runs beside the rest instead of after it
+    priority: 5
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=GPU,
+    params:
+        params=lambda wildcards: config["explanations"][wildcards.method]["params"],
+        settings=lambda wildcards: {
+            "globality": config["explanations"][wildcards.method]["globality"],
+            "explained_images": config["explanations"][wildcards.method]["n_images"],
+            "lpips_weights": config["counterfactual_metrics"]["lpips_weights"],
+        },
+        seed=job_seed,
+        device=DEVICE,
+        code=source_hash("diffxai.jobs.gcd_globality"),
+    script:
+        "../scripts/gcd_globality.py"
+
+
 rule gcd_summary:
     input:
         unpack(gcd_summary_inputs),
@@ -61,10 +86,6 @@ rule gcd_summary:
         gpu=GPU,
     params:
         params=lambda wildcards: config["explanations"][wildcards.method]["params"],
-        settings=lambda wildcards: {
-            "globality": config["explanations"][wildcards.method]["globality"],
-            "lpips_weights": config["counterfactual_metrics"]["lpips_weights"],
-        },
         labels=lambda wildcards: {
             "dataset": wildcards.dataset,
             "classifier": config["explanations"][wildcards.method]["classifier"],

@@ -9,7 +9,7 @@ device = setup_job(sm.log[0], sm.threads, sm.params.device)
 gcd_directions.run(
     sm.input.data,
     model_dir(sm.input.classifier),
-    model_dir(sm.input.ddpm),
+    model_dir(sm.input.diffae),
     sm.input.latents,
     sm.output[0],
     sm.params.params,

@@ -538,7 +538,7 @@ def test_globality_measures_what_each_directions_flipped_counterfactuals_change(
     """g = e_0 moves the brightness code: every image flips, and the measure sees exactly the
     two-sided search's CEs; h1 = e_1 is a code the toy decoder ignores: nothing flips or is
     measured."""
-    from diffxai.jobs.gcd_summary import globality
+    from diffxai.jobs.gcd_globality import globality
 
     images = toy_images((-0.2, 0.3, -0.4, 0.5))
     z, z_t = exact_latents(images)

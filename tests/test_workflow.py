@@ -52,8 +52,8 @@ def explanation_jobs(
     datasets=DATASETS, methods=tuple(EXPLANATIONS), stages=("explain", "metrics"), runs=EXPLANATIONS
 ):
     """The jobs of counterfactual runs: (GCD's directions,) shards, gather, metrics, diversity
-    (and GCD's summary, which reads the metrics). ``stages``: "directions" (GCD), "explain",
-    "metrics"; ``runs``: runs per method."""
+    (and GCD's summary, which reads the metrics, and its globality, which re-runs with the
+    CEs). ``stages``: "directions" (GCD), "explain", "metrics"; ``runs``: runs per method."""
     jobs = set()
     for dataset in datasets:
         for method in (m for m in methods if dataset in EXPLANATION_DATASETS[m]):
@@ -70,6 +70,8 @@ def explanation_jobs(
                 jobs.add(("diversity", f"dataset={dataset}, method={method}"))
             if method == "gcd":
                 jobs.add(("gcd_summary", f"dataset={dataset}, method={method}"))
+                if "explain" in stages:
+                    jobs.add(("gcd_globality", f"dataset={dataset}, method={method}"))
     return jobs
 
 
@@ -273,6 +275,7 @@ def test_unchanged_second_run_does_nothing(tiny_run):
                 ("evaluate_ddpm", "dataset=ellipses, name=ddpm"),
             }
             | explanation_jobs(datasets=["ellipses"], stages=("metrics",))
+            | {("gcd_globality", "dataset=ellipses, method=gcd")}  # measures with the regressors
             | variance_jobs(features=["size"], datasets=["ellipses"]),
             id="regressor-reruns-itself-ddpm-evaluation-cf-metrics-gcd-summary-and-its-variance-feature",
         ),
@@ -567,6 +570,9 @@ def test_tiny_run_writes_gcd_latents_directions_counterfactuals_and_summary(tiny
         open_store(root / "gcd" / r / "directions.zarr").attrs["source_id"] for r in ("run0", "run1")
     ]
     assert summary["sources"]["across_runs"]["flip_rate"]["n_runs"] == 2
+    globality = json.loads((root / "gcd" / "gcd_globality.json").read_text())  # its own job's record
+    assert summary["globality"] == {k: v for k, v in globality.items() if k != "provenance"}
+    assert summary["provenance"]["globality_config_hash"] == globality["provenance"]["config_hash"]
     assert list(summary["globality"]["flip_rate"]) == ["g", "h1", "h2", "h3", "h4"]
     top, others = summary["globality"]["top3_h"], summary["globality"]["others_combined"]["directions"]
     assert len(top) == 3 and sorted(top + others) == ["h1", "h2", "h3", "h4"]

@@ -3,11 +3,8 @@
 
 * Sources (Table 3): every CE metric of each run (one source image per run) with its
   mean ± std over the runs, and each run's discovery cost and proxy fit.
-* Globality (Fig. 3, Table 4): the first run's g- and h-directions applied to the first
-  ``globality.n_images`` explained images (a line search per image and direction): flip
-  rate per direction, what each direction's CEs change (the counterfactual metrics'
-  regressors: mean |Δ| of each factor in std units), the three h-directions of highest flip
-  rate, and the others combined by lowest CF loss per image.
+* Globality (Fig. 3, Table 4): the record of job ``gcd_globality`` (the first run's g- and
+  h-directions applied to the first explained images), its provenance left out.
 * Attribution (§5.3): BB-LIG maps of the first run's CEs against BB-IG (black baseline)
   on the same images: AUROC and pointing game against the task's ground-truth region.
 * Efficiency: network evaluations to find one source's directions, next to the published
@@ -19,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +24,14 @@ import torch
 
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.attribution_metrics import ground_truth_region
-from diffxai.jobs.cf_metrics import factor_metrics, write_csv
+from diffxai.jobs.cf_metrics import write_csv
 from diffxai.jobs.common import write_json
-from diffxai.jobs.encode_diffae import load_codec
 from diffxai.jobs.explain import STORE_KIND
-from diffxai.jobs.gcd_directions import cached_latents, latent_space, read_directions
+from diffxai.jobs.gcd_directions import latent_space, read_directions
 from diffxai.methods import gcd
 from diffxai.metrics import attribution as am
-from diffxai.metrics.perceptual import Lpips
 from diffxai.models.blackbox import BlackBox
 from diffxai.models.io import load_model
-from diffxai.progress import progress
 from diffxai.provenance import config_hash, provenance
 from diffxai.store import open_store
 from diffxai.training.supervised import to_m11
@@ -74,68 +67,6 @@ def across_runs(per_run: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return table
 
 
-def combine_by_cf_loss(success: np.ndarray, cf_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per image (N,) of directions (D, N): whether any direction flips it, and the index of
-    the flipped direction of lowest CF loss (−1 where none flips)."""
-    masked = np.where(success, cf_loss, np.inf)
-    best = masked.argmin(0)
-    flipped = success.any(0)
-    return flipped, np.where(flipped, best, -1)
-
-
-def globality(
-    codec,
-    blackbox,
-    lpips,
-    space,
-    directions: gcd.Directions,
-    images,
-    u,
-    z_t,
-    params,
-    n_h: int,
-    measure: Callable[[torch.Tensor, torch.Tensor], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Flip rate of g and of h1..h_{n_h} on the given images (N, C, H, W); top-3 h and the rest
-    combined. ``measure(images, counterfactuals)`` (the flipped ones, (M, C, H, W) each), if
-    given, says what each direction's CEs change (``factor_changes``; {} where none flips)."""
-    sources = blackbox(images).argmax(1)
-    names = ["g"] + [f"h{i}" for i in range(1, min(n_h, len(directions.h)) + 1)]
-    success, loss, changes = [], [], {}
-    for name in progress(names, desc="globality"):
-        search, _ = gcd.transfer(
-            codec, blackbox, lpips, space, images, u, z_t, directions.direction(name),
-            directions.source_class, sources, params,
-        )  # fmt: skip
-        success.append(search.success.numpy())
-        loss.append(search.cf_loss.numpy())
-        if measure is not None:
-            flipped = search.success
-            counterfactuals = search.path[torch.arange(len(images)), search.index]
-            changes[name] = measure(images[flipped], counterfactuals[flipped]) if flipped.any() else {}
-    success_all, loss_all = np.stack(success), np.stack(loss)
-    rates = success_all.mean(1)
-    result: dict[str, Any] = {
-        "n_images": len(images),
-        "flip_rate": {name: float(rate) for name, rate in zip(names, rates, strict=True)},
-        "eigenvalues": directions.eigenvalues[: len(names) - 1].tolist(),
-    }
-    if measure is not None:
-        result["factor_changes"] = changes
-    h_order = np.argsort(-rates[1:], kind="stable") + 1
-    top, rest = h_order[:3], h_order[3:]
-    result["top3_h"] = [names[i] for i in top]
-    if len(rest):
-        flipped, best = combine_by_cf_loss(success_all[rest], loss_all[rest])
-        chosen = loss_all[rest][best[flipped], np.flatnonzero(flipped)]
-        result["others_combined"] = {
-            "directions": [names[i] for i in rest],
-            "flip_rate": float(flipped.mean()),
-            "mean_cf_loss": float(chosen.mean()) if chosen.size else float("nan"),
-        }
-    return result
-
-
 def attribution(
     data: PreparedData, store_path: str | Path, blackbox: BlackBox, params: dict[str, Any]
 ) -> dict[str, Any]:
@@ -164,16 +95,14 @@ def attribution(
 def run(
     inputs: dict[str, Any],
     params: dict[str, Any],
-    settings: dict[str, Any],
     labels: dict[str, str],
     json_path: str | Path,
     csv_path: str | Path,
     seed: int,
     device: torch.device,
 ) -> dict[str, Any]:
-    """``inputs``: data, classifier_dir, diffae_dir, latents, directions / stores / metrics
-    (one per run, in run order), regressors ({name: model directory}, optional).
-    ``settings``: globality {n_images, h_directions}, lpips_weights."""
+    """``inputs``: data, classifier_dir, latents, globality (``gcd_globality``'s record),
+    directions / stores / metrics (one per run, in run order)."""
     started = time.perf_counter()
     params = gcd.with_defaults(params)
     data = PreparedData(inputs["data"])
@@ -200,21 +129,9 @@ def run(
             "across_runs": across_runs(per_run),
         },
     }
-    space, encode_steps = latent_space(inputs["latents"])
-    codec = load_codec(inputs["diffae_dir"], device)
-    lpips = Lpips(settings["lpips_weights"], device)
-    n = settings["globality"]["n_images"]
-    ids = open_store(inputs["stores"][0], STORE_KIND).read("sample_ids")[:n]
-    images = to_m11(torch.from_numpy(data.array("images")[ids]))
-    z_sem, z_t = gcd.latent_codes(
-        codec, cached_latents(inputs["latents"]), images, ids, encode_steps, len(space.mean)
-    )
-    regressors = inputs.get("regressors") or {}
-    measure = (lambda x, cf: factor_metrics(regressors, data, x, cf, device)) if regressors else None
-    summary["globality"] = globality(
-        codec, blackbox, lpips, space, found[0], images, space.to_u(z_sem), z_t, params,
-        settings["globality"]["h_directions"], measure,
-    )  # fmt: skip
+    _, encode_steps = latent_space(inputs["latents"])
+    record = json.loads(Path(inputs["globality"]).read_text())
+    summary["globality"] = {k: v for k, v in record.items() if k != "provenance"}
     summary["attribution"] = attribution(data, inputs["stores"][0], blackbox, params)
     published = gcd.discovery_nfe({}, PUBLISHED_ENCODE_STEPS)
     discovery = float(np.mean([d.nfe for d in found])) + encode_steps
@@ -225,7 +142,8 @@ def run(
         "nfe_per_ce": float(np.mean(open_store(inputs["stores"][0], STORE_KIND).read("nfe"))),
     }
     elapsed = time.perf_counter() - started
-    summary["provenance"] = provenance(settings, MODULES, seed, str(device), elapsed)
+    summary["provenance"] = provenance(params, MODULES, seed, str(device), elapsed)
+    summary["provenance"]["globality_config_hash"] = record["provenance"]["config_hash"]
     write_json(json_path, summary)
     rows = _csv_rows(summary, labels, config_hash(summary["provenance"]))
     write_csv(csv_path, rows)
