@@ -48,6 +48,12 @@ def cached_latents(latents_path: str | Path) -> dict[int, tuple[torch.Tensor, to
     return {int(i): (torch.from_numpy(z_sem[k]), torch.from_numpy(z_t[k])) for k, i in enumerate(ids)}
 
 
+def load_blackbox(classifier_dir: str | Path, device: torch.device) -> BlackBox:
+    """The classifier saved in ``classifier_dir`` on ``device``, frozen, behind a :class:`BlackBox`."""
+    classifier, _ = load_model(classifier_dir)
+    return BlackBox(classifier.to(device).eval().requires_grad_(False))
+
+
 def source_index(data: PreparedData, split: str, seed: int) -> int:
     """The dataset index of a run's source image: drawn from ``split`` by ``seed``."""
     candidates = data.indices(split)
@@ -70,8 +76,7 @@ def run(
     params = with_defaults(params)
     data = PreparedData(data_path)
     codec = load_codec(diffae_dir, device)
-    classifier, _ = load_model(classifier_dir)
-    blackbox = BlackBox(classifier.to(device).eval().requires_grad_(False))
+    blackbox = load_blackbox(classifier_dir, device)
     space, encode_steps = latent_space(latents_path)
     source_id = source_index(data, params["source_split"], seed)
     source = to_m11(torch.from_numpy(data.array("images")[[source_id]]))

@@ -25,11 +25,9 @@ from diffxai.jobs.cf_metrics import factor_metrics
 from diffxai.jobs.common import write_json
 from diffxai.jobs.encode_diffae import load_codec
 from diffxai.jobs.explain import explained_samples
-from diffxai.jobs.gcd_directions import cached_latents, latent_space, read_directions
+from diffxai.jobs.gcd_directions import cached_latents, latent_space, load_blackbox, read_directions
 from diffxai.methods import gcd
 from diffxai.metrics.perceptual import Lpips
-from diffxai.models.blackbox import BlackBox
-from diffxai.models.io import load_model
 from diffxai.progress import progress
 from diffxai.provenance import provenance
 from diffxai.training.supervised import to_m11
@@ -114,8 +112,7 @@ def run(
     started = time.perf_counter()
     params = gcd.with_defaults(params)
     data = PreparedData(inputs["data"])
-    classifier, _ = load_model(inputs["classifier_dir"])
-    blackbox = BlackBox(classifier.to(device).eval().requires_grad_(False))
+    blackbox = load_blackbox(inputs["classifier_dir"], device)
     space, encode_steps = latent_space(inputs["latents"])
     codec = load_codec(inputs["diffae_dir"], device)
     lpips = Lpips(settings["lpips_weights"], device)

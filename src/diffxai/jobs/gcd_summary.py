@@ -27,11 +27,10 @@ from diffxai.jobs.attribution_metrics import ground_truth_region
 from diffxai.jobs.cf_metrics import write_csv
 from diffxai.jobs.common import write_json
 from diffxai.jobs.explain import STORE_KIND
-from diffxai.jobs.gcd_directions import latent_space, read_directions
+from diffxai.jobs.gcd_directions import latent_space, load_blackbox, read_directions
 from diffxai.methods import gcd
 from diffxai.metrics import attribution as am
 from diffxai.models.blackbox import BlackBox
-from diffxai.models.io import load_model
 from diffxai.provenance import config_hash, provenance
 from diffxai.store import open_store
 from diffxai.training.supervised import to_m11
@@ -106,8 +105,7 @@ def run(
     started = time.perf_counter()
     params = gcd.with_defaults(params)
     data = PreparedData(inputs["data"])
-    classifier, _ = load_model(inputs["classifier_dir"])
-    blackbox = BlackBox(classifier.to(device).eval().requires_grad_(False))
+    blackbox = load_blackbox(inputs["classifier_dir"], device)
     per_run = [numeric_leaves(json.loads(Path(p).read_text())) for p in inputs["metrics"]]
     found = [read_directions(p) for p in inputs["directions"]]
     summary: dict[str, Any] = {
