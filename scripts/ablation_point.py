@@ -8,8 +8,9 @@ from diffxai.jobs.model_inputs import model_dir, optional_model_dir
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
 spec = dict(sm.params.spec)
-if "encoder" in sm.input.keys():  # noqa: SIM118 - a Namedlist: keys() gives its names
-    spec["perceptual"] = {**spec["perceptual"], "encoder_dir": model_dir(sm.input.encoder)}
+encoder = optional_model_dir(sm.input.items(), "encoder")
+if encoder:
+    spec["perceptual"] = {**spec["perceptual"], "encoder_dir": encoder}
 tokens = optional_model_dir(sm.input.items(), "tokens")
 context = time_context(tokens) if tokens else None
 ablation.run_point(

@@ -6,7 +6,6 @@ from diffxai.jobs.model_inputs import model_dir, optional_model_dir, regressor_d
 
 sm = snakemake  # noqa: F821
 device = setup_job(sm.log[0], sm.threads, sm.params.device)
-# a Namedlist: `in` tests its values, keys() its names
 encoder = optional_model_dir(sm.input.items(), "encoder")
 evaluate_ddpm.run(
     sm.input.data,

@@ -1,5 +1,5 @@
 """Job ``gcd_globality``: how global the first run's directions are (seed 001 Fig. 3, Table 4)
-→ ``globality.json``.
+→ ``gcd_globality.json``.
 
 The first run's g- and h-directions are applied to the first ``globality.n_images`` explained
 images, a line search per image and direction: flip rate per direction, what each
@@ -128,7 +128,8 @@ def run(
         space.to_u(z_sem), z_t, params, settings["globality"]["h_directions"], measure,
     )  # fmt: skip
     elapsed = time.perf_counter() - started
-    record["provenance"] = provenance(settings, MODULES, seed, str(device), elapsed)
+    config = {**settings, "params": params}  # the line search shapes the record too
+    record["provenance"] = provenance(config, MODULES, seed, str(device), elapsed)
     write_json(json_path, record)
     log.info("GCD globality in %.1f s: flip rates %s", elapsed, record["flip_rate"])
     return record
