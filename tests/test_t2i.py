@@ -307,3 +307,19 @@ def test_learn_concept_draws_its_timesteps_from_the_asked_range():
     assert len(timesteps) == 20 * 8
     assert timesteps.min() >= round(0.4 * total) and timesteps.max() < round(0.7 * total)
     assert timesteps.max() - timesteps.min() > 0.2 * total  # spread over the range, not one value
+
+
+def test_class_images_are_the_predicted_ones_or_the_most_probable_up_to_the_minimum():
+    from diffxai.jobs.distill import class_images
+
+    probabilities = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55], [0.3, 0.7]])
+    rows, selection = class_images(probabilities, 0, min_images=2)
+    assert selection == "predicted" and rows.tolist() == [0, 2]
+    # class 1 is predicted for 3 images; asking for 4 adds the next most probable (image 2)
+    rows, selection = class_images(probabilities, 1, min_images=4)
+    assert selection == "highest_probability" and rows.tolist() == [1, 4, 3, 2]
+    # a one-sided classifier: nothing is predicted as class 0, the most class-0-like images are used
+    one_sided = torch.tensor([[0.1, 0.9], [0.4, 0.6], [0.3, 0.7]])
+    rows, selection = class_images(one_sided, 0, min_images=2)
+    assert selection == "highest_probability" and rows.tolist() == [1, 2]
+    assert class_images(one_sided, 0, min_images=10)[0].tolist() == [1, 2, 0]

@@ -2,8 +2,10 @@
 
 1. Context tokens ``<context_k>`` (k < n_tokens) on training images with "a <context> picture".
 2. For every class c, tokens ``<class{c}_k>`` on the training images the classifier *predicts*
-   as c, with "a <context> image with a <class c>". The classifier is queried for labels only,
-   through the black box (counted).
+   as c, with "a <context> image with a <class c>". The classifier is queried for
+   probabilities only, through the black box (counted). Where it predicts fewer than
+   ``min_class_images`` images as c (a weak or one-sided classifier), the images of highest
+   probability of c are taken up to that many, and the record says so.
 
 Writes ``tokens.safetensors`` ({token: embedding (D,)}) and ``tokens.json`` (the token names of
 the context and of each class, images per concept, losses, classifier queries, provenance).
@@ -50,9 +52,21 @@ def class_prompt(context: list[str], tokens: list[str]) -> str:
 
 
 @torch.no_grad()
-def predicted_classes(blackbox: BlackBox, images_m11: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """The black box's predicted classes (N,) of images (N, C, H, W) in [-1, 1]."""
-    return torch.cat([blackbox.predict(chunk) for chunk in images_m11.split(batch_size)])
+def class_probabilities(blackbox: BlackBox, images_m11: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """The black box's probabilities (N, K) of images (N, C, H, W) in [-1, 1]."""
+    return torch.cat([blackbox(chunk) for chunk in images_m11.split(batch_size)])
+
+
+def class_images(probabilities: torch.Tensor, cls: int, min_images: int) -> tuple[torch.Tensor, str]:
+    """Indices (M,) of the images (rows of probabilities (N, K)) that class ``cls``'s tokens are
+    learned from, and how they were chosen: every image predicted as ``cls`` ("predicted");
+    where fewer than ``min_images`` are, the min(min_images, N) images of highest probability
+    of ``cls`` ("highest_probability"; the predicted ones come first)."""
+    predicted = (probabilities.argmax(dim=1) == cls).nonzero().flatten()
+    if len(predicted) >= min_images:
+        return predicted, "predicted"
+    ranked = probabilities[:, cls].argsort(descending=True, stable=True)
+    return ranked[: min(min_images, len(ranked))], "highest_probability"
 
 
 def run(
@@ -64,8 +78,8 @@ def run(
     seed: int,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Distil the context and class tokens; settings: n_tokens, max_images, context and classes
-    (each steps, batch_size, lr)."""
+    """Distil the context and class tokens; settings: n_tokens, max_images, min_class_images,
+    context and classes (each steps, batch_size, lr, ...)."""
     started = time.perf_counter()
     data = PreparedData(data_path)
     t2i, _ = load_model(t2i_dir)
@@ -74,24 +88,30 @@ def run(
     blackbox = BlackBox(classifier.to(device).eval().requires_grad_(False))
     train = data.indices("train")[: settings["max_images"]]
     images = to_m11(torch.from_numpy(data.array("images")[train])).to(device)
-    predicted = predicted_classes(blackbox, images).cpu()
+    probabilities = class_probabilities(blackbox, images).cpu()
     context, classes = concept_names(settings["n_tokens"], data.num_classes)
     generator = torch.Generator().manual_seed(seed)
-    embeddings, record = {}, {"context": context, "classes": {}, "history": {}}
+    embeddings, record = {}, {"context": context, "classes": {}, "class_images": {}, "history": {}}
     learned, history = learn_concept(
         t2i, images, context_prompt(context), context, settings["context"], generator, device
     )
     embeddings.update(learned)
     record["history"]["context"] = history
     for cls, tokens in classes.items():
-        chosen = images[predicted == cls]
-        if len(chosen) == 0:
-            raise ValueError(f"the classifier predicts no training image as class {cls}: nothing to distil")
+        rows, selection = class_images(probabilities, cls, settings["min_class_images"])
+        if selection != "predicted":
+            log.warning(
+                "the classifier predicts %d of %d training images as class %d: its tokens are learned "
+                "from the %d of highest probability of that class",
+                int((probabilities.argmax(dim=1) == cls).sum()), len(images), cls, len(rows),
+            )
         learned, history = learn_concept(
-            t2i, chosen, class_prompt(context, tokens), tokens, settings["classes"], generator, device
+            t2i, images[rows.to(images.device)], class_prompt(context, tokens), tokens, settings["classes"],
+            generator, device,
         )
         embeddings.update(learned)
         record["classes"][str(cls)] = tokens
+        record["class_images"][str(cls)] = {"images": len(rows), "selection": selection}
         record["history"][f"class{cls}"] = history
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
