@@ -100,15 +100,12 @@ def run(
     for cls, tokens in classes.items():
         rows, selection = class_images(probabilities, cls, settings["min_class_images"])
         if selection != "predicted":
-            log.warning(
-                "the classifier predicts %d of %d training images as class %d: its tokens are learned "
-                "from the %d of highest probability of that class",
-                int((probabilities.argmax(dim=1) == cls).sum()), len(images), cls, len(rows),
-            )
-        learned, history = learn_concept(
-            t2i, images[rows.to(images.device)], class_prompt(context, tokens), tokens, settings["classes"],
-            generator, device,
-        )
+            predicted = int((probabilities.argmax(dim=1) == cls).sum())
+            message = "the classifier predicts %d of %d images as class %d: tokens from the %d most probable"
+            log.warning(message, predicted, len(images), cls, len(rows))
+        chosen = images[rows.to(images.device)]
+        prompt = class_prompt(context, tokens)
+        learned, history = learn_concept(t2i, chosen, prompt, tokens, settings["classes"], generator, device)
         embeddings.update(learned)
         record["classes"][str(cls)] = tokens
         record["class_images"][str(cls)] = {"images": len(rows), "selection": selection}
