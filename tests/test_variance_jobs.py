@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -68,8 +70,11 @@ def test_table_prints_a_dash_for_undefined_scores():
             }
         },
     }
-    row = markdown_table(summary, [1]).splitlines()[-1]
-    assert row.startswith("| v | discrete | – | 0.500 | – | – |")
+    table = markdown_table(summary, [1]).splitlines()
+    assert table[-1].startswith("| v | discrete | – | 0.500 | – | – |")
+    # "median |err|/std" is one header cell: every row has as many cells as the header
+    cells = [len(re.split(r"(?<!\\)\|", line)) for line in table[2:]]
+    assert len(set(cells)) == 1, table
 
 
 def test_a_feature_with_no_accepted_sample_is_undefined_and_still_written(tmp_path):

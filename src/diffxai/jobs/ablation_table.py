@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from diffxai.jobs.markdown import table_lines
+
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.ablation_table"]
 METRIC_FIELDS = ["flip_rate", "l2", "fid", "nfe", "classifier_calls", "seconds_per_ce", "n"]
@@ -31,8 +33,7 @@ def _row(point: dict[str, Any], parameters: list[str]) -> dict[str, Any]:
 
 
 def _markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return table_lines(header, ([_cell(v) for v in row] for row in rows))
 
 
 def grid_layout(rows: list[dict[str, Any]], parameters: list[str], metric: str) -> list[str]:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from diffxai.jobs.ablation_table import METRIC_FIELDS
 from diffxai.jobs.common import write_json
+from diffxai.jobs.markdown import table_lines
 
 log = logging.getLogger(__name__)
 COLUMNS = ("dataset", "classifier", "method", "setting", "metric", "value", "n", "provenance")
@@ -166,7 +167,7 @@ def markdown(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], .
         f"{directions[m][0]} {'' if directions[m][1] is None else '↑' if directions[m][1] else '↓'}".strip()
         for m in table.columns
     ]
-    lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for label, row in table.iterrows():
         cells = [str(label)]
         for metric in table.columns:
@@ -175,8 +176,8 @@ def markdown(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], .
             best = None if higher is None or len(column) < 2 else (column.max() if higher else column.min())
             text = "–" if pd.isna(value) else _format(value)
             cells.append(f"**{text}**" if best is not None and value == best else text)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return "\n".join([f"## {title}", "", *table_lines(header, rows)]) + "\n"
 
 
 def _format(value: float) -> str:

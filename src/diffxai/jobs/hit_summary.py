@@ -31,6 +31,7 @@ from diffxai.data.prepared import PreparedData
 from diffxai.jobs.aggregate import ATTRIBUTION_COLUMNS
 from diffxai.jobs.common import write_json
 from diffxai.jobs.explain import explained_samples
+from diffxai.jobs.markdown import table_lines
 from diffxai.models.hit import HiT, find_hit
 from diffxai.models.io import load_model
 from diffxai.progress import progress
@@ -153,7 +154,7 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
     header = ["attribution", "classifier"] + [
         f"{title_} {'↑' if up else '↓'}" for _, title_, up in TABLE_COLUMNS
     ]
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table = []
     for row in rows:
         cells = [row["attribution"], row["classifier"]]
         for key, _, higher in TABLE_COLUMNS:
@@ -162,8 +163,8 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
             best = (max(peers) if higher else min(peers)) if peers else None
             text = "–" if value is None else f"{value:.3f}"
             cells.append(f"**{text}**" if value is not None and value == best and len(peers) > 1 else text)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        table.append(cells)
+    return "\n".join([f"# {title}", "", *table_lines(header, table)]) + "\n"
 
 
 def _accuracy(model_dir: str | Path) -> float:

@@ -37,6 +37,7 @@ from PIL import Image
 
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.common import write_json
+from diffxai.jobs.markdown import table_lines
 from diffxai.jobs.variance_sample import STORE_KIND
 from diffxai.methods import variance_score as vs
 from diffxai.models.batched import batched_outputs
@@ -358,7 +359,7 @@ def markdown_table(summary: dict[str, Any], ks: list[int]) -> str:
         *[f"coverage k={k} (samples / plain)" for k in ks],
     ]
     title = f"Variance-based feature importance: {summary['classifier']} on {summary['dataset']}"
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for name, result in summary["features"].items():
         scores = result["scores"]
         sampling = result.get("sampling", {})
@@ -382,8 +383,8 @@ def markdown_table(summary: dict[str, Any], ks: list[int]) -> str:
                 for k in ks
             ],
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return "\n".join([f"# {title}", "", *table_lines(header, rows)]) + "\n"
 
 
 def _save(figure: plt.Figure, axes: np.ndarray, drawn: bool, path: str | Path) -> None:
