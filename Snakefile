@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml unless config files are named (--configfile): then those files, merged in order,
+# are the whole config (an overlay names config.yaml first), so a standalone config of one's
+# own data and methods does not inherit the default's datasets and methods
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"

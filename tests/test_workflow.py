@@ -185,6 +185,26 @@ def test_dry_run_lists_the_whole_dag(tmp_path, preset, expected):
     assert planned_jobs(result.stdout + result.stderr) == expected
 
 
+def test_a_config_file_of_ones_own_is_the_whole_config(tmp_path):
+    """Named config files replace config.yaml (an overlay names it first): a user's standalone
+    config plans its own jobs only, none of the default's datasets or methods."""
+    own = {
+        "results": str(tmp_path / "results"),
+        "datasets": {"shapes": {"kind": "ellipses", "image_size": 16, "n_images": 50}},
+        "models": {"classifier": {"kind": "classifier", "arch": "simple_cnn"}},
+        "attributions": {"gradient": {"method": "gradient", "n_images": 4}},
+    }
+    command = [SNAKEMAKE, "-n", "--cores", "1", "--configfile", str(write_overlay(tmp_path, own))]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)  # where config.yaml is
+    assert result.returncode == 0, result.stderr
+    planned = planned_jobs(result.stdout + result.stderr)
+    assert {rule for rule, _ in planned} == {
+        "prepare_data", "train_supervised", "attribute", "attribution_metrics", "aggregate", "report_figures"
+    }  # fmt: skip
+    assert all("ellipses" not in wildcards and "attributes" not in wildcards for _, wildcards in planned)
+    assert ("attribute", "dataset=shapes, attribution=gradient") in planned
+
+
 def test_snakefmt_leaves_the_workflow_unchanged():
     snakefmt = str(Path(SNAKEMAKE).with_name("snakefmt"))
     result = subprocess.run(
