@@ -104,6 +104,16 @@ def test_tables_average_runs_and_bold_the_best_per_column(tmp_path):
     assert "flip rate ↑" in text and "NFE ↓" in text
 
 
+def test_a_column_of_equal_values_marks_no_best(tmp_path):
+    entries = [
+        entry(write(tmp_path / f"{m}.json", {"n": 4, "flip_rate": 0.0, "nfe": nfe, "provenance": PROVENANCE}),
+              "explanation", m, "run0")
+        for m, nfe in (("a", 10), ("b", 20))
+    ]  # fmt: skip
+    _, text = aggregate.report_tables(aggregate.tidy(entries), entries)["counterfactuals_toy_clf"]
+    assert "| a | 0.000 | **10.000** |" in text and "| b | 0.000 | 20.000 |" in text
+
+
 def test_run_writes_the_tidy_csv_tables_and_markdown(tmp_path):
     record = {"n": 4, "flip_rate": 1.0, "provenance": PROVENANCE}
     entries = [entry(write(tmp_path / "a.json", record), "explanation", "dime")]

@@ -161,7 +161,8 @@ def method_table(
 
 
 def markdown(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], ...], title: str) -> str:
-    """The table with titled ↑/↓ columns and the best value per column in bold (2+ rows)."""
+    """The table with titled ↑/↓ columns and the best value per column in bold (where the
+    column holds two or more distinct values)."""
     directions = {metric: (name, higher) for metric, name, higher in columns}
     header = [table.index.name or ""] + [
         f"{directions[m][0]} {'' if directions[m][1] is None else '↑' if directions[m][1] else '↓'}".strip()
@@ -173,7 +174,8 @@ def markdown(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], .
         for metric in table.columns:
             value, higher = row[metric], directions[metric][1]
             column = table[metric].dropna()
-            best = None if higher is None or len(column) < 2 else (column.max() if higher else column.min())
+            ranked = higher is not None and column.nunique() > 1  # not all tied, not one row
+            best = (column.max() if higher else column.min()) if ranked else None
             text = "–" if pd.isna(value) else _format(value)
             cells.append(f"**{text}**" if best is not None and value == best else text)
         rows.append(cells)

@@ -150,7 +150,8 @@ def hit_against_posthoc(rows: list[dict[str, Any]], hit_rows: list[str], hit_mod
 
 
 def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
-    """Rows = attributions, columns = metrics with ↑/↓, best value per column (and classifier) in bold."""
+    """Rows = attributions, columns = metrics with ↑/↓, best value per column (and classifier) in
+    bold where that classifier's column holds two or more distinct values."""
     header = ["attribution", "classifier"] + [
         f"{title_} {'↑' if up else '↓'}" for _, title_, up in TABLE_COLUMNS
     ]
@@ -160,9 +161,10 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
         for key, _, higher in TABLE_COLUMNS:
             value = row[key]
             peers = [r[key] for r in rows if r["classifier"] == row["classifier"] and r[key] is not None]
-            best = (max(peers) if higher else min(peers)) if peers else None
+            ranked = len(set(peers)) > 1  # not all tied, not one row
+            best = (max(peers) if higher else min(peers)) if ranked else None
             text = "–" if value is None else f"{value:.3f}"
-            cells.append(f"**{text}**" if value is not None and value == best and len(peers) > 1 else text)
+            cells.append(f"**{text}**" if value is not None and value == best else text)
         table.append(cells)
     return "\n".join([f"# {title}", "", *table_lines(header, table)]) + "\n"
 
