@@ -11,7 +11,7 @@ import torch
 from diffxai.config.load import load_config
 from diffxai.data.prepare import build_dataset
 from diffxai.data.prepared import write_prepared
-from diffxai.jobs import train_supervised
+from diffxai.jobs import train_supervised, train_t2i
 from diffxai.jobs.model_job import ModelJob
 from diffxai.models.io import build_module, load_model
 from tests.workflow_helpers import REPO
@@ -27,6 +27,20 @@ def ellipses_store(tmp_path_factory, tiny_config):
     path = tmp_path_factory.mktemp("data") / "data.zarr"
     write_prepared(path, build_dataset(tiny_config["datasets"]["ellipses"]), attrs={})
     return path
+
+
+def test_a_text_to_image_model_trains_on_rgb_attribute_captions(tmp_path, tiny_config):
+    """The elongation prompt check is for ellipse captions; attribute data (RGB) trains without it."""
+    store = tmp_path / "data.zarr"
+    write_prepared(store, build_dataset(tiny_config["datasets"]["attributes"]), attrs={})
+    cfg = tiny_config["models"]["t2i"]
+    cfg = {**cfg, "network": {**cfg["network"], "max_length": 32}}  # attribute captions are longer
+    job = ModelJob(store, tmp_path / "t2i", "t2i", "attributes", cfg, 0, torch.device("cpu"))
+    train_t2i.run(job, tmp_path / "cache")
+    model, _ = load_model(tmp_path / "t2i")
+    assert model.unet.config.in_channels == 3
+    metrics = json.loads((tmp_path / "t2i" / "metrics.json").read_text())
+    assert "prompt_check" not in metrics and metrics["example_captions"][0].startswith("a picture")
 
 
 def test_a_user_checkpoint_is_evaluated_instead_of_trained(tmp_path, tiny_config, ellipses_store):

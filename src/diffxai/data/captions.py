@@ -105,9 +105,14 @@ def attribute_captions(attributes: np.ndarray, names: list[str]) -> list[str]:
     ]
 
 
+def describes_ellipses(data: PreparedData) -> bool:
+    """Whether ``data``'s captions are ellipse captions (it has every factor they name)."""
+    return all(name in data.factor_names for name in ELLIPSE_FACTORS)
+
+
 def dataset_captions(data: PreparedData) -> list[str]:
     """Captions for every image of ``data``: ellipse factors, else attributes, else "a picture"."""
-    if all(name in data.factor_names for name in ELLIPSE_FACTORS):
+    if describes_ellipses(data):
         factors = {name: data.factor(name) for name in ELLIPSE_FACTORS}
         return ellipse_captions(factors, data.image_size[1])
     if data.attribute_names:
@@ -125,7 +130,7 @@ def caption_variants(
     """``count`` training captions per image of ``data`` (N lists): each drops every factor
     phrase (ellipses) or present attribute with probability ``phrase_dropout`` and is put in a
     template drawn uniformly from ``templates`` (each holds one "{}")."""
-    if all(name in data.factor_names for name in ELLIPSE_FACTORS):
+    if describes_ellipses(data):
         words = ellipse_words({name: data.factor(name) for name in ELLIPSE_FACTORS}, data.image_size[1])
     elif data.attribute_names:
         words = np.asarray(data.array("attributes")).astype(bool)

@@ -11,8 +11,9 @@ Pixel space because the images are 32 px: an autoencoder would add a training st
 reconstruction error that every counterfactual then carries, to save compute that a 32 px
 UNet does not need.
 
-metrics.json: for each elongation word of the captions, the moment-measured aspect ratio of
-images sampled with it (classifier-free guidance), to show the text reaches the images.
+metrics.json, on data with ellipse captions: for each elongation word of the captions, the
+moment-measured aspect ratio of images sampled with it (classifier-free guidance), to show the
+text reaches the images. Other captions (attributes) have no such measure here: no check.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffxai.data.captions import caption_variants, caption_words, dataset_captions
+from diffxai.data.captions import caption_variants, caption_words, dataset_captions, describes_ellipses
 from diffxai.data.measure import binarise, mask_moments
 from diffxai.data.prepared import PreparedData
 from diffxai.diffusion.sampling import sample
@@ -72,7 +73,8 @@ class PromptedDenoiser(torch.nn.Module):
 def prompt_check(
     model: TextToImage, settings: dict[str, Any], seed: int, device: torch.device
 ) -> dict[str, Any]:
-    """Median moment-measured aspect ratio (and its IQR) of samples per check prompt."""
+    """Median moment-measured aspect ratio (and its IQR) of samples per check prompt (the
+    channel mean binarised)."""
     shape = (model.unet.config.in_channels, model.unet.config.sample_size, model.unet.config.sample_size)
     result = {}
     for prompt in CHECK_PROMPTS:
@@ -81,7 +83,7 @@ def prompt_check(
             settings["samples"], shape, settings["steps"], "ddim",
             torch.Generator().manual_seed(seed), device=device,
         )  # fmt: skip
-        aspect = mask_moments(binarise((images.numpy() + 1) / 2))["aspect_ratio"]
+        aspect = mask_moments(binarise((images.mean(dim=1).numpy() + 1) / 2))["aspect_ratio"]
         result[prompt] = {
             "median_aspect_ratio": float(np.nanmedian(aspect)),
             "iqr_aspect_ratio": [float(v) for v in np.nanquantile(aspect, [0.25, 0.75])],
@@ -131,8 +133,9 @@ def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
         )  # fmt: skip
     info = model.spec()
     info["training"] = history
-    metrics = {"prompt_check": prompt_check(model.to(job.device), cfg["check"], job.seed, job.device)}
-    metrics["example_captions"] = captions[:5]
+    metrics: dict[str, Any] = {"example_captions": captions[:5]}
+    if describes_ellipses(data):
+        metrics["prompt_check"] = prompt_check(model.to(job.device), cfg["check"], job.seed, job.device)
     if not job.checkpoint:
         metrics["example_training_captions"] = variants[0]
     job.save(model, info, MODULES, metrics)
