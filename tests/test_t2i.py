@@ -323,3 +323,6 @@ def test_class_images_are_the_predicted_ones_or_the_most_probable_up_to_the_mini
     rows, selection = class_images(one_sided, 0, min_images=2)
     assert selection == "highest_probability" and rows.tolist() == [1, 2]
     assert class_images(one_sided, 0, min_images=10)[0].tolist() == [1, 2, 0]
+    # three classes: image 0 is predicted as class 0 at 0.4, image 1 is not at 0.45; 0 comes first
+    three = torch.tensor([[0.4, 0.3, 0.3], [0.45, 0.55, 0.0], [0.1, 0.1, 0.8]])
+    assert class_images(three, 0, min_images=2)[0].tolist() == [0, 1]

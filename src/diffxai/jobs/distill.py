@@ -62,10 +62,12 @@ def class_images(probabilities: torch.Tensor, cls: int, min_images: int) -> tupl
     learned from, and how they were chosen: every image predicted as ``cls`` ("predicted");
     where fewer than ``min_images`` are, the min(min_images, N) images of highest probability
     of ``cls`` ("highest_probability"; the predicted ones come first)."""
-    predicted = (probabilities.argmax(dim=1) == cls).nonzero().flatten()
-    if len(predicted) >= min_images:
-        return predicted, "predicted"
-    ranked = probabilities[:, cls].argsort(descending=True, stable=True)
+    is_predicted = probabilities.argmax(dim=1) == cls
+    if int(is_predicted.sum()) >= min_images:
+        return is_predicted.nonzero().flatten(), "predicted"
+    # probabilities are at most 1: + 2 ranks the predicted images first (with 3+ classes one
+    # predicted at 0.4 can have a lower probability of cls than one not predicted, at 0.45)
+    ranked = (probabilities[:, cls] + 2.0 * is_predicted).argsort(descending=True, stable=True)
     return ranked[: min(min_images, len(ranked))], "highest_probability"
 
 
