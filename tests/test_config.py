@@ -69,6 +69,19 @@ def test_partial_train_section_is_completed_with_defaults():
     assert config["models"]["classifier"]["train"]["patience"] == 4
 
 
+def test_t2i_flips_are_off_by_default_and_allowed_where_captions_have_no_sides():
+    """The DDPM's default flips; the t2i's does not. On the attributes data (no position or
+    orientation words in the captions) a user may turn flips on."""
+    config = validated(lambda c: c["models"]["t2i"].pop("train"))
+    assert config["models"]["t2i"]["train"]["hflip"] is False
+    assert config["models"]["ddpm"]["train"]["hflip"] is True
+
+    def flip_on_attributes(c: dict[str, Any]) -> None:
+        c["models"]["t2i"].update(datasets=["attributes"], train={"hflip": True})
+
+    assert validated(flip_on_attributes)["models"]["t2i"]["train"]["hflip"] is True
+
+
 def test_dataset_without_seed_gets_the_global_seed():
     config = validated(lambda c: c.__setitem__("seed", 7))
     assert config["datasets"]["ellipses"]["seed"] == 7

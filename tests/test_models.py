@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from diffxai.diffusion.sampling import sample
 from diffxai.models.blackbox import BlackBox, GradientRefused
-from diffxai.models.ddpm import build_unet, scheduler_config
+from diffxai.models.ddpm import build_scheduler, build_unet, scheduler_config
 from diffxai.models.encoder import SimSiam
 from diffxai.models.io import CheckpointError, build_module, load_model, save_model
 from diffxai.models.registry import create_network
@@ -455,14 +455,46 @@ def test_diffusers_unet_directory_loads(tmp_path: Path) -> None:
     assert torch.equal(outputs(loaded, "ddpm"), outputs(module, "ddpm"))
 
 
-def test_diffusers_pipeline_scheduler_config_is_read(tmp_path: Path) -> None:
-    from diffusers import DDPMScheduler
+def test_a_saved_diffusers_pipeline_loads_with_its_scheduler(tmp_path: Path) -> None:
+    """A ``DDPMPipeline.save_pretrained`` directory (model_index.json, unet/, scheduler/) loads
+    from its root or its unet/, with the pipeline's schedule, and both samplers build from it."""
+    from diffusers import DDPMPipeline, DDPMScheduler
 
     module, _ = build("ddpm")
-    module.save_pretrained(tmp_path / "pipeline" / "unet")
-    DDPMScheduler(**SCHEDULE).save_pretrained(tmp_path / "pipeline" / "scheduler")
-    _, info = load_model(tmp_path / "pipeline" / "unet")
-    assert info["scheduler_config"]["num_train_timesteps"] == 100
+    schedule = DDPMScheduler(
+        num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", variance_type="fixed_large"
+    )
+    DDPMPipeline(unet=module, scheduler=schedule).save_pretrained(tmp_path / "pipeline")
+    for path in (tmp_path / "pipeline", tmp_path / "pipeline" / "unet"):
+        loaded, info = load_model(path)
+        assert torch.equal(outputs(loaded, "ddpm"), outputs(module, "ddpm"))
+        assert info["scheduler_config"]["_class_name"] == "DDPMScheduler"
+        for kind in ("ddpm", "ddim"):
+            built = build_scheduler(info["scheduler_config"], kind)
+            assert torch.equal(built.alphas_cumprod, schedule.alphas_cumprod)
+        assert build_scheduler(info["scheduler_config"], "ddpm").config.variance_type == "fixed_large"
+    assert build_scheduler(info["scheduler_config"], "ddim").config.set_alpha_to_one
+
+
+@pytest.mark.parametrize("scheduler_name", ["PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler"])
+def test_schedulers_build_from_another_schedulers_config(scheduler_name: str) -> None:
+    """A Stable-Diffusion-style config of another scheduler class (with keys such as
+    skip_prk_steps, set_alpha_to_one, steps_offset) gives the same noise schedule."""
+    import diffusers
+
+    foreign = getattr(diffusers, scheduler_name)(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
+    config = dict(foreign.config)
+    for kind in ("ddpm", "ddim"):
+        built = build_scheduler(config, kind)
+        assert torch.allclose(built.alphas_cumprod, foreign.alphas_cumprod)
+        assert built.config.num_train_timesteps == 1000
+
+
+def test_an_unknown_sampler_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown sampler 'euler'; allowed: ddpm, ddim"):
+        build_scheduler(SCHEDULE, "euler")
 
 
 def test_missing_checkpoint_is_refused(tmp_path: Path) -> None:

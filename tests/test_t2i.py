@@ -156,6 +156,54 @@ def test_stable_diffusion_layout_with_vae(tmp_path: Path) -> None:
     assert (tmp_path / "copy" / "vae" / "config.json").is_file()
 
 
+def _write_clip_tokenizer(directory: Path) -> None:
+    """A byte-level BPE tokenizer in CLIP's files (vocab.json, merges.txt), as Stable Diffusion
+    ships it, with a tokenizer_config.json that does not give model_max_length."""
+    import json
+
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    symbols = list(bytes_to_unicode().values())
+    vocab = {token: i for i, token in enumerate(symbols + [s + "</w>" for s in symbols])}
+    vocab.update({"el": len(vocab), "<|startoftext|>": len(vocab) + 1, "<|endoftext|>": len(vocab) + 2})
+    directory.mkdir(parents=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\ne l\n")
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer"}))
+
+
+def test_stable_diffusion_parts_of_their_own_classes_load_and_run(tmp_path: Path) -> None:
+    """SD's CLIP BPE tokenizer (no model_max_length: padded to the text encoder's positions)
+    and its PNDM scheduler config (a DDPM/DDIM schedule of the same ᾱ is built from it)."""
+    from diffusers import PNDMScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from diffxai.models.ddpm import build_scheduler
+
+    _write_clip_tokenizer(tmp_path / "sd" / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "sd" / "tokenizer")
+    model = _model()
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=TINY["text_width"], intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=20,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    model.unet.save_pretrained(tmp_path / "sd" / "unet")
+    CLIPTextModel(text_config).save_pretrained(tmp_path / "sd" / "text_encoder")
+    pndm = PNDMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, skip_prk_steps=True
+    )
+    pndm.save_pretrained(tmp_path / "sd" / "scheduler")
+
+    loaded = TextToImage.load(tmp_path / "sd")
+    assert loaded.token_ids(PROMPTS).shape == (2, 20)
+    assert tokenizer.model_max_length > 10**9  # transformers' "unlimited" when the config omits it
+    assert _eps(loaded, _noise(), PROMPTS).shape == (2, 1, SIZE, SIZE)
+    for kind in ("ddpm", "ddim"):
+        built = build_scheduler(loaded.scheduler_config, kind)
+        assert torch.allclose(built.alphas_cumprod, pndm.alphas_cumprod)
+
+
 def test_pixel_space_latents_are_the_images() -> None:
     x = _noise()
     model = _model()

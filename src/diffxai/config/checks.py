@@ -232,7 +232,7 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any], base_
             )
             errors.append(_msg(f"{key}.datasets", dataset_name, allowed))
     if kind == "t2i":
-        errors += _check_t2i(key, model)
+        errors += _check_t2i(key, model, datasets)
     if kind in ("ddpm", "diffae"):
         errors += _check_unet(key, model, config)
     if kind == "ddpm":
@@ -500,12 +500,18 @@ def _check_distill(name: str, entry: dict[str, Any], config: dict[str, Any]) -> 
     return _model_reference(f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config)
 
 
-def _check_t2i(key: str, model: dict[str, Any]) -> list[str]:
-    """Captions name orientation and position, which a flip changes; one cross-attention flag per level."""
+def _check_t2i(key: str, model: dict[str, Any], datasets: dict[str, Any]) -> list[str]:
+    """Ellipse captions name orientation and position, which a flip changes; one
+    cross-attention flag per level."""
     errors = []
-    if model["train"]["hflip"]:
+    ellipses = [name for name in model["datasets"] if datasets[name]["kind"] == "ellipses"]
+    if model["train"]["hflip"] and ellipses:
         errors.append(
-            _msg(f"{key}.train.hflip", True, "allowed: false (a flip changes what the caption says)")
+            _msg(
+                f"{key}.train.hflip",
+                True,
+                f"allowed: false (a flip changes what the captions of {', '.join(ellipses)} say)",
+            )
         )
     network = model["network"]
     if len(network["cross_attention"]) != len(network["block_out_channels"]):

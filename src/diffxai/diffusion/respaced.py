@@ -38,9 +38,9 @@ class RespacedDiffusion:
         self.clip = bool(scheduler_config.get("clip_sample", True))
         # imported here: jobs that only import methods.base (attribution baselines, metrics) skip
         # diffusers' seconds of imports
-        from diffusers import DDPMScheduler
+        from diffxai.models.ddpm import build_scheduler
 
-        base = DDPMScheduler(**scheduler_config)
+        base = build_scheduler(scheduler_config)
         self.timesteps = space_timesteps(base.config.num_train_timesteps, num_steps)
         alpha_bar = base.alphas_cumprod.double()[self.timesteps]
         previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])

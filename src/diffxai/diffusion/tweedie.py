@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler
 from torch import nn
 
 from diffxai.diffusion.parameterization import eps_and_x0
+from diffxai.models.ddpm import build_scheduler
 
 
 class Tweedie:
@@ -27,7 +27,7 @@ class Tweedie:
         self.unet = unet
         self.prediction_type = scheduler_config.get("prediction_type", "epsilon")
         self.clip = bool(scheduler_config.get("clip_sample", True))
-        self.alpha_bar = DDPMScheduler(**scheduler_config).alphas_cumprod.float()
+        self.alpha_bar = build_scheduler(scheduler_config).alphas_cumprod.float()
         self.batch = batch
         self.nfe = 0
 

@@ -106,9 +106,9 @@ class GuidedNoise:
 
 
 def _alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
-    from diffusers import DDPMScheduler
+    from diffxai.models.ddpm import build_scheduler
 
-    return DDPMScheduler.from_config(scheduler_config).alphas_cumprod.double()
+    return build_scheduler(scheduler_config).alphas_cumprod.double()
 
 
 def edit(

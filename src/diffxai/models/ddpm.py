@@ -6,6 +6,7 @@ resolution level, whether that level has self-attention.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
@@ -52,10 +53,23 @@ def scheduler_config(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+
+
 def build_scheduler(config: dict[str, Any], kind: str = "ddpm") -> DDPMScheduler | DDIMScheduler:
-    """A fresh ``ddpm`` (ancestral) or ``ddim`` scheduler for ``config``."""
-    if kind == "ddpm":
-        return DDPMScheduler(**config)
+    """A fresh ``ddpm`` (ancestral) or ``ddim`` scheduler for ``config``.
+
+    ``config`` is ours (:func:`scheduler_config`) or a diffusers ``scheduler_config.json``
+    of any scheduler class (a user's checkpoint: DDPM, DDIM, PNDM, ...): the keys that
+    ``kind``'s scheduler does not take (``_class_name``, ``variance_type`` for DDIM,
+    ``skip_prk_steps``, ...) do not describe the noise schedule and are dropped. DDIM
+    always ends at ᾱ = 1.
+    """
+    if kind not in SCHEDULERS:
+        raise ValueError(f"unknown sampler {kind!r}; allowed: {', '.join(SCHEDULERS)}")
+    scheduler_class = SCHEDULERS[kind]
+    accepted = inspect.signature(scheduler_class.__init__).parameters
+    kwargs = {key: value for key, value in config.items() if key in accepted}
     if kind == "ddim":
-        return DDIMScheduler(**config, set_alpha_to_one=True)
-    raise ValueError(f"unknown sampler {kind!r}; allowed: ddpm, ddim")
+        kwargs["set_alpha_to_one"] = True
+    return scheduler_class(**kwargs)

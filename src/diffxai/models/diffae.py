@@ -14,12 +14,12 @@ import itertools
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import UNet2DModel
 from torch import nn
 
 from diffxai.diffusion.parameterization import eps_and_x0
 from diffxai.diffusion.respaced import space_timesteps
-from diffxai.models.ddpm import build_unet
+from diffxai.models.ddpm import build_scheduler, build_unet
 
 
 class SemanticEncoder(nn.Module):
@@ -110,7 +110,7 @@ class DiffAECodec:
     def __init__(self, model: DiffAE, scheduler_config: dict[str, Any], batch: int = 256) -> None:
         self.model = model
         self.prediction_type = scheduler_config.get("prediction_type", "epsilon")
-        self.alpha_bar = DDPMScheduler(**scheduler_config).alphas_cumprod.double()
+        self.alpha_bar = build_scheduler(scheduler_config).alphas_cumprod.double()
         self.batch = batch
         self.nfe = 0
 

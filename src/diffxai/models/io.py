@@ -3,7 +3,8 @@
 A model directory written by this pipeline holds ``model.safetensors`` (weights),
 ``config.json`` (everything needed to rebuild the module: kind, architecture,
 shapes, names, provenance) and ``metrics.json``. :func:`load_model` also accepts a
-user's checkpoint: a diffusers ``UNet2DModel`` directory, or a ``.safetensors`` /
+user's checkpoint: a diffusers ``UNet2DModel`` directory (alone or in a saved pipeline,
+with the pipeline's scheduler config), or a ``.safetensors`` /
 torch state-dict file together with a ``spec`` saying what to build. Torch files
 are read with ``weights_only=True`` only.
 """
@@ -27,6 +28,7 @@ FORMAT = "diffxai-model"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+PIPELINE_INDEX = "model_index.json"
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 
@@ -138,14 +140,16 @@ def load_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a model in eval mode and its info dict.
 
-    ``path``: a directory this pipeline wrote, a diffusers UNet directory, or a
-    weights file; for a weights file ``spec`` (the info dict of the module to build)
-    is required.
+    ``path``: a directory this pipeline wrote, a diffusers UNet directory (or the
+    directory of a saved diffusers pipeline, whose ``unet/`` it loads), or a weights file;
+    for a weights file ``spec`` (the info dict of the module to build) is required.
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
     if path.is_dir():
+        if (path / PIPELINE_INDEX).exists() and not (path / CONFIG).exists():
+            path = path / "unet"  # a saved diffusers pipeline (DDPMPipeline, DDIMPipeline): its UNet
         config_path = path / CONFIG
         if not config_path.exists():
             raise CheckpointError(f"{path} is a directory without {CONFIG}: not a model directory")

@@ -178,10 +178,16 @@ class TextToImage(nn.Module):
         if not directory.is_dir():
             raise FileNotFoundError(f"no text-to-image model directory at {directory}")
         vae_dir = directory / "vae"
+        text_encoder = CLIPTextModel.from_pretrained(directory / "text_encoder", local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer", local_files_only=True)
+        # a tokenizer_config.json without model_max_length leaves transformers' "unlimited" (1e30):
+        # prompts are then padded to the text encoder's positions
+        positions = text_encoder.config.max_position_embeddings
+        tokenizer.model_max_length = min(tokenizer.model_max_length, positions)
         return cls(
             unet=UNet2DConditionModel.from_pretrained(directory / "unet", local_files_only=True),
-            text_encoder=CLIPTextModel.from_pretrained(directory / "text_encoder", local_files_only=True),
-            tokenizer=AutoTokenizer.from_pretrained(directory / "tokenizer", local_files_only=True),
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
             scheduler_config=json.loads((directory / "scheduler" / "scheduler_config.json").read_text()),
             vae=AutoencoderKL.from_pretrained(vae_dir, local_files_only=True) if vae_dir.is_dir() else None,
         )

@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler
 
+from diffxai.models.ddpm import build_scheduler
 from diffxai.models.t2i import (
     TextToImage,
     add_concept_tokens,
@@ -61,7 +61,7 @@ def learn_concept(
     ids = add_concept_tokens(model, tokens)
     weight, restore = trainable_token_rows(model, ids)
     optimizer = torch.optim.AdamW([weight], lr=params["lr"], weight_decay=params.get("weight_decay", 0.0))
-    scheduler = DDPMScheduler.from_config(model.scheduler_config)
+    scheduler = build_scheduler(model.scheduler_config)
     t_low, t_high = timestep_range(scheduler.config.num_train_timesteps, params.get("timesteps", (0.0, 1.0)))
     prompt_ids = model.token_ids([prompt]).to(device)
     history: dict[str, Any] = {"loss": [], "n_images": len(images_m11)}
