@@ -82,6 +82,20 @@ def test_t2i_flips_are_off_by_default_and_allowed_where_captions_have_no_sides()
     assert validated(flip_on_attributes)["models"]["t2i"]["train"]["hflip"] is True
 
 
+def test_an_overlay_changes_the_attributes_task_keeping_the_inherited_correlations(tmp_path):
+    """The default lists ring's correlation with square; an overlay cannot remove that key, so
+    with task ring it gives ring's correlation with itself (1) and square's."""
+    overlay = {
+        "datasets": {
+            "attributes": {"attributes": {"task": "ring", "correlations": {"ring": 1, "square": 0.6}}}
+        }
+    }
+    (tmp_path / "ring.yaml").write_text(yaml.safe_dump(overlay))
+    config = load_config([REPO / "config.yaml", tmp_path / "ring.yaml"], base_dir=REPO)
+    params = config["datasets"]["attributes"]["attributes"]
+    assert params["task"] == "ring" and params["correlations"]["blue"] == 0.8
+
+
 def test_dataset_without_seed_gets_the_global_seed():
     config = validated(lambda c: c.__setitem__("seed", 7))
     assert config["datasets"]["ellipses"]["seed"] == 7
@@ -232,7 +246,7 @@ BAD_CONFIGS = {
         _set("datasets", "attributes", "attributes", "correlations", "square", 0.5),
         "datasets.attributes.attributes.correlations.square",
         "0.5",
-        "other attributes only",
+        "allowed: 1 or leave it out",
     ),
     "correlation-of-unknown-attribute": (
         _set("datasets", "attributes", "attributes", "correlations", "bleu", 0.5),

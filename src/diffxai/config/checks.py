@@ -91,12 +91,15 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
             )
     if kind == "attributes":
         params = dataset["attributes"]
-        if params["task"] in params["correlations"]:
+        # the task's own entry may only be its correlation with itself, so that an overlay that
+        # changes the task can keep the correlations it inherits (it cannot remove a key)
+        own = params["correlations"].get(params["task"], 1.0)
+        if own != 1.0:
             errors.append(
                 _msg(
                     f"{key}.attributes.correlations.{params['task']}",
-                    params["correlations"][params["task"]],
-                    "allowed: correlations of the other attributes only (this is the task attribute)",
+                    own,
+                    "allowed: 1 or leave it out (this is the task attribute: its correlation with itself)",
                 )
             )
     files = {
