@@ -132,6 +132,43 @@ def test_image_folder_missing_file(folder: Path) -> None:
         adapters.load_image_folder(folder_params(folder), 8, 3, folder)
 
 
+def test_sixteen_bit_and_float_greyscale_keep_their_range(tmp_path: Path) -> None:
+    """A 16-bit PNG ramp 0..65535 (a scan) loads as the ramp 0..255, not clipped white; a
+    float TIFF in [0, 1] as its values x 255; a float image beyond [0, 1] is refused."""
+    ramp = np.tile(np.linspace(0, 65535, 16), (16, 1)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "scan.png")
+    Image.fromarray((ramp / 65535.0).astype(np.float32)).save(tmp_path / "unit.tif")
+    Image.fromarray((ramp / 100.0).astype(np.float32)).save(tmp_path / "wide.tif")
+    (tmp_path / "list.csv").write_text("filename,label\nscan.png,a\nunit.tif,b\n")
+    params = folder_params(tmp_path, csv="list.csv", crop="none")
+    images = adapters.load_image_folder(params, 16, 1, tmp_path).images
+    for image in images:
+        np.testing.assert_allclose(image[0], np.round(ramp / 257.0), atol=1)
+    (tmp_path / "list.csv").write_text("filename,label\nscan.png,a\nwide.tif,b\n")
+    with pytest.raises(ValueError, match=r"wide\.tif.*row 2 of .*list\.csv.*mode F.*allowed: \[0, 1\]"):
+        adapters.load_image_folder(params, 16, 1, tmp_path)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    """A photo stored sideways (red left half, blue right) with EXIF orientation 6 (rotate 90°
+    clockwise to view) loads upright: red on top."""
+    sideways = np.zeros((16, 16, 3), dtype=np.uint8)
+    sideways[:, :8], sideways[:, 8:] = RED, BLUE
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(sideways).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    (tmp_path / "list.csv").write_text("filename,label\nphoto.jpg,a\n")
+    image = adapters.load_image_folder(folder_params(tmp_path, csv="list.csv"), 16, 3, tmp_path).images[0]
+    np.testing.assert_allclose(mean_colour(image[:, :6]), RED, atol=12)
+    np.testing.assert_allclose(mean_colour(image[:, -6:]), BLUE, atol=12)
+
+
+def test_an_unreadable_image_is_named_with_its_row(folder: Path) -> None:
+    (folder / "d.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"cannot read image .*d\.png \(listed in row 4 of .*labels\.csv\)"):
+        adapters.load_image_folder(folder_params(folder), 8, 3, folder)
+
+
 def test_image_folder_bad_split_and_attribute_values(tmp_path: Path) -> None:
     write_image(tmp_path / "a.png", RED)
     (tmp_path / "list.csv").write_text("filename,label,split,flag\na.png,x,training,2\n")

@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 
 from diffxai.data.prepared import SPLITS, PreparedArrays
 from diffxai.paths import resolve
@@ -53,10 +53,28 @@ def to_chw(image: Image.Image) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
+def eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """``image`` with 8 bits per channel. 16-bit greyscale (PIL modes ``I;16*``, and ``I``
+    within 0..65535) is scaled linearly, 65535 -> 255 (PIL's own conversion clips it at 255:
+    a 16-bit scan would turn white); float greyscale (``F``) must lie in [0, 1]."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    low, high = (0.0, 1.0) if image.mode == "F" else (0.0, 65535.0)
+    if values.min() < low or values.max() > high:
+        raise ValueError(
+            f"image {path} (mode {image.mode}) has values in [{values.min():g}, {values.max():g}]; "
+            f"allowed: [{low:g}, {high:g}]"
+        )
+    return Image.fromarray(np.round(values * (255.0 / high)).astype(np.uint8))
+
+
 def load_image(path: Path, image_size: int, channels: int, crop: str) -> np.ndarray:
-    """One image file as uint8 (channels, image_size, image_size)."""
+    """One image file as uint8 (channels, image_size, image_size), upright as its EXIF
+    orientation says (photos from cameras and phones are stored rotated)."""
     with Image.open(path) as image:
-        return to_chw(fit_square(image.convert(PIL_MODES[channels]), image_size, crop))
+        upright = eight_bit(ImageOps.exif_transpose(image), path)
+        return to_chw(fit_square(upright.convert(PIL_MODES[channels]), image_size, crop))
 
 
 def load_images(
@@ -70,6 +88,8 @@ def load_images(
                 images[i] = load_image(path, image_size, channels, crop)
             except FileNotFoundError as err:
                 raise FileNotFoundError(f"image file {path} not found (listed in {origins[i]})") from err
+            except (OSError, ValueError) as err:  # PIL: unknown format, truncated file, bad values
+                raise ValueError(f"cannot read image {path} (listed in {origins[i]}): {err}") from err
     return images
 
 
