@@ -4,6 +4,7 @@ import sys
 
 from diffxai.config.ablation_design import ablation_settings as settings_of
 from diffxai.config.load import ConfigError, validate_config
+from diffxai.data.kinds import dataset_module
 from diffxai.seeds import derive_seed
 from diffxai.methods.gcd_params import direction_params
 from diffxai.methods.registry import method_module
@@ -243,6 +244,13 @@ def explanation_spec(wildcards):
     if entry["method"] == "gcd":
         spec["lpips_weights"] = config["counterfactual_metrics"]["lpips_weights"]
     return spec
+
+
+def dataset_code(dataset):
+    """Source hash of the data job and of the one generator or adapter its dataset's kind uses."""
+    return source_hash(
+        "diffxai.jobs.prepare_data", dataset_module(config["datasets"][dataset]["kind"])
+    )
 
 
 def method_code(job_module, spec):

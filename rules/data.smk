@@ -14,6 +14,6 @@ rule prepare_data:
         gpu=0,
     params:
         cfg=lambda wildcards: config["datasets"][wildcards.dataset],
-        code=source_hash("diffxai.jobs.prepare_data"),
+        code=lambda wildcards: dataset_code(wildcards.dataset),
     script:
         "../scripts/prepare_data.py"

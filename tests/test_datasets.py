@@ -237,3 +237,21 @@ def test_build_dataset_split_fractions_are_as_configured() -> None:
     assert counts[SPLITS["val"]] == 20
     assert counts[SPLITS["test"]] == 50
     assert counts[SPLITS["train"]] == 130
+
+
+@pytest.mark.parametrize(
+    ("kind", "builds_with", "not_with"),
+    [
+        ("ellipses", "diffxai.data.ellipses", ["diffxai.data.adapters", "diffxai.data.attributes"]),
+        ("attributes", "diffxai.data.attributes", ["diffxai.data.adapters", "diffxai.data.ellipses"]),
+        ("hdf5", "diffxai.data.adapters", ["diffxai.data.ellipses", "diffxai.data.attributes"]),
+    ],
+)
+def test_a_datasets_code_hash_covers_its_own_kinds_module_only(kind, builds_with, not_with):
+    from diffxai.data.kinds import dataset_module
+    from diffxai.provenance import module_closure
+
+    closure = module_closure(["diffxai.jobs.prepare_data", dataset_module(kind)])
+    assert builds_with in closure and not set(not_with) & set(closure)
+    with pytest.raises(ValueError, match="dataset kind 'png': allowed ellipses, attributes"):
+        dataset_module("png")

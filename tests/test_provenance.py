@@ -12,7 +12,7 @@ from diffxai.provenance import config_hash, module_closure, source_hash
 
 def test_closure_of_prepare_data_contains_what_it_imports_transitively():
     closure = module_closure(["diffxai.jobs.prepare_data"])
-    for module in ("diffxai.data.ellipses", "diffxai.data.attributes", "diffxai.store"):
+    for module in ("diffxai.data.prepare", "diffxai.data.prepared", "diffxai.data.kinds", "diffxai.store"):
         assert module in closure
 
 

@@ -22,25 +22,38 @@ from tests.test_workflow import ALL_STAGES, REPORT_JOBS, explanation_jobs
 from tests.workflow_helpers import REPO, planned_jobs, snakemake, snakemake_command, write_overlay
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("module", "method"),
-    [("dime.py", "dime"), ("ace.py", "ace_l1")],
-)
-def test_editing_a_method_module_reruns_only_that_methods_jobs(tiny_run, tmp_path, module, method):
-    source = tmp_path / "src"  # a copy of the package that the workflow imports instead of the checkout
+def jobs_after_an_edit(tiny_run: Path, tmp_path: Path, module: str) -> set[tuple[str, str]]:
+    """The jobs a dry run of the finished ``tiny_run`` plans once ``module`` (a path under
+    src/diffxai) is edited in a copy of the package the workflow imports instead of the checkout."""
+    source = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(REPO / "src" / "diffxai", source / "diffxai", ignore=ignore)
     env = {**os.environ, "PYTHONPATH": str(source)}
     unchanged = snakemake(tiny_run, "-n", env=env)
     assert unchanged.returncode == 0, unchanged.stderr
     assert planned_jobs(unchanged.stdout + unchanged.stderr) == set()
-    edited = source / "diffxai" / "methods" / module
+    edited = source / "diffxai" / module
     edited.write_text(edited.read_text() + "\n# an edit that changes no behaviour still re-runs\n")
     result = snakemake(tiny_run, "-n", env=env)
     assert result.returncode == 0, result.stderr
+    return planned_jobs(result.stdout + result.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("module", "method"),
+    [("dime.py", "dime"), ("ace.py", "ace_l1")],
+)
+def test_editing_a_method_module_reruns_only_that_methods_jobs(tiny_run, tmp_path, module, method):
     expected = explanation_jobs(methods=(method,), stages=ALL_STAGES) | REPORT_JOBS
-    assert planned_jobs(result.stdout + result.stderr) == expected
+    assert jobs_after_an_edit(tiny_run, tmp_path, f"methods/{module}") == expected
+
+
+@pytest.mark.slow
+def test_editing_the_real_data_adapters_reruns_nothing_of_synthetic_datasets(tiny_run, tmp_path):
+    """The tiny preset's datasets are generated: the image-folder/CelebA/HDF5 adapters are
+    not in their prepare_data jobs' code hash (data.kinds), so nothing downstream re-runs."""
+    assert jobs_after_an_edit(tiny_run, tmp_path, "data/adapters.py") == set()
 
 
 @pytest.mark.slow

@@ -2,39 +2,48 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from diffxai.data import adapters, attributes, ellipses
+from diffxai.data.kinds import dataset_module
 from diffxai.data.prepared import PreparedArrays, random_split
 
-
-def _ellipses(cfg: dict[str, Any], rng: np.random.Generator, base_dir: Path) -> PreparedArrays:
-    return ellipses.generate(cfg["ellipses"], cfg["image_size"], cfg["n_images"], rng)
+Builder = Callable[[ModuleType, dict[str, Any], np.random.Generator, Path], PreparedArrays]
 
 
-def _attributes(cfg: dict[str, Any], rng: np.random.Generator, base_dir: Path) -> PreparedArrays:
-    return attributes.generate(cfg["attributes"], cfg["image_size"], cfg["n_images"], rng)
+def _generated(
+    module: ModuleType, cfg: dict[str, Any], rng: np.random.Generator, base_dir: Path
+) -> PreparedArrays:
+    """A synthetic dataset: ``module.generate`` with the kind's own settings."""
+    return module.generate(cfg[cfg["kind"]], cfg["image_size"], cfg["n_images"], rng)
 
 
-def _image_folder(cfg: dict[str, Any], rng: np.random.Generator, base_dir: Path) -> PreparedArrays:
-    return adapters.load_image_folder(cfg["image_folder"], cfg["image_size"], cfg["channels"], base_dir)
+def _image_folder(
+    module: ModuleType, cfg: dict[str, Any], rng: np.random.Generator, base_dir: Path
+) -> PreparedArrays:
+    return module.load_image_folder(cfg["image_folder"], cfg["image_size"], cfg["channels"], base_dir)
 
 
-def _celeba(cfg: dict[str, Any], rng: np.random.Generator, base_dir: Path) -> PreparedArrays:
-    return adapters.load_celeba(cfg["celeba"], cfg["image_size"], cfg["channels"], base_dir)
+def _celeba(
+    module: ModuleType, cfg: dict[str, Any], rng: np.random.Generator, base_dir: Path
+) -> PreparedArrays:
+    return module.load_celeba(cfg["celeba"], cfg["image_size"], cfg["channels"], base_dir)
 
 
-def _hdf5(cfg: dict[str, Any], rng: np.random.Generator, base_dir: Path) -> PreparedArrays:
-    return adapters.load_hdf5(cfg["hdf5"], cfg["image_size"], base_dir)
+def _hdf5(
+    module: ModuleType, cfg: dict[str, Any], rng: np.random.Generator, base_dir: Path
+) -> PreparedArrays:
+    return module.load_hdf5(cfg["hdf5"], cfg["image_size"], base_dir)
 
 
-DATASET_KINDS: dict[str, Callable[[dict[str, Any], np.random.Generator, Path], PreparedArrays]] = {
-    "ellipses": _ellipses,
-    "attributes": _attributes,
+BUILDERS: dict[str, Builder] = {
+    "ellipses": _generated,
+    "attributes": _generated,
     "image_folder": _image_folder,
     "celeba": _celeba,
     "hdf5": _hdf5,
@@ -48,7 +57,8 @@ def build_dataset(cfg: dict[str, Any], base_dir: Path = Path(".")) -> PreparedAr
     streams of one seed sequence.
     """
     data_seed, split_seed = np.random.SeedSequence(cfg["seed"]).spawn(2)
-    data = DATASET_KINDS[cfg["kind"]](cfg, np.random.default_rng(data_seed), base_dir)
+    module = importlib.import_module(dataset_module(cfg["kind"]))
+    data = BUILDERS[cfg["kind"]](module, cfg, np.random.default_rng(data_seed), base_dir)
     if data.split is None:
         data.split = random_split(len(data.images), cfg["split"], np.random.default_rng(split_seed))
     return data
