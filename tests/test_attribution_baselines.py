@@ -183,6 +183,21 @@ def test_gradcam_matches_hand_computation(layer: str | None) -> None:
     torch.testing.assert_close(maps, hand_gradcam(model, module, images, TARGETS), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize(("arch", "stage"), [("resnet18", "layer4"), ("mobilenetv3_small_050", "blocks.5")])
+def test_gradcam_of_a_timm_cnn_uses_its_last_feature_stage(arch: str, stage: str) -> None:
+    """Inside the classifier wrapper: the stage timm's feature_info names. MobileNetV3's last
+    Conv2d (conv_head) comes after the global pooling, where a map would be constant, and its
+    ``blocks`` are convolution stages, not transformer blocks."""
+    from diffxai.models.heads import Classifier
+
+    torch.manual_seed(0)
+    model = Classifier(timm.create_model(arch, pretrained=False, num_classes=3), ["a", "b", "c"]).eval()
+    images = random_images(3, size=64)
+    maps = attribute("gradcam", model, images, TARGETS, {}, seed=0)
+    expected = hand_gradcam(model, model.get_submodule(f"network.{stage}"), images, TARGETS)
+    torch.testing.assert_close(maps, expected, atol=1e-6, rtol=1e-5)
+
+
 def test_gradcam_refuses_model_without_conv() -> None:
     model = LinearModel(torch.ones(3, 3, 8, 8))
     with pytest.raises(ValueError, match="Conv2d"):

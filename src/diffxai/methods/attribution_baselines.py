@@ -236,6 +236,19 @@ def rise(model: nn.Module, images: Tensor, targets: Tensor, params: dict[str, An
     return saliency / (params["masks"] * params["p"])
 
 
+def _timm_feature_stage(model: nn.Module) -> str | None:
+    """Dotted name of a timm network's last feature stage (``feature_info[-1]``, timm's own
+    record of where its features are), e.g. ``network.layer4`` of a wrapped ResNet; None for
+    other models. Its last Conv2d can lie after the global pooling (MobileNetV3's
+    ``conv_head``: a 1 × 1 map) or make a part of the features only (a DenseNet layer's 32
+    new channels)."""
+    for prefix, module in model.named_modules():
+        info = getattr(module, "feature_info", None)
+        if isinstance(info, list) and info and isinstance(info[-1], dict) and "module" in info[-1]:
+            return ".".join(part for part in (prefix, info[-1]["module"]) if part)
+    return None
+
+
 def _last_conv_name(model: nn.Module) -> str:
     """Dotted name of the last ``nn.Conv2d`` in registration order."""
     names = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
@@ -261,13 +274,18 @@ def _output_rank(model: nn.Module, layer: nn.Module, images: Tensor) -> int:
 @_attribution_map
 def gradcam(model: nn.Module, images: Tensor, targets: Tensor, params: dict[str, Any], seed: int) -> Tensor:
     """GradCAM of the module named ``layer``; by default a transformer's last ``norm1`` (tokens),
-    else the last Conv2d.
+    else a timm CNN's last feature stage, else the last Conv2d.
 
     Feature maps (N, C, h, w): Captum's ReLU(Σ_k mean(∂logit/∂A_k) · A_k), upsampled bilinearly
     to H × W; tokens (N, T, D): :func:`~diffxai.methods.transformer_maps.token_gradcam`.
     Logit units.
     """
-    name = params["layer"] or transformer_maps.default_token_layer(model) or _last_conv_name(model)
+    name = (
+        params["layer"]
+        or transformer_maps.default_token_layer(model)
+        or _timm_feature_stage(model)
+        or _last_conv_name(model)
+    )
     try:
         layer = model.get_submodule(name)
     except AttributeError as error:

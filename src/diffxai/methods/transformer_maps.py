@@ -123,9 +123,10 @@ def attention_rollout(model: nn.Module, images: Tensor) -> Tensor:
 
 
 def default_token_layer(model: nn.Module) -> str | None:
-    """Dotted name of the last transformer block's ``norm1`` (None for a model without ``blocks``)."""
+    """Dotted name of the last transformer block's ``norm1`` (None for a model whose ``blocks``
+    are absent or not transformer blocks, such as timm's EfficientNet and MobileNet stages)."""
     blocks = getattr(_network(model), "blocks", None)
-    if blocks is None:
+    if blocks is None or len(blocks) == 0 or not isinstance(getattr(blocks[-1], "norm1", None), nn.Module):
         return None
     prefix = "network." if hasattr(model, "network") else ""
     return f"{prefix}blocks.{len(blocks) - 1}.norm1"
