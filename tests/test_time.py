@@ -135,6 +135,24 @@ def test_unflipped_samples_go_on_to_the_next_attempt_only():
     assert np.isnan(result.extras["tau"][0])
 
 
+def test_queries_are_counted_per_sample_in_a_batch_that_flips_in_part():
+    """Class 0's prompt denoises to A, any other to the A/B mixture: B (inverted with the
+    mixture) flips to A on the first attempt, queried for the input and once after; A cannot
+    reach B, queried for the input and after both attempts. The counts are per sample, not the
+    batch's mean: 3 and 2, 5 queries in all."""
+    models, classifier = _models()
+    a, b = bar_images()
+    params = {**PARAMS, "guidance": "cfg", "attempts": [[5, 1.0], [8, 1.0]], "context": False}
+    t2i = models.ddpm
+    t2i.encode_prompts = lambda prompts: torch.tensor(
+        [0.0 if "<class0_0>" in prompt else 0.5 for prompt in prompts], dtype=torch.float64
+    ).view(-1, 1, 1)
+    result = time_method.explain(torch.stack([a, b]).float(), np.array([1, 2]), models, params, seed=0)
+    assert list(result.success) == [False, True]
+    assert list(result.classifier_calls) == [3, 2] and classifier.calls == 5
+    assert list(result.nfe) == [8 * (5 + 8), 8 * 5]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -190,7 +190,7 @@ def explain(
     logits_before = probabilities.clamp_min(1e-12).log()
     sources = logits_before.argmax(1)
     targets = choose_targets(logits_before, params.get("target"), sample_ids)
-    counterfactuals, attempt, nfe, logits_after = run_attempts(
+    counterfactuals, attempt, nfe, logits_after, queries = run_attempts(
         t2i, blackbox, images, logits_before, targets, concepts, params
     )
     n = len(images)
@@ -204,7 +204,7 @@ def explain(
         logits_after=logits_after.numpy(),
         nfe=nfe,
         nfe_backward=np.zeros(n, np.int64),
-        classifier_calls=np.full(n, blackbox.queries // n, np.int64),
+        classifier_calls=1 + queries,  # the input's query, then one per attempt it ran
         classifier_gradients=np.zeros(n, np.int64),
         seconds=np.zeros(n, np.float32),
         extras={
@@ -224,13 +224,13 @@ def run_attempts(
     targets: torch.Tensor,
     concepts: Concepts,
     params: dict[str, Any],
-) -> tuple[torch.Tensor, np.ndarray, np.ndarray, torch.Tensor]:
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, torch.Tensor, np.ndarray]:
     """Counterfactuals (N, C, H, W), the index of the attempt that flipped each (−1: none), UNet
-    evaluations per sample (N,) and the log-probabilities on the counterfactuals (N, K), from the
-    input's log-probabilities ``logits_before`` (N, K).
+    evaluations per sample (N,), the log-probabilities on the counterfactuals (N, K) and the
+    black-box queries per sample (N,), from the input's log-probabilities ``logits_before`` (N, K).
 
     A sample that never flips keeps the last attempt's image. Each attempt queries the black box
-    once per sample it ran on.
+    once per sample it ran on: a sample flipped by attempt i was queried i + 1 times.
     """
     n = len(images)
     sources = logits_before.argmax(1)
@@ -243,6 +243,7 @@ def run_attempts(
     counterfactuals = images.clone()
     attempt = np.full(n, -1, np.int64)
     nfe = np.zeros(n, np.int64)
+    queries = np.zeros(n, np.int64)
     pending = torch.arange(n)
     log_probabilities = logits_before.clone()
     for index, (tau, w) in enumerate(attempts_of(params)):
@@ -257,12 +258,13 @@ def run_attempts(
         candidate = t2i.from_latent(edited).clamp(-1, 1)
         nfe[pending.numpy()] += (noise.rows - rows_before) // len(pending)
         probabilities = blackbox(candidate)
+        queries[pending.numpy()] += 1
         counterfactuals[pending] = candidate
         log_probabilities[pending] = probabilities.clamp_min(1e-12).log()
         flipped = probabilities.argmax(1) == targets[pending]
         attempt[pending[flipped].numpy()] = index
         pending = pending[~flipped]
-    return counterfactuals, attempt, nfe, log_probabilities
+    return counterfactuals, attempt, nfe, log_probabilities, queries
 
 
 def attempt_nfe(attempts: Sequence[Sequence[int]]) -> list[int]:
