@@ -7,6 +7,8 @@ datasets (and re-run everything downstream of them), nor an edit of one generato
 
 from __future__ import annotations
 
+from diffxai.lookup import module_for
+
 DATASET_MODULES: dict[str, str] = {
     "ellipses": "diffxai.data.ellipses",
     "attributes": "diffxai.data.attributes",
@@ -18,7 +20,4 @@ DATASET_MODULES: dict[str, str] = {
 
 def dataset_module(kind: str) -> str:
     """The module that generates or loads datasets of ``kind``."""
-    try:
-        return DATASET_MODULES[kind]
-    except KeyError:
-        raise ValueError(f"dataset kind {kind!r}: allowed {', '.join(DATASET_MODULES)}") from None
+    return module_for(DATASET_MODULES, kind, "dataset kind")

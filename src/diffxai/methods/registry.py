@@ -11,6 +11,8 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from diffxai.lookup import module_for
+
 if TYPE_CHECKING:
     from diffxai.methods.base import Explanations
 
@@ -25,10 +27,7 @@ METHOD_MODULES: dict[str, str] = {
 
 def method_module(name: str) -> str:
     """The module that implements counterfactual method ``name``."""
-    try:
-        return METHOD_MODULES[name]
-    except KeyError:
-        raise ValueError(f"counterfactual method {name!r}: allowed {', '.join(METHOD_MODULES)}") from None
+    return module_for(METHOD_MODULES, name, "counterfactual method")
 
 
 def explainer(name: str) -> Callable[..., Explanations]:
