@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from diffxai.data.prepared import SPLITS, PreparedArrays
+from diffxai.data.prepared import SPLITS, PreparedArrays, to_uint8
 from diffxai.paths import resolve
 from diffxai.progress import progress
 
@@ -276,19 +276,6 @@ def image_layout(shape: tuple[int, ...]) -> str:
     if len(shape) == 4 and shape[1] in (1, 3):
         return "NCHW"
     raise ValueError(f"images must be (N,H,W), (N,H,W,C) or (N,C,H,W) with C in 1, 3; got shape {shape}")
-
-
-def to_uint8(array: np.ndarray) -> np.ndarray:
-    """uint8 0..255 from uint8 / integers in 0..255, or from floats in [0, 1] as round(x * 255)."""
-    if array.dtype == np.uint8:
-        return array
-    if np.issubdtype(array.dtype, np.floating):
-        if array.size and (np.nanmin(array) < 0 or np.nanmax(array) > 1):
-            raise ValueError(f"float images must lie in [0, 1], got {array.min()}..{array.max()}")
-        return np.round(array * 255).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer) and (not array.size or 0 <= array.min() <= array.max() <= 255):
-        return array.astype(np.uint8)
-    raise ValueError(f"images must be uint8 0..255 or float 0..1, got {array.dtype}")
 
 
 def to_nchw(batch: np.ndarray, layout: str) -> np.ndarray:

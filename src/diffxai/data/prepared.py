@@ -64,6 +64,19 @@ class PreparedArrays:
                 raise ValueError(f"{name} has {array.shape[1]} columns but {len(names)} names")
 
 
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """uint8 0..255 from uint8 / integers in 0..255, or from floats in [0, 1] as round(x * 255)."""
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        if array.size and (np.nanmin(array) < 0 or np.nanmax(array) > 1):
+            raise ValueError(f"float images must lie in [0, 1], got {array.min()}..{array.max()}")
+        return np.round(array * 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer) and (not array.size or 0 <= array.min() <= array.max() <= 255):
+        return array.astype(np.uint8)
+    raise ValueError(f"images must be uint8 0..255 or float 0..1, got {array.dtype}")
+
+
 def random_split(n: int, fractions: dict[str, float], rng: np.random.Generator) -> np.ndarray:
     """Split codes (int8, N) with ``round(n * fraction)`` val and test samples, rest train."""
     order = rng.permutation(n)

@@ -29,8 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffxai.data.adapters import to_uint8
-from diffxai.data.prepared import PreparedData
+from diffxai.data.prepared import PreparedData, to_uint8
 from diffxai.diffusion.constrained import ConstrainedSamples, sample_with_region, sample_with_value
 from diffxai.diffusion.sampling import sample
 from diffxai.models.batched import batched_outputs
