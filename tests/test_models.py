@@ -26,7 +26,7 @@ from diffxai.models.io import CheckpointError, build_module, load_model, save_mo
 from diffxai.models.registry import create_network
 from diffxai.models.simple_cnn import SimpleCNN
 from diffxai.training.diffusion import train_ddpm
-from diffxai.training.simsiam import train_simsiam
+from diffxai.training.simsiam import feature_spread, train_simsiam
 from diffxai.training.supervised import TASKS, fit, predict
 
 torch.set_num_threads(1)
@@ -201,6 +201,17 @@ def test_simsiam_trains_with_finite_loss() -> None:
     assert len(history["loss"]) == 2
     assert all(math.isfinite(loss) and -1.0 <= loss <= 1.0 for loss in history["loss"])
     assert not model.training
+
+
+def test_feature_spread_is_one_for_gaussian_features_and_zero_for_collapsed_ones() -> None:
+    generator = torch.Generator().manual_seed(0)
+    gaussian = torch.randn(4000, 16, generator=generator)
+    assert feature_spread(gaussian) == pytest.approx(1.0, abs=0.02)
+    assert feature_spread(100 * gaussian) == pytest.approx(feature_spread(gaussian))  # scale-free
+    direction = torch.randn(16, generator=generator)
+    collapsed = direction * (0.5 + torch.rand(4000, 1, generator=generator)) + 1e-3 * gaussian
+    assert feature_spread(collapsed) < 0.01
+    assert feature_spread(direction.expand(10, 16)) == 0.0
 
 
 # --------------------------------------------------------------------------- DDPM training

@@ -262,6 +262,9 @@ def test_tiny_run_writes_loadable_models_with_metrics(tiny_run, dataset, models)
             assert module(images, torch.tensor([10] * 4), z_sem).shape == images.shape
             reconstruction = metrics["reconstruction"]["same_steps"]
             assert reconstruction["decode_steps"] == 5 and np.isfinite(reconstruction["mse"])
+        elif info["kind"] == "encoder":
+            assert torch.isfinite(module(images)).all()
+            assert 0 <= metrics["test"]["feature_spread"] <= 1.5
         else:
             assert torch.isfinite(module(images)).all()
             assert metrics["n_test"] if "n_test" in metrics else metrics["test"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -62,3 +63,12 @@ def encode(
     """Features (N, feature_dim) of float images in [-1, 1]."""
     model.eval()
     return torch.cat([model.features(chunk.to(device)).cpu() for chunk in images_m11.split(batch_size)])
+
+
+def feature_spread(features: torch.Tensor) -> float:
+    """√d × the mean per-dimension std of the l2-normalised features (N, d): ≈ 1 for features
+    spread over the sphere (those of a Gaussian), 0 for a collapsed encoder that maps every
+    image to one direction (SimSiam §4.1, Fig. 2). In a collapsed space distances, and so FID
+    and cosine similarity, say nothing about the images."""
+    unit = torch.nn.functional.normalize(features.double(), dim=1)
+    return float(unit.std(dim=0).mean() * math.sqrt(features.shape[1]))
