@@ -60,11 +60,11 @@ def eight_bit(image: Image.Image, path: Path) -> Image.Image:
     if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
         return image
     values = np.asarray(image, dtype=np.float64)
-    low, high = (0.0, 1.0) if image.mode == "F" else (0.0, 65535.0)
-    if values.min() < low or values.max() > high:
+    high = 1.0 if image.mode == "F" else 65535.0
+    if values.min() < 0 or values.max() > high:
         raise ValueError(
             f"image {path} (mode {image.mode}) has values in [{values.min():g}, {values.max():g}]; "
-            f"allowed: [{low:g}, {high:g}]"
+            f"allowed: [0, {high:g}]"
         )
     return Image.fromarray(np.round(values * (255.0 / high)).astype(np.uint8))
 

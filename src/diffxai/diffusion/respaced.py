@@ -38,11 +38,11 @@ class RespacedDiffusion:
         self.clip = bool(scheduler_config.get("clip_sample", True))
         # imported here: jobs that only import methods.base (attribution baselines, metrics) skip
         # diffusers' seconds of imports
-        from diffxai.models.ddpm import build_scheduler
+        from diffxai.models.ddpm import alphas_cumprod
 
-        base = build_scheduler(scheduler_config)
-        self.timesteps = space_timesteps(base.config.num_train_timesteps, num_steps)
-        alpha_bar = base.alphas_cumprod.double()[self.timesteps]
+        schedule = alphas_cumprod(scheduler_config)
+        self.timesteps = space_timesteps(len(schedule), num_steps)
+        alpha_bar = schedule[self.timesteps]
         previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
         betas = 1 - alpha_bar / previous
         variance = betas * (1 - previous) / (1 - alpha_bar)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from diffxai.diffusion.parameterization import eps_and_x0
-from diffxai.models.ddpm import build_scheduler
+from diffxai.models.ddpm import alphas_cumprod
 
 
 class Tweedie:
@@ -27,7 +27,7 @@ class Tweedie:
         self.unet = unet
         self.prediction_type = scheduler_config.get("prediction_type", "epsilon")
         self.clip = bool(scheduler_config.get("clip_sample", True))
-        self.alpha_bar = build_scheduler(scheduler_config).alphas_cumprod.float()
+        self.alpha_bar = alphas_cumprod(scheduler_config).float()
         self.batch = batch
         self.nfe = 0
 

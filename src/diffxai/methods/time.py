@@ -46,6 +46,7 @@ from diffxai.methods.base import (
     concatenate,
 )
 from diffxai.models.blackbox import BlackBox
+from diffxai.models.ddpm import alphas_cumprod
 from diffxai.models.t2i import set_token_embeddings
 from diffxai.progress import progress
 
@@ -78,7 +79,7 @@ class GuidedNoise:
     def __init__(self, t2i, unet_batch: int) -> None:
         self.t2i = t2i
         self.unet_batch = unet_batch
-        self.alphas_cumprod = _alphas_cumprod(t2i.scheduler_config)
+        self.alphas_cumprod = alphas_cumprod(t2i.scheduler_config)
         self.prediction_type = t2i.scheduler_config.get("prediction_type", "epsilon")
         self.rows = 0
 
@@ -103,12 +104,6 @@ class GuidedNoise:
             return (1 + scale.to(latents)) * conditional - scale.to(latents) * other
 
         return eps
-
-
-def _alphas_cumprod(scheduler_config: dict[str, Any]) -> torch.Tensor:
-    from diffxai.models.ddpm import build_scheduler
-
-    return build_scheduler(scheduler_config).alphas_cumprod.double()
 
 
 def edit(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 
@@ -73,3 +74,9 @@ def build_scheduler(config: dict[str, Any], kind: str = "ddpm") -> DDPMScheduler
     if kind == "ddim":
         kwargs["set_alpha_to_one"] = True
     return scheduler_class(**kwargs)
+
+
+def alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:
+    """ᾱ_t (T,) float64 of the noise schedule in ``config`` (any scheduler config, as
+    :func:`build_scheduler` takes it)."""
+    return build_scheduler(config).alphas_cumprod.double()

@@ -19,7 +19,7 @@ from torch import nn
 
 from diffxai.diffusion.parameterization import eps_and_x0
 from diffxai.diffusion.respaced import space_timesteps
-from diffxai.models.ddpm import build_scheduler, build_unet
+from diffxai.models.ddpm import alphas_cumprod, build_unet
 
 
 class SemanticEncoder(nn.Module):
@@ -110,7 +110,7 @@ class DiffAECodec:
     def __init__(self, model: DiffAE, scheduler_config: dict[str, Any], batch: int = 256) -> None:
         self.model = model
         self.prediction_type = scheduler_config.get("prediction_type", "epsilon")
-        self.alpha_bar = build_scheduler(scheduler_config).alphas_cumprod.double()
+        self.alpha_bar = alphas_cumprod(scheduler_config)
         self.batch = batch
         self.nfe = 0
 
