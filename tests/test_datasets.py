@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from diffxai.data import attributes, ellipses
+from diffxai.data.blobs import component_counts
 from diffxai.data.measure import mask_moments
 from diffxai.data.prepare import build_dataset
 from diffxai.data.prepared import SPLITS, PreparedArrays
@@ -255,3 +256,16 @@ def test_a_datasets_code_hash_covers_its_own_kinds_module_only(kind, builds_with
     assert builds_with in closure and not set(not_with) & set(closure)
     with pytest.raises(ValueError, match="dataset kind 'png': allowed ellipses, attributes"):
         dataset_module("png")
+
+
+def test_every_stored_ellipse_mask_is_one_blob(ellipse_data: tuple[int, PreparedArrays]) -> None:
+    _, data = ellipse_data
+    assert (component_counts(data.masks[:, 0]) == 1).all()
+
+
+def test_component_counts_separate_blobs_and_join_diagonal_neighbours() -> None:
+    masks = np.zeros((4, 6, 6))
+    masks[1, 1:3, 1:3] = 1
+    masks[2, 0, 0] = masks[2, 4:6, 4:6] = 1  # two blobs
+    masks[3, [0, 1, 2], [0, 1, 2]] = 1  # a diagonal line: one blob by its corners
+    assert component_counts(masks).tolist() == [0, 1, 2, 1]

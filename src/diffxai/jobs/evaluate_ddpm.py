@@ -5,7 +5,10 @@
 - per regressor, the KS statistic between its measurements of samples and of test
   images (both measured by the same regressor, so its bias cancels);
 - for data with an ``ellipse`` mask, also KS of moment-measured factors of
-  binarised samples vs the stored masks (a measurement independent of any model).
+  binarised samples vs the stored masks (a measurement independent of any model),
+  the share of samples that binarise to no, one or several blobs (every data image
+  holds one ellipse), and the moment KS over the one-blob samples alone, which
+  separates the shapes drawn from the extra blobs (whose moments describe no ellipse).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from PIL import Image
 from scipy.stats import ks_2samp
 
+from diffxai.data.blobs import component_counts
 from diffxai.data.measure import binarise, mask_moments
 from diffxai.data.prepared import PreparedData
 from diffxai.diffusion.sampling import sample
@@ -46,6 +50,36 @@ def _ks(samples: np.ndarray, reference: np.ndarray) -> dict[str, float]:
         "samples_std": float(samples.std()),
         "data_mean": float(reference.mean()),
         "data_std": float(reference.std()),
+    }
+
+
+def _blob_shares(counts: np.ndarray) -> dict[str, float]:
+    """Shares of (N,) blob counts that are 0, 1 and more than 1."""
+    return {
+        "none": float(np.mean(counts == 0)),
+        "one": float(np.mean(counts == 1)),
+        "several": float(np.mean(counts > 1)),
+    }
+
+
+def blob_metrics(
+    sample_masks: np.ndarray,
+    sample_moments: dict[str, np.ndarray],
+    test_masks: np.ndarray,
+    test_moments: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Blob-count shares of binarised samples and test masks (N, H, W), and the moment KS
+    over the one-blob masks of both."""
+    sample_counts, test_counts = component_counts(sample_masks), component_counts(test_masks)
+    one_sample, one_test = sample_counts == 1, test_counts == 1
+    ks_one = (
+        {k: _ks(sample_moments[k][one_sample], test_moments[k][one_test]) for k in MOMENT_FACTORS}
+        if one_sample.any() and one_test.any()
+        else {}
+    )
+    return {
+        "blobs": {"samples": _blob_shares(sample_counts), "test": _blob_shares(test_counts)},
+        "ks_moments_one_blob": ks_one,
     }
 
 
@@ -121,8 +155,10 @@ def run(
     if "ellipse" in data.mask_names:
         masks = data.array("masks")[data.indices("test"), data.mask_names.index("ellipse")]
         reference_moments = mask_moments(masks)
-        sample_moments = mask_moments(binarise((samples.numpy() + 1) / 2))
+        sample_masks = binarise((samples.numpy() + 1) / 2)
+        sample_moments = mask_moments(sample_masks)
         metrics["ks_moments"] = {k: _ks(sample_moments[k], reference_moments[k]) for k in MOMENT_FACTORS}
+        metrics.update(blob_metrics(sample_masks, sample_moments, masks, reference_moments))
     elapsed = time.perf_counter() - started
     metrics["wall_time_s"] = elapsed
     metrics["training"] = {k: info.get("training", {}).get(k) for k in ("train_time_s",)}
