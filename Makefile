@@ -32,8 +32,10 @@ lint: install
 	$(VENV)/bin/snakemake --lint --configfile $(CONFIGS)
 	$(VENV)/bin/snakefmt --check Snakefile rules
 
+# the unit tests and dry runs in two processes, then the end-to-end runs (which use both cores)
 test: install
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not slow" -n 2
+	$(VENV)/bin/pytest -m slow
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow"
