@@ -7,13 +7,7 @@ import numpy as np
 from diffxai.data import ellipses
 from diffxai.data.measure import mask_moments
 from diffxai.jobs.evaluate_ddpm import blob_metrics
-
-ELLIPSES = {
-    "area_fraction": [0.04, 0.16],
-    "aspect_ratio": [1.0, 3.0],
-    "supersample": 4,
-    "label": {"factor": "log_aspect_ratio", "threshold": "auto"},
-}
+from tests.test_datasets import ELLIPSES
 
 
 def test_one_blob_ks_leaves_out_the_samples_with_extra_blobs() -> None:
