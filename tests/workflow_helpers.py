@@ -98,12 +98,22 @@ def local_slurm_overrides() -> list[str]:
     ]  # fmt: skip
 
 
-def run_on_slurm(workdir: Path, *args: str, configfiles: list[Path], limit_s: int):
-    """snakemake through the SLURM profile, killed (not terminated) at the limit."""
-    environment = {**os.environ, "PATH": f"{Path(SNAKEMAKE).parent}:{os.environ['PATH']}"}
-    command = [
+def slurm_command(workdir: Path, *args: str, configfiles: list[Path], limit_s: int) -> list[str]:
+    """snakemake through the SLURM profile, killed (not terminated) at the limit; run it with
+    :func:`slurm_environment`."""
+    return [
         "timeout", "-s", "KILL", str(limit_s), SNAKEMAKE,
         "--profile", str(SLURM_PROFILE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
         "--configfile", *map(str, configfiles), *local_slurm_overrides(), "--", *args,
     ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, env=environment)
+
+
+def slurm_environment() -> dict[str, str]:
+    """This environment with the venv's ``snakemake`` first on PATH (each SLURM job calls it)."""
+    return {**os.environ, "PATH": f"{Path(SNAKEMAKE).parent}:{os.environ['PATH']}"}
+
+
+def run_on_slurm(workdir: Path, *args: str, configfiles: list[Path], limit_s: int):
+    """:func:`slurm_command` run to completion."""
+    command = slurm_command(workdir, *args, configfiles=configfiles, limit_s=limit_s)
+    return subprocess.run(command, capture_output=True, text=True, env=slurm_environment())
