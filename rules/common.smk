@@ -537,6 +537,18 @@ def report_entries():
     return entries
 
 
+def label_factors():
+    """{dataset: the factor its label thresholds (ellipses), None where the label is no factor}."""
+    return {
+        name: (
+            dataset["ellipses"]["label"]["factor"]
+            if dataset["kind"] == "ellipses"
+            else None
+        )
+        for name, dataset in config["datasets"].items()
+    }
+
+
 def figure_entries():
     """The stores the report draws: run0 of every explanation, every attribution's maps."""
     entries = [

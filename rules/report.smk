@@ -26,6 +26,7 @@ rule aggregate:
         runtime=10,
     params:
         entries=report_entries(),
+        label_factors=label_factors(),
         code=source_hash("diffxai.jobs.aggregate"),
     script:
         "../scripts/aggregate.py"

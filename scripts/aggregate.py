@@ -5,4 +5,5 @@ from diffxai.jobs.common import setup_logging
 
 sm = snakemake  # noqa: F821
 setup_logging(sm.log[0], sm.threads)
-aggregate.run(list(sm.params.entries), sm.output.metrics, sm.output.tables, sm.output.markdown)
+outputs = (sm.output.metrics, sm.output.tables, sm.output.markdown)
+aggregate.run(list(sm.params.entries), dict(sm.params.label_factors), *outputs)

@@ -117,7 +117,8 @@ def test_a_column_of_equal_values_marks_no_best(tmp_path):
 def test_run_writes_the_tidy_csv_tables_and_markdown(tmp_path):
     record = {"n": 4, "flip_rate": 1.0, "provenance": PROVENANCE}
     entries = [entry(write(tmp_path / "a.json", record), "explanation", "dime")]
-    aggregate.run(entries, tmp_path / "out/metrics.csv", tmp_path / "out/tables", tmp_path / "out/tables.md")
+    outputs = (tmp_path / "out/metrics.csv", tmp_path / "out/tables", tmp_path / "out/tables.md")
+    aggregate.run(entries, {"toy": None}, *outputs)
     assert pd.read_csv(tmp_path / "out/metrics.csv").shape == (2, len(aggregate.COLUMNS))
     assert (tmp_path / "out/tables/counterfactuals_toy_clf.csv").exists()
     assert "## Counterfactuals: toy, classifier clf" in (tmp_path / "out/tables.md").read_text()
@@ -148,3 +149,51 @@ def test_gcd_summary_gives_a_table_of_its_directions_flip_rates_and_factor_chang
     assert table.loc["others combined", "flip_rate"] == 0.25 and pd.isna(table.loc["h2", "area"])
     assert "| direction | flip rate ↑ | Δ area (std) | Δ log_aspect_ratio (std) |" in text
     assert "| g | **0.900** | 1.800 | 0.400 |" in text  # the factors' columns mark no best
+
+
+def counterfactual_entries(tmp_path, changes_by_method):
+    """Explanation entries whose metrics measured {factor: Δ in std} per method."""
+    entries = []
+    for method, changes in changes_by_method.items():
+        factors = {f: {"measured_by": f"reg_{f}", "mean_abs_change_in_std": d} for f, d in changes.items()}
+        record = {"n": 4, "flip_rate": 1.0, "factor_changes": factors, "provenance": PROVENANCE}
+        entries.append(entry(write(tmp_path / f"{method}.json", record), "explanation", method))
+    return entries
+
+
+ASPECT_FIRST = "| Δ log_aspect_ratio (std) ↑ | Δ area (std) ↓ |"
+ASPECT_BEST = "| a | 1.000 | **1.500** | **0.100** |"
+
+
+@pytest.mark.parametrize(
+    ("label_factor", "header", "best"),
+    [
+        ("area", "| Δ area (std) ↑ | Δ log_aspect_ratio (std) ↓ |", "| b | 1.000 | **2.000** | **0.500** |"),
+        ("log_aspect_ratio", ASPECT_FIRST, ASPECT_BEST),
+        ("aspect_ratio", ASPECT_FIRST, ASPECT_BEST),  # one quantity, either scale
+        ("angle", "| Δ area (std) ↓ | Δ log_aspect_ratio (std) ↓ |", "| a | 1.000 | **0.100** | 1.500 |"),
+        (None, "| Δ area (std) | Δ log_aspect_ratio (std) |", "| a | 1.000 | 0.100 | 1.500 |"),
+    ],
+)  # fmt: skip
+def test_the_label_factor_is_the_one_counterfactuals_should_change(tmp_path, label_factor, header, best):
+    changes = {"a": {"log_aspect_ratio": 1.5, "area": 0.1}, "b": {"log_aspect_ratio": 0.5, "area": 2.0}}
+    entries = counterfactual_entries(tmp_path, changes)
+    tables = aggregate.report_tables(aggregate.tidy(entries), entries, {"toy": label_factor})
+    _, text = tables["counterfactuals_toy_clf"]
+    assert f"| counterfactual | flip rate ↑ {header}" in text
+    assert best in text
+
+
+def test_the_model_table_has_a_ks_column_per_measured_factor(tmp_path):
+    record = {"n_samples": 8, "ks": {f: {"measured_by": f"reg_{f}", "ks": d, "p_value": 0.5}
+                                     for f, d in (("area", 0.2), ("angle", 0.4))},
+              "wall_time_s": 3.0, "provenance": PROVENANCE}  # fmt: skip
+    other = {"n": 8, "test": {"accuracy": 0.9}, "wall_time_s": 1.0, "provenance": PROVENANCE}
+    entries = [
+        entry(write(tmp_path / "ddpm.json", record), "model", "ddpm", "model", classifier=None),
+        entry(write(tmp_path / "clf.json", other), "model", "clf", "model", classifier=None),
+    ]
+    table, text = aggregate.report_tables(aggregate.tidy(entries), entries)["models_toy"]
+    assert list(table.columns) == ["test.accuracy", "ks.angle.ks", "ks.area.ks", "wall_time_s"]
+    assert "| model | accuracy ↑ | KS angle ↓ | KS area ↓ | time (s) ↓ |" in text
+    assert "| ddpm | – | 0.400 | 0.200 | 3.000 |" in text

@@ -719,6 +719,7 @@ def test_tiny_run_writes_the_report_and_its_html_renders(tiny_run):
         assert f"counterfactuals_{dataset}_classifier" in tables
     markdown = (report / "tables.md").read_text()
     assert "## Counterfactuals: ellipses, classifier classifier" in markdown and "**" in markdown
+    assert "| Δ log_aspect_ratio (std) ↑ | Δ area (std) ↓ |" in markdown  # the label's factor first
     figures = {path.name for path in (report / "figures").glob("*.png")}
     assert {f"ellipses_explanation_{name}.png" for name in EXPLANATIONS} <= figures
     assert {"ellipses_efficiency.png", "ellipses_variance_ellipse_features_local_scores.png"} <= figures

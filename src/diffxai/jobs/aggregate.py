@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,8 @@ COUNTERFACTUAL_COLUMNS = (
     ("sfid", "sFID", False),
     ("cout", "COUT", True),
     ("s3", "S³", True),
-    ("factor_changes.log_aspect_ratio.mean_abs_change_in_std", "Δ log AR (std)", True),
-    ("factor_changes.area.mean_abs_change_in_std", "Δ area (std)", False),
+)  # then the Δ of each measured factor (factor_change_columns), then COUNTERFACTUAL_COST_COLUMNS
+COUNTERFACTUAL_COST_COLUMNS = (
     ("nfe", "NFE", False),
     ("classifier_calls", "queries", False),
     ("seconds_per_ce", "s / CE", False),
@@ -64,8 +64,10 @@ MODEL_COLUMNS = (
     ("test.r2", "R²", True),
     ("fid_encoder", "FID (encoder)", False),
     ("reconstruction.mse", "reconstruction MSE", False),
-    ("wall_time_s", "time (s)", False),
-)
+)  # then the KS distance of each measured factor (DDPM samples vs test), then the time
+MODEL_TIME_COLUMN = ("wall_time_s", "time (s)", False)
+FACTOR_CHANGE = "factor_changes.{factor}.mean_abs_change_in_std"  # metric name per measured factor
+FACTOR_KS = "ks.{factor}.ks"
 VARIANCE_COLUMNS = (
     ("scores.class.global_score", "global (class)", None),
     ("scores.probability.global_score", "global (prob.)", None),
@@ -218,25 +220,69 @@ def gcd_direction_table(part: pd.DataFrame) -> tuple[pd.DataFrame, tuple[tuple[s
     return table, columns
 
 
-def report_tables(frame: pd.DataFrame, entries: list[dict[str, Any]]) -> dict[str, tuple[pd.DataFrame, str]]:
-    """{table name: (table, markdown)} of every table family present, per dataset."""
+def same_factor(first: str, second: str) -> bool:
+    """Whether two factor names measure one quantity (``aspect_ratio`` and ``log_aspect_ratio``)."""
+    return first.removeprefix("log_") == second.removeprefix("log_")
+
+
+def measured_factors(metrics: Iterable[str], template: str) -> list[str]:
+    """The factors of the metric names that fill ``template`` (its ``{factor}``), sorted."""
+    pattern = re.compile("^" + re.escape(template).replace(re.escape("{factor}"), "(?P<factor>[^.]+)") + "$")
+    return sorted({match["factor"] for match in map(pattern.match, metrics) if match})
+
+
+def factor_change_columns(
+    metrics: Iterable[str], label_factor: str | None
+) -> tuple[tuple[str, str, bool | None], ...]:
+    """Δ columns of the factors the counterfactual metrics measured, the label's factor first. A
+    counterfactual should change the label's factor (↑) and no other (↓); where the dataset's
+    label is not a factor, no direction is marked."""
+    factors = measured_factors(metrics, FACTOR_CHANGE)
+    if label_factor is not None:
+        factors.sort(key=lambda factor: not same_factor(factor, label_factor))
+    return tuple(
+        (FACTOR_CHANGE.format(factor=factor), f"Δ {factor} (std)",
+         None if label_factor is None else same_factor(factor, label_factor))
+        for factor in factors
+    )  # fmt: skip
+
+
+def family_columns(
+    kind: str, metrics: Iterable[str], label_factor: str | None
+) -> tuple[tuple[str, str, bool | None], ...]:
+    """The columns of one table family (``explanation``, ``attribution``, ``model``), with a
+    column per factor its metrics measured."""
+    metrics = list(metrics)
+    if kind == "explanation":
+        changes = factor_change_columns(metrics, label_factor)
+        return (*COUNTERFACTUAL_COLUMNS, *changes, *COUNTERFACTUAL_COST_COLUMNS)
+    if kind == "model":
+        factors = measured_factors(metrics, FACTOR_KS)
+        ks = tuple((FACTOR_KS.format(factor=factor), f"KS {factor}", False) for factor in factors)
+        return (*MODEL_COLUMNS, *ks, MODEL_TIME_COLUMN)
+    return ATTRIBUTION_COLUMNS
+
+
+def report_tables(
+    frame: pd.DataFrame, entries: list[dict[str, Any]], label_factors: dict[str, str | None] | None = None
+) -> dict[str, tuple[pd.DataFrame, str]]:
+    """{table name: (table, markdown)} of every table family present, per dataset.
+    ``label_factors``: {dataset: the factor its label thresholds, None where it is no factor}."""
+    label_factors = label_factors or {}
     groups = sorted({(entry["kind"], entry["dataset"], entry["classifier"] or "") for entry in entries})
-    families = {
-        "explanation": (COUNTERFACTUAL_COLUMNS, "counterfactuals"),
-        "attribution": (ATTRIBUTION_COLUMNS, "attributions"),
-        "model": (MODEL_COLUMNS, "models"),
-    }
+    families = {"explanation": "counterfactuals", "attribution": "attributions", "model": "models"}
     tables = {}
     for kind, dataset, classifier in groups:
         if kind not in families:
             continue
-        columns, family = families[kind]
+        family = families[kind]
         methods = [
             entry["method"]
             for entry in entries
             if (entry["kind"], entry["dataset"], entry["classifier"] or "") == (kind, dataset, classifier)
         ]
         part = frame[(frame["dataset"] == dataset) & frame["method"].isin(methods)]
+        columns = family_columns(kind, part["metric"].unique(), label_factors.get(dataset))
         table = method_table(part, columns)
         if table.empty:
             continue
@@ -274,13 +320,18 @@ def report_tables(frame: pd.DataFrame, entries: list[dict[str, Any]]) -> dict[st
 
 
 def run(
-    entries: list[dict[str, Any]], metrics_path: str | Path, tables_dir: str | Path, markdown_path: str | Path
+    entries: list[dict[str, Any]],
+    label_factors: dict[str, str | None],
+    metrics_path: str | Path,
+    tables_dir: str | Path,
+    markdown_path: str | Path,
 ):
-    """Write metrics.csv, tables/<name>.csv and tables.md; returns the tidy frame."""
+    """Write metrics.csv, tables/<name>.csv and tables.md; returns the tidy frame.
+    ``label_factors`` as in :func:`report_tables`."""
     frame = tidy(entries)
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(metrics_path, index=False)
-    tables = report_tables(frame, entries)
+    tables = report_tables(frame, entries, label_factors)
     tables_dir = Path(tables_dir)
     tables_dir.mkdir(parents=True, exist_ok=True)
     for name, (table, _) in tables.items():
