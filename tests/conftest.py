@@ -64,6 +64,7 @@ class StartedRun:
     executor: str  # "slurm" or "local"
     process: subprocess.Popen
     output: Path  # where its stdout + stderr go (a pipe would fill and stall it)
+    limit_s: int  # how long it may take
 
 
 @pytest.fixture(scope="session")
@@ -73,15 +74,16 @@ def started_second_run(tmp_path_factory, local_cluster):
     workdir = tmp_path_factory.mktemp("tiny-again")
     output = tmp_path_factory.mktemp("tiny-again-output") / "snakemake.txt"
     if local_cluster:
-        command = slurm_command(workdir, configfiles=TINY_CONFIGS, limit_s=3600)
+        limit_s = 3600
+        command = slurm_command(workdir, configfiles=TINY_CONFIGS, limit_s=limit_s)
         environment = slurm_environment()
     else:
-        command, environment = snakemake_command(workdir), None
+        limit_s, command, environment = 1800, snakemake_command(workdir), None
     with output.open("w") as sink:
         process = subprocess.Popen(
             command, stdout=sink, stderr=subprocess.STDOUT, env=environment, start_new_session=True
         )
-    yield StartedRun(workdir, "slurm" if local_cluster else "local", process, output)
+    yield StartedRun(workdir, "slurm" if local_cluster else "local", process, output, limit_s)
     if process.poll() is None:  # the session ended before anything waited for it
         os.killpg(process.pid, signal.SIGKILL)  # snakemake too, not only its timeout wrapper
         process.wait()
@@ -93,5 +95,5 @@ def second_tiny_run(started_second_run):
     determinism test compares its arrays with :func:`tiny_run`'s (one run serves both: a tiny run
     costs minutes, most of them per-job imports)."""
     run = started_second_run
-    returncode = run.process.wait(timeout=3600)
+    returncode = run.process.wait(timeout=run.limit_s)
     return SecondRun(run.workdir, run.executor, returncode, run.output.read_text())

@@ -252,7 +252,6 @@ def family_columns(
 ) -> tuple[tuple[str, str, bool | None], ...]:
     """The columns of one table family (``explanation``, ``attribution``, ``model``), with a
     column per factor its metrics measured."""
-    metrics = list(metrics)
     if kind == "explanation":
         changes = factor_change_columns(metrics, label_factor)
         return (*COUNTERFACTUAL_COLUMNS, *changes, *COUNTERFACTUAL_COST_COLUMNS)
