@@ -357,6 +357,15 @@ BAD_CONFIGS = {
         "'h9'",
         "g or h1..h8 (h_directions)",
     ),
+    "gcd-direction-beyond-the-latent-dim": (
+        lambda config: [
+            _set("models", "diffae", "latent_dim", 4)(config),
+            _set("explanations", "gcd", "params", "direction", "h5")(config),
+        ],
+        "explanations.gcd.params.direction",
+        "'h5'",
+        "g or h1..h4 (the DiffAE's latent_dim)",
+    ),
     "gcd-decode-steps-beyond-the-schedule": (
         _set("explanations", "gcd", "params", "decode_steps", 1000),
         "explanations.gcd.params.decode_steps",

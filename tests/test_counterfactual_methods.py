@@ -22,10 +22,12 @@ from diffxai.jobs.explain import shard_batches
 from diffxai.methods import ace, dime
 from diffxai.methods.base import (
     ExplanationError,
+    Explanations,
     Models,
     check_images,
     choose_targets,
     class_loss,
+    in_batches,
 )
 from tests.toy_diffusion import SCHEDULER_CONFIG, BarClassifier, ExactDenoiser, bar_images
 
@@ -592,3 +594,30 @@ def test_an_out_of_range_shard_is_refused(shards, shard):
 def test_binary_targets_are_always_the_other_class_even_with_a_configured_target():
     logits = torch.tensor([[0.0, 1.0], [2.0, -1.0]])
     assert choose_targets(logits, 1, np.array([5, 6])).tolist() == [0, 1]
+
+
+def test_in_batches_explains_consecutive_batches_and_joins_them_in_order():
+    seen = []
+
+    @in_batches("test batches")
+    def explain(images, sample_ids, models, params, seed):
+        seen.append((sample_ids.tolist(), seed))
+        n = len(images)
+        ints = sample_ids.astype(np.int64)
+        return Explanations(
+            counterfactuals=images.numpy() + 1, sources=ints, targets=ints + 1,
+            logits_before=np.zeros((n, 2), np.float32), logits_after=np.ones((n, 2), np.float32),
+            nfe=ints * 2, nfe_backward=ints, classifier_calls=ints, classifier_gradients=ints,
+            seconds=np.zeros(n, np.float32), extras={"id": ints * 10},
+        )  # fmt: skip
+
+    images = torch.arange(5.0).view(5, 1, 1, 1)
+    ids = np.array([7, 8, 9, 10, 11])
+    joined = explain(images, ids, None, {}, 3, batch_size=2)
+    assert seen == [([7, 8], 3), ([9, 10], 3), ([11], 3)]
+    np.testing.assert_array_equal(joined.counterfactuals[:, 0, 0, 0], [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(joined.nfe, ids * 2)
+    np.testing.assert_array_equal(joined.extras["id"], ids * 10)
+    seen.clear()
+    explain(images, ids, None, {}, 3)  # no batch size: one call with every image
+    assert seen == [(ids.tolist(), 3)]

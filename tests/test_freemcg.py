@@ -9,6 +9,8 @@ of A must become B, with every network evaluation and classifier query counted.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -192,16 +194,6 @@ def test_counterfactual_of_a_is_b_with_exact_counts(overrides):
     assert result.extras["particle_mean"].shape == (1, 1, 8, 8)
 
 
-def test_full_proximity_keeps_the_input():
-    """β = 1 pulls the clean estimate back to the input at every ascent step: no gradient moves it
-    further than one α step."""
-    models = toy_models()
-    params = ce_params(mode="ascent", t_start=0.3, steps=5, beta=1.0, alpha=0.0)
-    result = freemcg.explain(A[None], np.array([0]), models, params, seed=0)
-    np.testing.assert_allclose(result.counterfactuals[0], A.numpy())
-    assert not result.success.any()
-
-
 def test_counterfactuals_do_not_depend_on_the_batch():
     models = toy_models(std=0.05)
     images = torch.stack([A, B, A])
@@ -252,3 +244,50 @@ def test_map_function_repeats_the_noise_unless_asked_for_fresh_seeds():
     first, second = fresh(images, targets), fresh(images, targets)
     torch.testing.assert_close(first, same(images, targets))  # the first call uses the seed itself
     assert not torch.allclose(first, second)
+
+
+class RecordedGradient:
+    """Stands in for ``freemcg.particle_gradient``: records where it is asked and returns a fixed,
+    unnormalised gradient, so one chain step can be checked against its formula."""
+
+    def __init__(self, gradient: torch.Tensor):
+        self.gradient, self.points, self.timesteps = gradient, [], []
+
+    def __call__(self, tweedie, blackbox, x, t, classes, noise, kind, keep=False):
+        self.points.append(x.clone())
+        self.timesteps.append(t)
+        return freemcg.ParticleGradient(self.gradient.expand_as(x).clone(), x.clone())
+
+
+def test_ascent_steps_add_the_unit_rms_gradient_and_pull_back_to_the_input(monkeypatch):
+    """App. G's update, x ← x + α ĝ − β (x − x_input) with ĝ scaled to unit RMS, at every step."""
+    fixed = RecordedGradient(5.0 * (B - A) + 0.5)
+    monkeypatch.setattr(freemcg, "particle_gradient", fixed)
+    alpha, beta = 0.3, 0.25
+    params = ce_params(mode="ascent", t_start=0.3, steps=3, alpha=alpha, beta=beta)
+    result = freemcg.explain(A[None], np.array([0]), toy_models(), params, seed=0)
+    unit = fixed.gradient / fixed.gradient.pow(2).mean().sqrt()
+    chain = [*fixed.points, torch.from_numpy(result.counterfactuals)]
+    assert len(chain) == 4
+    torch.testing.assert_close(chain[0], A[None])
+    for x, following in itertools.pairwise(chain):
+        torch.testing.assert_close(following, (x + alpha * unit - beta * (x - A)).clamp(-1, 1))
+    assert not torch.equal(chain[1], chain[2])  # the step moved the image: the identity is not vacuous
+
+
+def test_ddim_step_scales_the_gradient_by_gamma_t(monkeypatch):
+    """In ddim mode the clean estimate at t moves by α γ_t ĝ − β (x0 − x_input), γ_t = √(ᾱ_t ᾱ_prev);
+    one step ends at t_prev = −1 (ᾱ = 1), so the CE is that edited estimate."""
+    fixed = RecordedGradient(3.0 * (B - A) - 0.2)
+    monkeypatch.setattr(freemcg, "particle_gradient", fixed)
+    alpha, beta = 0.4, 0.1
+    params = ce_params(mode="ddim", t_start=0.4, steps=1, alpha=alpha, beta=beta)
+    result = freemcg.explain(A[None], np.array([0]), toy_models(std=0.05), params, seed=0)
+    (x0,), (t,) = fixed.points, fixed.timesteps
+    scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
+    assert t == round(0.4 * scheduler.config.num_train_timesteps)
+    gamma = float(scheduler.alphas_cumprod[t].sqrt())
+    assert gamma < 0.9  # γ_t differs from 1 and from ᾱ_t enough to tell them apart
+    unit = fixed.gradient / fixed.gradient.pow(2).mean().sqrt()
+    expected = (x0 + alpha * gamma * unit - beta * (x0 - A)).clamp(-1, 1)
+    torch.testing.assert_close(torch.from_numpy(result.counterfactuals), expected)

@@ -41,7 +41,7 @@ SHAPE = (3, 4, 4)
 class BrightnessDiffAE(nn.Module):
     """z_sem = (mean brightness, 0); ε = −z_0 / (sqrt(ᾱ_0) (σ_T − σ_0)), whatever x_t and t.
 
-    Counts the image rows its network has seen."""
+    Counts the image rows its network has seen, and the most it saw in one call."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,7 +49,7 @@ class BrightnessDiffAE(nn.Module):
         self.unet = SimpleNamespace(config=SimpleNamespace(in_channels=SHAPE[0]))
         sigma = lambda a: ((1 - a) / a).sqrt()  # noqa: E731
         self.scale = float(1 / (A_FIRST.sqrt() * (sigma(A_LAST) - sigma(A_FIRST))))
-        self.rows = 0
+        self.rows = self.largest_call = 0
 
     def encode_semantic(self, images: torch.Tensor) -> torch.Tensor:
         brightness = images.mean(dim=(1, 2, 3))
@@ -57,6 +57,7 @@ class BrightnessDiffAE(nn.Module):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, z_sem: torch.Tensor) -> torch.Tensor:
         self.rows += len(sample)
+        self.largest_call = max(self.largest_call, len(sample))
         return (-self.scale * z_sem[:, 0])[:, None, None, None].expand_as(sample)
 
 
@@ -506,6 +507,28 @@ def test_explain_returns_the_line_search_counterfactual_and_counts_its_cost():
         gcd.explain(images, np.array([10, 11]), models, transfer_params(direction="h3"), seed=0)
 
 
+def test_explain_in_batches_bounds_each_decode_and_changes_no_result():
+    """batch_size caps the rows of every network call (sides × images × grid points), so a large
+    shard does not build its whole line-search path at once; the CEs are those of one batch."""
+    images = toy_images((-0.4, -0.2, 0.1, 0.3, 0.5))
+    z, z_t = exact_latents(images)
+    context = {"directions": directions(torch.eye(2)[1:]), "space": SPACE, "encode_steps": 4,
+               "latents": {i: (z[i], z_t[i]) for i in range(5)}, "lpips": lpips}  # fmt: skip
+    params = transfer_params()
+    points = params["alpha_steps"] + 1
+    results = {}
+    for batch_size in (None, 2):
+        model = BrightnessDiffAE()
+        models = Models(BrightnessClassifier(), model, SCHEDULE, context=context)
+        results[batch_size] = gcd.explain(images, np.arange(5), models, params, seed=0, batch_size=batch_size)
+        assert model.largest_call == 2 * (5 if batch_size is None else 2) * points
+    whole, batched = results[None], results[2]
+    np.testing.assert_allclose(batched.counterfactuals, whole.counterfactuals, atol=1e-6)
+    for name in ("alpha", "bb_lig", "bb_lig_baseline_alpha"):
+        np.testing.assert_allclose(batched.extras[name], whole.extras[name], atol=1e-6)
+    np.testing.assert_array_equal(batched.nfe, whole.nfe)
+
+
 def test_discover_finds_the_brightening_direction_and_counts_decode_nfe_only():
     """Source: dark (class 0). Only z_0 changes the image, brightening lowers f, so g ≈ +e_0.
     The source's encoding is the caller's: discover costs proxy_samples × decode_steps NFE."""
@@ -562,3 +585,17 @@ def test_globality_measures_what_each_directions_flipped_counterfactuals_change(
     torch.testing.assert_close(cf, search.path[torch.arange(4), search.index])
     assert result["factor_changes"]["g"]["brightness"]["mean_abs_change_in_std"] > 0
     assert "factor_changes" not in globality(*args[:4], found, *args[4:], n_h=1)
+
+
+def test_class_score_log_odds_is_the_logit_margin_against_the_other_classes():
+    """log p_c − log Σ_{j≠c} p_j = z_c − logsumexp_{j≠c} z_j, also where p_c rounds to 1 in float32."""
+    logits = torch.tensor([[2.0, -1.0, 0.5], [30.0, 0.0, -2.0], [-3.0, 1.0, 4.0]])
+    probabilities = logits.softmax(1)
+    assert probabilities[1, 0] == 1.0  # saturated: the probability score cannot tell it from 31
+    for c in range(3):
+        others = torch.cat([logits[:, :c], logits[:, c + 1 :]], 1)
+        expected = logits[:, c] - others.logsumexp(1)
+        torch.testing.assert_close(
+            gcd.class_score(probabilities, c, "log_odds"), expected, rtol=1e-4, atol=1e-4
+        )
+        torch.testing.assert_close(gcd.class_score(probabilities, c, "probability"), probabilities[:, c])

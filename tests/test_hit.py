@@ -307,10 +307,36 @@ def test_layer_removal_ranks_by_saliency_and_most_salient_first_hurts_more():
 
 def test_decomposition_removal_drops_exactly_the_removed_terms():
     per_layer = np.array([[[2.0, 0.0], [0.0, 1.0]], [[0.0, 3.0], [1.0, 0.0]]])  # (N=2, L=2, K=2)
+    constant = np.array([[0.0, 0.5], [0.0, 0.5]])
     labels = np.array([0, 1])
-    assert hit_summary.decomposition_accuracy(per_layer, labels, []) == 1.0  # logits (2, 1), (1, 3)
-    assert hit_summary.decomposition_accuracy(per_layer, labels, [0]) == 0.0  # logits (0, 1), (1, 0)
-    assert hit_summary.decomposition_accuracy(per_layer, labels, [1]) == 1.0  # logits (2, 0), (0, 3)
+    accuracy = lambda removed: hit_summary.decomposition_accuracy(per_layer, constant, labels, removed)  # noqa: E731
+    assert accuracy([]) == 1.0  # logits (2, 1.5), (1, 3.5)
+    assert accuracy([0]) == 0.0  # logits (0, 1.5), (1, 0.5)
+    assert accuracy([1]) == 1.0  # logits (2, 0.5), (0, 3.5)
+    assert accuracy([0, 1]) == 0.5  # the constant alone: (0, 0.5) twice, class 1
+
+
+def test_a_layer_that_adds_nothing_has_zero_saliency_and_removing_it_changes_nothing():
+    """Layer 0 is an exact no-op (zero projection); the CLS token and head bias are not zero. Its
+    saliency must be 0 and the decomposition without it must be the logits; removing every layer
+    leaves the constant, so accuracy is that of its argmax, not of class 0."""
+    model = _random_hit(seed=3, num_outputs=2)  # every parameter drawn, CLS and head bias included
+    with torch.no_grad():
+        model.blocks[0].attn.proj.weight.zero_()
+        model.blocks[0].attn.proj.bias.zero_()
+    images = _images(64, seed=5)
+    with torch.no_grad():
+        logits = model(images)
+        split = model.layer_terms(images)
+    torch.testing.assert_close(split.terms.sum(dim=(1, 2)) + split.constant, logits, atol=1e-5, rtol=1e-5)
+    assert split.terms[:, 0].abs().max() < 1e-6 and split.constant.abs().min() > 1e-3
+    labels = logits.argmax(1).numpy()
+    analysis = hit_summary.layer_analysis(model, images, labels, batch_size=16)
+    assert abs(analysis["layer_saliency"][0]) < 1e-6
+    removal = analysis["layer_removal"]["decomposition"]
+    assert removal["excluding_layer"][0] == 1.0
+    constant_only = float((split.constant.argmax(1).numpy() == labels).mean())
+    assert removal["cumulative_removed_most_salient_first"][-1] == constant_only
 
 
 def _metrics_file(directory, name, classifier, **values):

@@ -369,14 +369,17 @@ def _check_freemcg_steps(key: str, params: dict[str, Any], ddpm: dict[str, Any])
 
 
 def _check_gcd(key: str, params: dict[str, Any], diffae: dict[str, Any]) -> list[str]:
-    """Decode steps within the schedule; the CE direction among the kept h-directions."""
+    """Decode steps within the schedule; the CE direction among the kept h-directions (at most
+    h_directions, and at most latent_dim: the Hessian of the proxy has that many eigenvectors)."""
     errors = []
     timesteps = diffae["schedule"]["num_train_timesteps"]
     if params["decode_steps"] >= timesteps:
         allowed = f"allowed: 1..{timesteps - 1}"
         errors.append(_msg(f"{key}.params.decode_steps", params["decode_steps"], allowed))
-    if params["direction"] != "g" and int(params["direction"][1:]) > params["h_directions"]:
-        allowed = f"allowed: g or h1..h{params['h_directions']} (h_directions)"
+    kept = min(params["h_directions"], diffae["latent_dim"])  # a Hessian of z_sem has latent_dim eigenvectors
+    if params["direction"] != "g" and int(params["direction"][1:]) > kept:
+        bound = "h_directions" if kept == params["h_directions"] else "the DiffAE's latent_dim"
+        allowed = f"allowed: g or h1..h{kept} ({bound})"
         errors.append(_msg(f"{key}.params.direction", params["direction"], allowed))
     return errors
 

@@ -2,14 +2,15 @@
 
 * Accuracy of the HiT and of its baseline (a ViT of the same size trained the same way), and
   the gap, from their metrics.json.
-* Layer saliency (Fig. 6.5a): per layer, the mean over test images of Σ_patches of the
-  contributions to the predicted class (logit units).
+* Layer saliency (Fig. 6.5a): per layer, the mean over test images of Σ_patches of the layer's
+  own contributions to the predicted class (logit units; the initial CLS token and the head's
+  constants belong to no layer and are left out).
 * Layer removal (Fig. 6.5b): accuracy after cumulatively removing layers in order of saliency,
   most salient first and least salient first, plus each layer removed alone ("excluding") and
   kept alone ("exclusive"), two ways: ``decomposition`` drops the removed layers' terms from
-  the logit sum (the direct effect that saliency measures); ``forward`` re-runs the HiT with
-  those layers not updating the CLS, which also changes the attention queries of every later
-  layer (direct and indirect effects).
+  the logit sum, keeping the constant (the direct effect that saliency measures); ``forward``
+  re-runs the HiT with those layers not updating the CLS, which also changes the attention
+  queries of every later layer (direct and indirect effects).
 * Faithfulness table (Table 6.2): insertion/deletion nAUC (zero and blur), mask AUROC, pointing
   game and the randomisation check of every attribution on the HiT and on the baseline, from
   the attribution_metrics outputs; HiT's own maps against each post-hoc map on the HiT.
@@ -48,14 +49,19 @@ TABLE_COLUMNS = tuple(
 
 
 @torch.no_grad()
-def layer_logits(hit: HiT, images: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-layer contributions to every class (N, L, K) (their sum over L is the logits) and logits (N, K)."""
-    layers, logits = [], []
+def layer_logits(
+    hit: HiT, images: torch.Tensor, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each layer's own contributions to every class (N, L, K), the part of the logits no layer
+    adds (N, K: the initial CLS token and the head's constants) and the logits (N, K), their sum."""
+    layers, constants, logits = [], [], []
     for chunk in progress(images.split(batch_size), desc="HiT contributions", leave=False):
-        contributions, chunk_logits = hit.contributions(chunk)
-        layers.append(contributions.sum(dim=2).cpu().numpy())
-        logits.append(chunk_logits.cpu().numpy())
-    return np.concatenate(layers).astype(np.float64), np.concatenate(logits).astype(np.float64)
+        split = hit.layer_terms(chunk)
+        layers.append(split.terms.sum(dim=2).cpu().numpy())
+        constants.append(split.constant.cpu().numpy())
+        logits.append(split.logits.cpu().numpy())
+    as_array = lambda parts: np.concatenate(parts).astype(np.float64)  # noqa: E731
+    return as_array(layers), as_array(constants), as_array(logits)
 
 
 @torch.no_grad()
@@ -71,11 +77,13 @@ def forward_accuracy(
     return float((np.concatenate(predictions) == labels).mean())
 
 
-def decomposition_accuracy(per_layer: np.ndarray, labels: np.ndarray, removed: Sequence[int]) -> float:
-    """Accuracy of the logits minus the removed layers' contributions (N, L, K): the direct effect
-    only, which is what layer saliency measures."""
+def decomposition_accuracy(
+    per_layer: np.ndarray, constant: np.ndarray, labels: np.ndarray, removed: Sequence[int]
+) -> float:
+    """Accuracy of the logits without the removed layers' contributions (N, L, K): the constant
+    (N, K) plus the kept layers' terms, the direct effect only, which is what layer saliency measures."""
     kept = [layer for layer in range(per_layer.shape[1]) if layer not in set(removed)]
-    return float((per_layer[:, kept].sum(axis=1).argmax(axis=1) == labels).mean())
+    return float(((constant + per_layer[:, kept].sum(axis=1)).argmax(axis=1) == labels).mean())
 
 
 def removal_curves(saliency: np.ndarray, accuracy: Callable[[Sequence[int]], float]) -> dict[str, Any]:
@@ -103,11 +111,11 @@ def removal_curves(saliency: np.ndarray, accuracy: Callable[[Sequence[int]], flo
 def layer_analysis(hit: HiT, images: torch.Tensor, labels: np.ndarray, batch_size: int) -> dict[str, Any]:
     """Accuracy, layer saliency (mean over images of Σ_patches of the contributions to the predicted
     class, per layer, and its std) and the removal curves by the decomposition and by the forward pass."""
-    per_layer, logits = layer_logits(hit, images, batch_size)
+    per_layer, constant, logits = layer_logits(hit, images, batch_size)
     predicted = logits.argmax(axis=1)
     chosen = per_layer[np.arange(len(per_layer)), :, predicted]  # (N, L)
     saliency = chosen.mean(axis=0)
-    by_decomposition = lambda removed: decomposition_accuracy(per_layer, labels, removed)  # noqa: E731
+    by_decomposition = lambda removed: decomposition_accuracy(per_layer, constant, labels, removed)  # noqa: E731
     by_forward = lambda removed: forward_accuracy(hit, images, labels, removed, batch_size)  # noqa: E731
     return {
         "accuracy": float((predicted == labels).mean()),

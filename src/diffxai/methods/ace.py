@@ -25,15 +25,13 @@ from diffxai.methods.base import (
     Explanations,
     Models,
     SampleNoise,
-    batches,
     check_logits,
     class_loss,
     classify,
-    concatenate,
+    in_batches,
     prepare,
 )
 from diffxai.methods.dilation import dilation_size
-from diffxai.progress import progress
 
 PARAMS = {
     "steps", "tau", "attack", "attack_steps", "step_size", "distance", "lambda_d", "class_loss",
@@ -150,24 +148,16 @@ def repaint(
     return (mask * z.clamp(-1, 1) + (1 - mask) * images).clamp(-1, 1)
 
 
+@in_batches("ACE batches")
 def explain(
     images: torch.Tensor,
     sample_ids: np.ndarray,
     models: Models,
     params: dict[str, Any],
     seed: int,
-    batch_size: int | None = None,
 ) -> Explanations:
     """ACE counterfactuals of ``images`` (N, C, H, W) in [-1, 1] on the DDPM's device, in
     batches of ``batch_size`` (all at once when None)."""
-    parts = batches(np.arange(len(images)), batch_size)
-    if len(parts) > 1:
-        return concatenate(
-            [
-                explain(images[r], sample_ids[r], models, params, seed)
-                for r in progress(parts, desc="ACE batches")
-            ]
-        )
     setup = prepare(images, sample_ids, models, params, PARAMS, "ace", seed)
     for key, allowed in (("attack", ATTACKS), ("mask_from", MASK_SOURCES), ("distance", tuple(DISTANCES))):
         if params[key] not in allowed:

@@ -8,6 +8,8 @@ depend on which shard or batch it was processed in.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,7 @@ from torch import nn
 
 from diffxai.diffusion.respaced import RespacedDiffusion
 from diffxai.models.batched import batched_outputs
+from diffxai.progress import progress
 from diffxai.seeds import derive_seed
 
 RANGE_TOLERANCE = 1e-3
@@ -182,6 +185,39 @@ def concatenate(parts: list[Explanations]) -> Explanations:
     core = {name: join([vars(p)[name] for p in parts]) for name in vars(parts[0]) if name != "extras"}
     extras = {name: join([p.extras[name] for p in parts]) for name in parts[0].extras}
     return Explanations(**core, extras=extras)
+
+
+BatchExplainer = Callable[[torch.Tensor, np.ndarray, Models, dict[str, Any], int], Explanations]
+
+
+def in_batches(desc: str) -> Callable[[BatchExplainer], Callable[..., Explanations]]:
+    """Decorator of a method's ``explain(images, sample_ids, models, params, seed)``: the decorated
+    one takes ``batch_size`` too, explains the images (N, C, H, W) in consecutive batches of at most
+    that many (all at once when None) and joins the parts in order; ``desc`` labels the progress."""
+
+    def decorate(explain_batch: BatchExplainer) -> Callable[..., Explanations]:
+        @functools.wraps(explain_batch)
+        def explain(
+            images: torch.Tensor,
+            sample_ids: np.ndarray,
+            models: Models,
+            params: dict[str, Any],
+            seed: int,
+            batch_size: int | None = None,
+        ) -> Explanations:
+            parts = batches(np.arange(len(images)), batch_size)
+            if len(parts) <= 1:
+                return explain_batch(images, sample_ids, models, params, seed)
+            return concatenate(
+                [
+                    explain_batch(images[r], sample_ids[r], models, params, seed)
+                    for r in progress(parts, desc=desc)
+                ]
+            )
+
+        return explain
+
+    return decorate
 
 
 @torch.no_grad()

@@ -45,15 +45,13 @@ from diffxai.methods.base import (
     Explanations,
     Models,
     SampleNoise,
-    batches,
     check_images,
     check_logits,
     check_params,
     choose_targets,
-    concatenate,
+    in_batches,
 )
 from diffxai.models.blackbox import BlackBox
-from diffxai.progress import progress
 
 MAP_PARAMS = {"timesteps", "particles", "score", "unet_batch"}
 CE_PARAMS = {"mode", "t_start", "steps", "particles", "alpha", "beta", "score", "target", "unet_batch"}
@@ -211,24 +209,16 @@ def _log_probabilities(blackbox: BlackBox, images: torch.Tensor, sample_ids: np.
     return probabilities.clamp_min(EPS).log()
 
 
+@in_batches("FreeMCG batches")
 def explain(
     images: torch.Tensor,
     sample_ids: np.ndarray,
     models: Models,
     params: dict[str, Any],
     seed: int,
-    batch_size: int | None = None,
 ) -> Explanations:
     """FreeMCG counterfactuals of ``images`` (N, C, H, W) in [-1, 1], in batches of
     ``batch_size``; the classifier is used only as a black box (no gradients)."""
-    parts = batches(np.arange(len(images)), batch_size)
-    if len(parts) > 1:
-        return concatenate(
-            [
-                explain(images[r], sample_ids[r], models, params, seed)
-                for r in progress(parts, desc="FreeMCG batches")
-            ]
-        )
     check_params(params, CE_PARAMS, "freemcg")
     if params["mode"] not in MODES:
         raise ExplanationError(f"params.mode={params['mode']!r}: allowed {MODES}")

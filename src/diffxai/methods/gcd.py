@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffxai.methods.base import ExplanationError, Explanations, check_images, check_params
+from diffxai.methods.base import ExplanationError, Explanations, check_images, check_params, in_batches
 from diffxai.methods.gcd_params import DIRECTION_PARAMS, TRANSFER_PARAMS
 from diffxai.models.blackbox import BlackBox
 from diffxai.models.diffae import DiffAECodec
@@ -494,15 +494,16 @@ def latent_codes(
     return z_sem, z_t
 
 
+@in_batches("GCD batches")
 def explain(
     images: torch.Tensor,
     sample_ids: np.ndarray,
     models,
     params: dict[str, Any],
     seed: int,
-    batch_size: int | None = None,
 ) -> Explanations:
-    """GCD counterfactuals of images (N, C, H, W) along this run's direction (``params.direction``).
+    """GCD counterfactuals of images (N, C, H, W) along this run's direction (``params.direction``),
+    in batches of ``batch_size`` (each batch's whole line-search path is decoded at once).
 
     ``models.ddpm`` is the DiffAE; ``models.context`` holds ``directions`` (a
     :class:`Directions`), ``space`` (:class:`LatentSpace`), ``latents`` ({sample id: (z_sem,

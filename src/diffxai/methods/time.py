@@ -39,16 +39,14 @@ from diffxai.methods.base import (
     ExplanationError,
     Explanations,
     Models,
-    batches,
     check_images,
     check_params,
     choose_targets,
-    concatenate,
+    in_batches,
 )
 from diffxai.models.blackbox import BlackBox
 from diffxai.models.ddpm import alphas_cumprod
 from diffxai.models.t2i import set_token_embeddings
-from diffxai.progress import progress
 
 GUIDANCE = ("negative", "cfg")
 PARAMS = {"steps", "attempts", "tau", "w", "p", "guidance", "context", "target", "unet_batch"}
@@ -152,13 +150,13 @@ def _check(params: dict[str, Any]) -> None:
             raise ExplanationError(f"params.attempts: tau={tau} must be in 1..steps-1={params['steps'] - 1}")
 
 
+@in_batches("TIME batches")
 def explain(
     images: torch.Tensor,
     sample_ids: np.ndarray,
     models: Models,
     params: dict[str, Any],
     seed: int,
-    batch_size: int | None = None,
 ) -> Explanations:
     """TIME counterfactuals of ``images`` (N, C, H, W) in [-1, 1], in batches of ``batch_size``.
 
@@ -167,14 +165,6 @@ def explain(
     model here) and the ``concepts`` (:class:`Concepts`). Deterministic: EDICT needs no noise,
     so ``seed`` is unused.
     """
-    parts = batches(np.arange(len(images)), batch_size)
-    if len(parts) > 1:
-        return concatenate(
-            [
-                explain(images[r], sample_ids[r], models, params, seed)
-                for r in progress(parts, desc="TIME batches")
-            ]
-        )
     _check(params)
     t2i, concepts = models.ddpm, models.context["concepts"]
     if models.context.get("embeddings"):

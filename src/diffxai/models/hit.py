@@ -19,6 +19,8 @@ decomposition stays exact:
 Contributions (eq. 6.8): t_lp = v'_l(p) + b_o^l / P + x_0[0] / (L·P), where v'_l(p) is patch
 p's share of layer l's attention output (eq. 6.5); the head's bias and W·β are spread evenly
 too. ``contributions`` returns them as (N, L, P, K) summing to the logits (N, K).
+``layer_terms`` keeps apart what belongs to a layer, v'_l(p) + b_o^l / P, and what to none (the
+initial CLS token and the head's constants), for layer saliency and removal.
 """
 
 from __future__ import annotations
@@ -96,6 +98,16 @@ class HiTTrace:
     logits: Tensor
 
 
+@dataclass
+class HiTTerms:
+    """The logits as layer terms and a constant: ``terms`` (N, L, P, K), each layer's own
+    per-patch contributions; ``constant`` (N, K), what no layer adds; ``logits`` (N, K) their sum."""
+
+    terms: Tensor
+    constant: Tensor
+    logits: Tensor
+
+
 class HiT(nn.Module):
     """Hindered Transformer classifier of (N, C, S, S) images in [-1, 1] → logits (N, K)."""
 
@@ -164,26 +176,32 @@ class HiT(nn.Module):
             patches = patches_next
         return self.head(self.norm(cls))
 
-    def contributions(self, images: Tensor, skip_layers: Collection[int] = ()) -> tuple[Tensor, Tensor]:
-        """Contributions (N, L, P, K) whose sum over layers and patches equals the logits (N, K)
-        (eq. 6.8 through the final LayerNorm, see the module docstring), and the logits."""
+    def layer_terms(self, images: Tensor, skip_layers: Collection[int] = ()) -> HiTTerms:
+        """The logits (N, K) split into each layer's own per-patch terms (N, L, P, K), v'_l(p) +
+        b_o^l / P through the final LayerNorm and head, and the part no layer adds (N, K): the
+        initial CLS token through them, plus W·β + b_head. Terms and constant sum to the logits."""
         trace = self.trace(images, skip_layers)
         layers, patches = self.depth, self.num_patches
         kept = [index not in skip_layers for index in range(layers)]
         biases = torch.stack(
             [block.attn.proj.bias * float(keep) for block, keep in zip(self.blocks, kept, strict=True)]
         )
-        terms = (
-            trace.updates
-            + (biases / patches).view(1, layers, 1, -1)
-            + self.cls_token.view(1, 1, 1, -1) / (layers * patches)
-        )
         norm = self.norm
-        centred = terms - terms.mean(dim=-1, keepdim=True)
-        sigma = torch.sqrt(trace.cls.var(dim=-1, unbiased=False) + norm.eps).view(-1, 1, 1, 1)
-        scaled = centred / sigma * norm.weight
-        constant = (self.head(norm.bias.unsqueeze(0))[0]) / (layers * patches)  # W·β + b_head, spread
-        return scaled @ self.head.weight.T + constant, trace.logits
+        sigma = torch.sqrt(trace.cls.var(dim=-1, unbiased=False) + norm.eps)  # (N,): one per image
+        through_norm = lambda x: (x - x.mean(dim=-1, keepdim=True)) * norm.weight  # noqa: E731  (before / σ)
+        updates = trace.updates + (biases / patches).view(1, layers, 1, -1)
+        terms = through_norm(updates) / sigma.view(-1, 1, 1, 1) @ self.head.weight.T
+        initial = through_norm(self.cls_token.view(1, -1)) / sigma.view(-1, 1) @ self.head.weight.T
+        constant = initial + self.head(norm.bias.unsqueeze(0))  # (N, K)
+        return HiTTerms(terms, constant, trace.logits)
+
+    def contributions(self, images: Tensor, skip_layers: Collection[int] = ()) -> tuple[Tensor, Tensor]:
+        """Contributions (N, L, P, K) whose sum over layers and patches equals the logits (N, K)
+        (eq. 6.8 through the final LayerNorm, see the module docstring): the layer terms with the
+        constant spread evenly over layers and patches; and the logits."""
+        split = self.layer_terms(images, skip_layers)
+        share = split.constant / (self.depth * self.num_patches)
+        return split.terms + share.view(len(images), 1, 1, -1), split.logits
 
 
 def _init_weights(module: nn.Module) -> None:
