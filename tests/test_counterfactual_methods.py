@@ -24,6 +24,7 @@ from diffxai.methods.base import (
     ExplanationError,
     Explanations,
     Models,
+    SampleNoise,
     check_images,
     choose_targets,
     class_loss,
@@ -621,3 +622,46 @@ def test_in_batches_explains_consecutive_batches_and_joins_them_in_order():
     seen.clear()
     explain(images, ids, None, {}, 3)  # no batch size: one call with every image
     assert seen == [(ids.tolist(), 3)]
+
+
+def test_ace_distances_are_the_l1_and_l2_norms():
+    delta = torch.tensor([[3.0, -4.0], [0.0, 0.0]]).view(2, 1, 1, 2)
+    np.testing.assert_allclose(ace.attack_distance(delta, "l1").numpy(), [7.0, 0.0])
+    np.testing.assert_allclose(ace.attack_distance(delta, "l2").numpy(), [5.0, 0.0])  # ‖δ‖₂, not 25
+
+
+class _IdentityFilter:
+    """F_τ = identity: only the classifier and the distance term move the attack."""
+
+    def q_sample(self, x, i, noise):
+        return x
+
+    def denoise(self, z, start, noises):
+        return z
+
+
+def test_ace_attack_flips_with_either_distance_at_its_published_lambda():
+    """A linear classifier on 3 × 32 × 32 that needs ≈ 0.2 per pixel to flip: the attack must get
+    there with the seed's λd (0.001 for ℓ1, 0.1 for ℓ2). A squared ℓ2 term (pull 0.2·δ per pixel)
+    holds the perturbation at the input."""
+    pixels = 3 * 32 * 32
+    weights = torch.sign(torch.randn(pixels, generator=torch.Generator().manual_seed(0))) * (
+        4 / (0.2 * pixels)
+    )
+
+    class Linear(nn.Module):
+        def forward(self, x):
+            margin = x.flatten(1) @ weights - 2.0
+            return torch.stack([torch.zeros_like(margin), margin], 1)
+
+    images = torch.zeros(1, 3, 32, 32)
+    params = {"tau": 1, "attack": "pgd", "attack_steps": 50, "step_size": 0.04, "class_loss": "ce",
+              "early_stop": False, "lambda_d": None}  # fmt: skip
+    noise = SampleNoise(0, np.array([0]), (3, 32, 32))
+    for distance in ("l1", "l2"):
+        pre, flip_step, _ = ace.pre_explain(
+            _IdentityFilter(), Models(Linear()), images, torch.tensor([1]), {**params, "distance": distance},
+            noise, np.array([0]),
+        )  # fmt: skip
+        assert flip_step[0] >= 0, distance
+        assert Linear()(pre)[0, 1] > 0, distance
