@@ -665,3 +665,23 @@ def test_ace_attack_flips_with_either_distance_at_its_published_lambda():
         )  # fmt: skip
         assert flip_step[0] >= 0, distance
         assert Linear()(pre)[0, 1] > 0, distance
+
+
+@pytest.mark.parametrize("attack", ["pgd", "gd", "cw"])
+def test_ace_attack_stays_in_the_image_range(attack):
+    """A classifier no image in [-1, 1] flips: the attack pushes every pixel to its bound, not past it."""
+
+    class Unreachable(nn.Module):
+        def forward(self, x):
+            margin = x.flatten(1).sum(1) - 10.0 * x[0].numel()
+            return torch.stack([torch.zeros_like(margin), margin], 1)
+
+    params = {"tau": 1, "attack": attack, "attack_steps": 20, "step_size": 0.5, "class_loss": "ce",
+              "early_stop": False, "lambda_d": 0.0, "distance": "l1"}  # fmt: skip
+    images = torch.zeros(1, 1, 4, 4)
+    pre, flip_step, _ = ace.pre_explain(
+        _IdentityFilter(), Models(Unreachable()), images, torch.tensor([1]), params,
+        SampleNoise(0, np.array([0]), (1, 4, 4)), np.array([0]),
+    )  # fmt: skip
+    assert flip_step[0] == -1
+    torch.testing.assert_close(pre, torch.ones_like(pre))

@@ -84,7 +84,9 @@ def dime_reference(
     return z.clamp(-1, 1)
 
 
-@pytest.mark.parametrize(("tau", "lambda_p", "eta"), [(5, 0.0, 0.0), (5, 30.0, 0.0), (5, 0.0, 0.05), (3, 30.0, 0.05)])
+@pytest.mark.parametrize(
+    ("tau", "lambda_p", "eta"), [(5, 0.0, 0.0), (5, 30.0, 0.0), (5, 0.0, 0.05), (3, 30.0, 0.05)]
+)
 def test_dime_pass_is_eq_8_guidance_of_the_noised_input(tau, lambda_p, eta):
     """Each term separately, then together: the classifier gradient divided by sqrt(ᾱ_i), the
     perceptual term pulling x_i towards x, and η·sign(z_i − x) on the noisy image."""
@@ -109,7 +111,9 @@ def test_dime_pass_is_eq_8_guidance_of_the_noised_input(tau, lambda_p, eta):
     torch.testing.assert_close(counterfactuals, expected, rtol=1e-5, atol=1e-5)
     # and the guidance did something: without it the chain ends elsewhere
     draws.used = 0
-    unguided = dime_reference(diffusion, images, margin_gradient * 0, {**params, "lambda_p": 0, "eta_l1": 0}, draws)
+    unguided = dime_reference(
+        diffusion, images, margin_gradient * 0, {**params, "lambda_p": 0, "eta_l1": 0}, draws
+    )
     assert (counterfactuals - unguided).abs().max() > 1e-2
 
 

@@ -152,7 +152,7 @@ def repaint(
     for i in range(tau - 1, -1, -1):
         known = diffusion.q_sample(images, i, draw())
         z = diffusion.step(mask * z + (1 - mask) * known, i, draw())
-    return (mask * z.clamp(-1, 1) + (1 - mask) * images).clamp(-1, 1)
+    return (mask * z + (1 - mask) * images).clamp(-1, 1)  # the input is in range: only z is clipped
 
 
 @in_batches("ACE batches")
