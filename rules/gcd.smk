@@ -58,6 +58,7 @@ rule gcd_globality:
         settings=lambda wildcards: {
             "globality": config["explanations"][wildcards.method]["globality"],
             "explained_images": config["explanations"][wildcards.method]["n_images"],
+            "batch_size": config["explanations"][wildcards.method]["batch_size"],
             "lpips_weights": config["counterfactual_metrics"]["lpips_weights"],
         },
         seed=job_seed,

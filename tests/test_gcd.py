@@ -585,6 +585,16 @@ def test_globality_measures_what_each_directions_flipped_counterfactuals_change(
     torch.testing.assert_close(cf, search.path[torch.arange(4), search.index])
     assert result["factor_changes"]["g"]["brightness"]["mean_abs_change_in_std"] > 0
     assert "factor_changes" not in globality(*args[:4], found, *args[4:], n_h=1)
+    # in batches of 3: no network call sees more than 2 sides × 3 images × the grid; same record
+    model = BrightnessDiffAE()
+    seen.clear()
+    batched = globality(
+        DiffAECodec(model, SCHEDULE), *args[1:4], found, *args[4:], n_h=1, measure=brightness_change,
+        batch_size=3,
+    )  # fmt: skip
+    assert model.largest_call == 2 * 3 * (transfer_params()["alpha_steps"] + 1)
+    assert batched == result
+    torch.testing.assert_close(seen[0][1], cf)
 
 
 def test_class_score_log_odds_is_the_logit_margin_against_the_other_classes():

@@ -27,6 +27,7 @@ from diffxai.jobs.encode_diffae import load_codec
 from diffxai.jobs.explain import explained_samples
 from diffxai.jobs.gcd_directions import cached_latents, latent_space, load_blackbox, read_directions
 from diffxai.methods import gcd
+from diffxai.methods.base import batches
 from diffxai.metrics.perceptual import Lpips
 from diffxai.progress import progress
 from diffxai.provenance import provenance
@@ -57,24 +58,31 @@ def globality(
     params,
     n_h: int,
     measure: Callable[[torch.Tensor, torch.Tensor], dict[str, Any]] | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Flip rate of g and of h1..h_{n_h} on the given images (N, C, H, W); top-3 h and the rest
     combined. ``measure(images, counterfactuals)`` (the flipped ones, (M, C, H, W) each), if
-    given, says what each direction's CEs change (``factor_changes``; {} where none flips)."""
+    given, says what each direction's CEs change (``factor_changes``; {} where none flips).
+    Each direction's line searches run on at most ``batch_size`` images at once (all when None)."""
     sources = blackbox(images).argmax(1)
     names = ["g"] + [f"h{i}" for i in range(1, min(n_h, len(directions.h)) + 1)]
     success, loss, changes = [], [], {}
     for name in progress(names, desc="globality"):
-        search, _ = gcd.transfer(
-            codec, blackbox, lpips, space, images, u, z_t, directions.direction(name),
-            directions.source_class, sources, params,
-        )  # fmt: skip
-        success.append(search.success.numpy())
-        loss.append(search.cf_loss.numpy())
+        flipped, cf_loss, counterfactuals = [], [], []
+        for rows in batches(np.arange(len(images)), batch_size):
+            search, _ = gcd.transfer(
+                codec, blackbox, lpips, space, images[rows], u[rows], z_t[rows],
+                directions.direction(name), directions.source_class, sources[rows], params,
+            )  # fmt: skip
+            flipped.append(search.success)
+            cf_loss.append(search.cf_loss)
+            counterfactuals.append(search.path[torch.arange(len(rows)), search.index])
+        flips = torch.cat(flipped)
+        success.append(flips.numpy())
+        loss.append(torch.cat(cf_loss).numpy())
         if measure is not None:
-            flipped = search.success
-            counterfactuals = search.path[torch.arange(len(images)), search.index]
-            changes[name] = measure(images[flipped], counterfactuals[flipped]) if flipped.any() else {}
+            chosen = torch.cat(counterfactuals)
+            changes[name] = measure(images[flips], chosen[flips]) if flips.any() else {}
     success_all, loss_all = np.stack(success), np.stack(loss)
     rates = success_all.mean(1)
     result: dict[str, Any] = {
@@ -108,7 +116,8 @@ def run(
 ) -> dict[str, Any]:
     """``inputs``: data, classifier_dir, diffae_dir, latents, directions (the first run's),
     regressors ({name: model directory}, optional). ``settings``: globality {n_images,
-    h_directions}, explained_images (the explanation's ``n_images``), lpips_weights."""
+    h_directions}, explained_images (the explanation's ``n_images``), batch_size (the
+    explanation's), lpips_weights."""
     started = time.perf_counter()
     params = gcd.with_defaults(params)
     data = PreparedData(inputs["data"])
@@ -126,6 +135,7 @@ def run(
     record = globality(
         codec, blackbox, lpips, space, read_directions(inputs["directions"]), images,
         space.to_u(z_sem), z_t, params, settings["globality"]["h_directions"], measure,
+        settings["batch_size"],
     )  # fmt: skip
     elapsed = time.perf_counter() - started
     config = {**settings, "params": params}  # the line search shapes the record too
