@@ -343,7 +343,55 @@ BAD_CONFIGS = {
         _set("explanations", "freemcg", "params", "steps", 500),
         "explanations.freemcg.params.steps",
         "500",
-        "1..401 (t_start·T + 1)",
+        "1..401 (min(t_start·T, T - 1) + 1)",
+    ),
+    "freemcg-steps-from-a-start-rounded-to-t": (  # the chain starts at T - 1, not at round(0.9996 T)
+        lambda c: c["explanations"]["freemcg"]["params"].update(t_start=0.9996, steps=1001),
+        "explanations.freemcg.params.steps",
+        "1001",
+        "1..1000",
+    ),
+    "dime-steps-beyond-the-schedule": (
+        _set("explanations", "dime", "params", "steps", 2000),
+        "explanations.dime.params.steps",
+        "2000",
+        "1..1000 (num_train_timesteps of models.ddpm)",
+    ),
+    "ace-ablation-steps-beyond-the-schedule": (
+        _set("ablations", {"ace_steps": {"explanation": "ace_l1", "vary": {"steps": [25, 1500]}}}),
+        "ablations.ace_steps.vary[steps=1500].params.steps",
+        "1500",
+        "1..1000",
+    ),
+    "time-steps-beyond-the-schedule": (
+        _set("explanations", "time", "params", "steps", 1001),
+        "explanations.time.params.steps",
+        "1001",
+        "1..1000 (num_train_timesteps of models.t2i)",
+    ),
+    "ddpm-evaluation-steps-beyond-the-schedule": (
+        _set("models", "ddpm", "evaluation", "sampling_steps", 1001),
+        "models.ddpm.evaluation.sampling_steps",
+        "1001",
+        "1..1000",
+    ),
+    "diffae-inversion-steps-up-to-the-schedule": (  # s inversion steps visit s + 1 timesteps
+        _set("models", "diffae", "latents", "encode_steps", 1000),
+        "models.diffae.latents.encode_steps",
+        "1000",
+        "1..999",
+    ),
+    "t2i-check-steps-beyond-the-schedule": (
+        _set("models", "t2i", "check", {"steps": 1001}),
+        "models.t2i.check.steps",
+        "1001",
+        "1..1000",
+    ),
+    "variance-sampling-steps-beyond-the-schedule": (
+        _set("variance", "ellipse_features", "sampling", "steps", 1001),
+        "variance.ellipse_features.sampling.steps",
+        "1001",
+        "1..1000 (num_train_timesteps of models.ddpm)",
     ),
     "freemcg-unknown-mode": (
         _set("explanations", "freemcg", "params", "mode", "sde"),
@@ -464,9 +512,57 @@ BAD_CONFIGS = {
     ),
     "hit-unknown-arch-param": (
         _set("models", "hit", "arch_params", {"layers": 3}),
-        "models.hit.arch_params",
-        "['layers']",
-        "allowed: patch_size, embed_dim, depth, num_heads",
+        "models.hit.arch_params.layers",
+        "(value 3)",
+        "allowed keys: attn_drop, depth, embed_dim, mlp_ratio, num_heads, patch_size",
+    ),
+    "hit-zero-patch-size": (  # the divisibility checks would divide by it
+        _set("models", "hit", "arch_params", {"patch_size": 0}),
+        "models.hit.arch_params.patch_size",
+        "0",
+        ">= 1",
+    ),
+    "hit-zero-heads": (
+        _set("models", "hit", "arch_params", {"num_heads": 0}),
+        "models.hit.arch_params.num_heads",
+        "0",
+        ">= 1",
+    ),
+    "hit-patch-size-as-a-string": (
+        _set("models", "hit", "arch_params", {"patch_size": "4"}),
+        "models.hit.arch_params.patch_size",
+        "'4'",
+        "allowed type: integer",
+    ),
+    "hit-without-layers": (
+        _set("models", "hit", "arch_params", {"depth": 0}),
+        "models.hit.arch_params.depth",
+        "0",
+        ">= 1",
+    ),
+    "simple-cnn-channels-not-a-list": (
+        _set("models", "classifier", "arch_params", {"channels": 5}),
+        "models.classifier.arch_params.channels",
+        "5",
+        "allowed type: array",
+    ),
+    "simple-cnn-without-blocks": (
+        _set("models", "classifier", "arch_params", {"channels": []}),
+        "models.classifier.arch_params.channels",
+        "[]",
+        "at least 1 items",
+    ),
+    "simple-cnn-unknown-arch-param": (
+        _set("models", "regressor_area", "arch_params", {"width": 8}),
+        "models.regressor_area.arch_params.width",
+        "(value 8)",
+        "allowed keys: channels, hidden",
+    ),
+    "simple-cnn-too-many-blocks-for-the-image": (
+        _set("models", "classifier", "arch_params", {"channels": [8] * 6}),
+        "datasets.attributes.image_size",
+        "32",
+        "image_size >= 64",
     ),
     "hit-patch-does-not-tile-the-image": (
         _set("models", "hit", "arch_params", {"patch_size": 5}),
@@ -550,7 +646,7 @@ BAD_CONFIGS = {
         _set("variance", "ellipse_features", "features", "plain", {"kind": "region", "mask": "ellipse"}),
         "variance.ellipse_features.features",
         "'plain'",
-        "should not be valid",
+        "allowed: anything but 'plain'",
     ),
     "variance-regressor-is-a-classifier": (
         _set(
@@ -664,6 +760,13 @@ def test_hit_defaults_read_from_the_source_match_the_constructor():
     assert hit_defaults() == {
         p.name: p.default for p in signature if p.default is not inspect.Parameter.empty
     }
+
+
+def test_the_schemas_hit_arch_params_are_the_constructors_keyword_parameters():
+    from diffxai.config.checks import hit_defaults
+    from diffxai.config.load import load_schema
+
+    assert set(load_schema()["$defs"]["hit_arch_params"]["properties"]) == set(hit_defaults())
 
 
 def test_the_timm_architecture_list_matches_the_installed_timm():

@@ -24,6 +24,16 @@ def _msg(key: str, value: Any, allowed: str) -> str:
     return f"config key '{key}' has value {value!r}: {allowed}"
 
 
+def _steps_within(key: str, steps: int, model_key: str, model: dict[str, Any], reserved: int = 0) -> list[str]:
+    """A sampler's ``steps`` name distinct timesteps of ``model``'s schedule: at most T − ``reserved``
+    (a DDIM inversion of s steps visits s + 1 timesteps, so it reserves 1)."""
+    limit = model["schedule"]["num_train_timesteps"] - reserved
+    if steps <= limit:
+        return []
+    bound = "num_train_timesteps" + (f" - {reserved}" if reserved else "")
+    return [_msg(key, steps, f"allowed: 1..{limit} ({bound} of {model_key})")]
+
+
 def dataset_factor_names(dataset: dict[str, Any]) -> list[str]:
     """Continuous factors a dataset of this config will store."""
     kind = dataset["kind"]
@@ -157,13 +167,9 @@ def hit_defaults() -> dict[str, Any]:
 
 
 def _check_hit(key: str, model: dict[str, Any], datasets: dict[str, Any]) -> list[str]:
-    """HiT's arch_params are known names; patches tile every image; heads split the width."""
-    defaults = hit_defaults()
-    params = model["arch_params"]
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        return [_msg(f"{key}.arch_params", unknown, "allowed: " + ", ".join(defaults))]
-    settings = {**defaults, **params}
+    """HiT's patches tile every image and its heads split the width (the schema's hit_arch_params
+    has the names and types)."""
+    settings = {**hit_defaults(), **model["arch_params"]}
     errors = []
     if settings["embed_dim"] % settings["num_heads"]:
         errors.append(
@@ -276,6 +282,12 @@ def _check_unet(key: str, model: dict[str, Any], config: dict[str, Any]) -> list
         errors.append(
             _msg(f"{key}.schedule.beta_start", schedule["beta_start"], "allowed: beta_start < beta_end")
         )
+    if model["kind"] == "ddpm":
+        steps = model["evaluation"]["sampling_steps"]
+        errors += _steps_within(f"{key}.evaluation.sampling_steps", steps, key, model)
+    else:
+        for field in ("encode_steps", "decode_steps"):
+            errors += _steps_within(f"{key}.latents.{field}", model["latents"][field], key, model, reserved=1)
     return errors
 
 
@@ -362,9 +374,11 @@ def _datasets_of(key: str, entry: dict[str, Any], model_key: str, config: dict[s
 
 def _check_freemcg_steps(key: str, params: dict[str, Any], ddpm: dict[str, Any]) -> list[str]:
     """DDIM steps must be distinct timesteps between t_start·T and 0."""
-    start = round(params["t_start"] * ddpm["schedule"]["num_train_timesteps"])
+    timesteps = ddpm["schedule"]["num_train_timesteps"]
+    start = min(timesteps - 1, round(params["t_start"] * timesteps))  # as methods.freemcg starts
     if params["mode"] == "ddim" and params["steps"] > start + 1:
-        return [_msg(f"{key}.params.steps", params["steps"], f"allowed: 1..{start + 1} (t_start·T + 1)")]
+        allowed = f"allowed: 1..{start + 1} (min(t_start·T, T - 1) + 1)"
+        return [_msg(f"{key}.params.steps", params["steps"], allowed)]
     return []
 
 
@@ -400,7 +414,7 @@ def _check_explanation(name: str, entry: dict[str, Any], config: dict[str, Any],
     )
     if entry["method"] == "time":
         errors += _check_time(key, entry, config)
-    errors += _check_params(key, entry["method"], entry["params"], model)
+    errors += _check_params(key, entry["method"], entry["params"], f"models.{entry[generator]}", model)
     perceptual = entry["perceptual"]
     if entry["method"] == "dime" and perceptual["network"] == "encoder":
         errors += _model_reference(
@@ -461,17 +475,20 @@ def _check_time(key: str, entry: dict[str, Any], config: dict[str, Any]) -> list
     return errors
 
 
-def _check_params(key: str, method: str, params: dict[str, Any], model: dict[str, Any]) -> list[str]:
+def _check_params(
+    key: str, method: str, params: dict[str, Any], model_key: str, model: dict[str, Any]
+) -> list[str]:
     """The method's params agree with each other and with its generative ``model``'s schedule."""
-    if method == "time":
-        return _check_time_params(key, params)
     if method == "gcd":
         return _check_gcd(key, params, model)
     if method == "freemcg":
         return _check_freemcg_steps(key, params, model)
+    errors = _steps_within(f"{key}.params.steps", params["steps"], model_key, model)
+    if method == "time":
+        return errors + _check_time_params(key, params)
     if params["tau"] > params["steps"]:
-        return [_msg(f"{key}.params.tau", params["tau"], f"allowed: 1..steps ({params['steps']})")]
-    return []
+        errors.append(_msg(f"{key}.params.tau", params["tau"], f"allowed: 1..steps ({params['steps']})"))
+    return errors
 
 
 def _check_time_params(key: str, params: dict[str, Any]) -> list[str]:
@@ -519,6 +536,7 @@ def _check_t2i(key: str, model: dict[str, Any], datasets: dict[str, Any]) -> lis
                 f"allowed: false (a flip changes what the captions of {', '.join(ellipses)} say)",
             )
         )
+    errors += _steps_within(f"{key}.check.steps", model["check"]["steps"], key, model)
     network = model["network"]
     if len(network["cross_attention"]) != len(network["block_out_channels"]):
         errors.append(
@@ -588,7 +606,9 @@ def _check_ablation(name: str, entry: dict[str, Any], config: dict[str, Any]) ->
         if schema_errors or model is None or model["kind"] != generator:
             errors += schema_errors
         else:
-            errors += _check_params(f"{key}.vary[{label}]", explanation["method"], trial, model)
+            errors += _check_params(
+                f"{key}.vary[{label}]", explanation["method"], trial, f"models.{explanation[generator]}", model
+            )
     return errors
 
 
@@ -638,6 +658,11 @@ def _check_variance(name: str, entry: dict[str, Any], config: dict[str, Any]) ->
         return errors
     if any(feature["kind"] != "discrete" for feature in entry["features"].values()):
         errors += _model_reference(f"{key}.ddpm", entry["ddpm"], "ddpm", entry["datasets"], config)
+        if not errors:
+            steps = entry["sampling"]["steps"]
+            errors += _steps_within(
+                f"{key}.sampling.steps", steps, f"models.{entry['ddpm']}", config["models"][entry["ddpm"]]
+            )
         if entry["encoder"] is not None:
             errors += _model_reference(
                 f"{key}.encoder", entry["encoder"], "encoder", entry["datasets"], config

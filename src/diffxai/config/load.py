@@ -73,6 +73,8 @@ def _allowed(error: ValidationError) -> str:
         return "allowed: " + ", ".join(map(repr, error.validator_value))
     if kind == "const":
         return f"allowed: {error.validator_value!r}"
+    if kind == "not" and "const" in error.validator_value:
+        return f"allowed: anything but {error.validator_value['const']!r}"
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[kind]
         return f"allowed: a number {sign} {error.validator_value}"
