@@ -351,6 +351,30 @@ BAD_CONFIGS = {
         "1001",
         "1..1000",
     ),
+    "ablation-labels-that-collide": (
+        _set("ablations", {"c": {"explanation": "dime", "vary": {"lambda_c": [[8], 8]}}}),
+        "ablations.c.vary",
+        "'lambda_c'",
+        "values whose labels differ",
+    ),
+    "ablation-label-with-a-comma": (
+        _set("ablations", {"c": {"explanation": "dime", "vary": {"class_loss": ["ce", "a,b"]}}}),
+        "ablations.c.vary",
+        "'class_loss=a,b'",
+        "without commas or spaces",
+    ),
+    "empty-validation-split": (
+        _set("datasets", "ellipses", "split", {"val": 0.0, "test": 0.2}),
+        "datasets.ellipses.split.val",
+        "0.0",
+        "> 0",
+    ),
+    "validation-split-rounding-to-no-image": (
+        lambda c: c["datasets"]["ellipses"].update(n_images=10, split={"val": 0.04, "test": 0.2}),
+        "datasets.ellipses.split.val",
+        "0.04",
+        "at least one val image of n_images=10",
+    ),
     "dime-steps-beyond-the-schedule": (
         _set("explanations", "dime", "params", "steps", 2000),
         "explanations.dime.params.steps",

@@ -14,7 +14,7 @@ from diffxai.data import attributes, ellipses
 from diffxai.data.blobs import component_counts
 from diffxai.data.measure import mask_moments
 from diffxai.data.prepare import build_dataset
-from diffxai.data.prepared import SPLITS, PreparedArrays
+from diffxai.data.prepared import SPLITS, PreparedArrays, random_split
 
 ELLIPSES = {
     "area_fraction": [0.04, 0.16],
@@ -269,3 +269,10 @@ def test_component_counts_separate_blobs_and_join_diagonal_neighbours() -> None:
     masks[2, 0, 0] = masks[2, 4:6, 4:6] = 1  # two blobs
     masks[3, [0, 1, 2], [0, 1, 2]] = 1  # a diagonal line: one blob by its corners
     assert component_counts(masks).tolist() == [0, 1, 2, 1]
+
+
+def test_random_split_sizes_are_the_rounded_fractions_and_never_empty():
+    split = random_split(50, {"val": 0.1, "test": 0.2}, np.random.default_rng(0))
+    assert [(split == SPLITS[name]).sum() for name in ("train", "val", "test")] == [35, 5, 10]
+    with pytest.raises(ValueError, match="no val or no test image"):
+        random_split(10, {"val": 0.04, "test": 0.2}, np.random.default_rng(0))

@@ -10,9 +10,22 @@ from typing import Any
 SEPARATOR = "+"
 
 
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists (0: not a list)."""
+    return 1 + max(map(_depth, value), default=0) if isinstance(value, list) else 0
+
+
+def value_text(value: Any) -> str:
+    """A parameter value as a label writes it, without commas or spaces: lists join their items
+    with ``_`` (nested lists with ``__`` between the inner ones): [[8, 10], [15]] → ``8_10__15``."""
+    if not isinstance(value, list):
+        return str(value)
+    return ("_" * _depth(value)).join(map(value_text, value))
+
+
 def setting_label(values: dict[str, Any]) -> str:
     """The setting's name (the ``{setting}`` wildcard): ``tau=25`` or ``tau=25+w=3``."""
-    return SEPARATOR.join(f"{parameter}={value}" for parameter, value in values.items())
+    return SEPARATOR.join(f"{parameter}={value_text(value)}" for parameter, value in values.items())
 
 
 def ablation_settings(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -27,4 +40,7 @@ def ablation_settings(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
         combinations = [dict(zip(vary, values, strict=True)) for values in itertools.product(*vary.values())]
     else:
         combinations = [{parameter: value} for parameter, values in vary.items() for value in values]
-    return {setting_label(values): values for values in combinations}
+    settings = {setting_label(values): values for values in combinations}
+    if len(settings) < len(combinations):
+        raise ValueError(f"two settings share a label: {[setting_label(values) for values in combinations]}")
+    return settings

@@ -79,6 +79,11 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
     split = dataset["split"]
     if split["val"] + split["test"] >= 1:
         errors.append(_msg(f"{key}.split", split, "allowed: val + test < 1 (some training data must remain)"))
+    if "n_images" in dataset:  # generated data: the split's sizes are known now
+        for part in ("val", "test"):
+            if round(dataset["n_images"] * split[part]) < 1:
+                allowed = f"allowed: at least one {part} image of n_images={dataset['n_images']}"
+                errors.append(_msg(f"{key}.split.{part}", split[part], allowed))
     if kind == "ellipses":
         params = dataset["ellipses"]
         for field in ("area_fraction", "aspect_ratio"):
@@ -594,10 +599,17 @@ def _check_ablation(name: str, entry: dict[str, Any], config: dict[str, Any]) ->
             _msg(f"{key}.vary", param, f"allowed: parameters of {explanation['method']}: {allowed}")
             for param in unknown
         ]
+    try:
+        settings = ablation_settings(entry)
+    except ValueError as error:  # labels name output folders: they must differ
+        return [_msg(f"{key}.vary", entry["vary"], f"allowed: values whose labels differ ({error})")]
+    unsafe = [label for label in settings if any(c == "," or c.isspace() for c in label)]
+    if unsafe:  # a cluster job's --target-jobs splits its wildcards on commas
+        return [_msg(f"{key}.vary", unsafe[0], "allowed: values without commas or spaces")]
     errors = []
     generator = GENERATORS.get(explanation["method"], "ddpm")
     model = config["models"].get(explanation[generator])  # a bad reference: the explanation's error
-    for label, setting in ablation_settings(entry).items():
+    for label, setting in settings.items():
         trial = {**explanation["params"], **entry["params"], **setting}
         schema_errors = [
             _msg(f"{key}.vary", label, error.message)
