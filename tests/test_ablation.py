@@ -37,7 +37,9 @@ def test_grid_is_every_combination_with_the_last_parameter_fastest():
 
 
 def test_list_values_are_labelled_without_commas_and_labels_must_differ():
-    labels = list(ablation_settings({"vary": {"lambda_c": [[8, 10], [15]], "attempts": [[[25, 3], [30, 4]]]}}))
+    labels = list(
+        ablation_settings({"vary": {"lambda_c": [[8, 10], [15]], "attempts": [[[25, 3], [30, 4]]]}})
+    )
     assert labels == ["lambda_c=8_10", "lambda_c=15", "attempts=25_3__30_4"]
     with pytest.raises(ValueError, match="share a label"):
         ablation_settings({"vary": {"guidance": ["a_b", ["a", "b"]]}})
@@ -46,8 +48,9 @@ def test_list_values_are_labelled_without_commas_and_labels_must_differ():
 @pytest.mark.parametrize("design", ["one_at_a_time", "grid"])
 def test_setting_labels_survive_a_cluster_jobs_target_wildcards(design):
     """A SLURM job reruns snakemake with --target-jobs RULE:KEY=VALUE,...; the label must come back whole."""
-    entry = {"design": design, "vary": {"tau": [25, 30], "w": [3.5], "guidance": ["cfg"],
-                                        "lambda_c": [[8, 10], [15]], "attempts": [[[25, 3], [30, 4]]]}}  # fmt: skip
+    vary = {"tau": [25, 30], "w": [3.5], "guidance": ["cfg"], "lambda_c": [[8, 10], [15]],
+            "attempts": [[[25, 3], [30, 4]]]}  # fmt: skip
+    entry = {"design": design, "vary": vary}
     for label in ablation_settings(entry):
         spec = f"ablation_point:dataset=ellipses,ablation=a,setting={label}"
         (target,) = parse_target_jobs_cli_args([spec])

@@ -363,6 +363,24 @@ BAD_CONFIGS = {
         "'class_loss=a,b'",
         "without commas or spaces",
     ),
+    "ellipse-label-threshold-outside-its-factors-range": (  # every image would be class 0
+        _set("datasets", "ellipses", "ellipses", "label", {"factor": "aspect_ratio", "threshold": 10}),
+        "datasets.ellipses.ellipses.label.threshold",
+        "10",
+        "a threshold inside the range aspect_ratio is drawn from, (1, 3)",
+    ),
+    "ellipse-label-factor-that-does-not-vary": (
+        _set("datasets", "ellipses", "ellipses", "aspect_ratio", [2.0, 2.0]),
+        "datasets.ellipses.ellipses.label.threshold",
+        "'auto'",
+        "(0.6931, 0.6931)",
+    ),
+    "attention-rollout-of-a-cnn": (
+        _set("attributions", "vit_rollout", "classifier", "classifier"),
+        "attributions.vit_rollout.classifier",
+        "'classifier'",
+        "a classifier with arch hit or a timm ViT",
+    ),
     "empty-validation-split": (
         _set("datasets", "ellipses", "split", {"val": 0.0, "test": 0.2}),
         "datasets.ellipses.split.val",

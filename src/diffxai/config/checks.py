@@ -16,6 +16,7 @@ from diffxai.config.ablation_design import ablation_settings
 from diffxai.data.attributes import ATTRIBUTE_NAMES
 from diffxai.data.attributes import FACTOR_NAMES as ATTRIBUTE_FACTORS
 from diffxai.data.ellipses import FACTOR_NAMES as ELLIPSE_FACTORS
+from diffxai.data.ellipses import label_range, label_threshold
 from diffxai.paths import resolve
 from diffxai.provenance import module_file
 
@@ -24,7 +25,9 @@ def _msg(key: str, value: Any, allowed: str) -> str:
     return f"config key '{key}' has value {value!r}: {allowed}"
 
 
-def _steps_within(key: str, steps: int, model_key: str, model: dict[str, Any], reserved: int = 0) -> list[str]:
+def _steps_within(
+    key: str, steps: int, model_key: str, model: dict[str, Any], reserved: int = 0
+) -> list[str]:
     """A sampler's ``steps`` name distinct timesteps of ``model``'s schedule: at most T − ``reserved``
     (a DDIM inversion of s steps visits s + 1 timesteps, so it reserves 1)."""
     limit = model["schedule"]["num_train_timesteps"] - reserved
@@ -92,6 +95,15 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
                 errors.append(
                     _msg(f"{key}.ellipses.{field}", params[field], "allowed: [low, high] with low <= high")
                 )
+        low, high = label_range(params, size)
+        threshold = label_threshold(params, size)
+        if not low < threshold < high:
+            factor = params["label"]["factor"]
+            interval = f"({low:.4g}, {high:.4g})"
+            allowed = (
+                f"allowed: a threshold inside the range {factor} is drawn from, {interval} (else one class)"
+            )
+            errors.append(_msg(f"{key}.ellipses.label.threshold", params["label"]["threshold"], allowed))
         area = params["area_fraction"][1] * size**2
         aspect = params["aspect_ratio"][1]
         major = math.sqrt(area * aspect / math.pi)
@@ -447,10 +459,21 @@ def _check_attribution(name: str, entry: dict[str, Any], config: dict[str, Any])
                 f"{key}.classifier", entry["classifier"], "allowed for method hit: a classifier with arch hit"
             )
         ]
+    if entry["method"] == "attention_rollout" and not _is_transformer(model.get("arch", "simple_cnn")):
+        allowed = (
+            "allowed for method attention_rollout: a classifier with arch hit or a timm ViT (vit_*, deit*)"
+        )
+        return [_msg(f"{key}.classifier", entry["classifier"], allowed)]
     errors = _datasets_of(key, entry, model_key, config)
     if errors or model_key == "classifier":
         return errors
     return _model_reference(f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config)
+
+
+def _is_transformer(arch: str) -> bool:
+    """Whether attention rollout can read the architecture's attention: HiT, or timm's
+    VisionTransformer family (its blocks' ``attn``)."""
+    return arch == "hit" or arch.startswith(("vit_", "deit"))
 
 
 GENERATORS = {"gcd": "diffae", "time": "t2i"}  # methods whose generative model is not a ddpm
@@ -619,7 +642,11 @@ def _check_ablation(name: str, entry: dict[str, Any], config: dict[str, Any]) ->
             errors += schema_errors
         else:
             errors += _check_params(
-                f"{key}.vary[{label}]", explanation["method"], trial, f"models.{explanation[generator]}", model
+                f"{key}.vary[{label}]",
+                explanation["method"],
+                trial,
+                f"models.{explanation[generator]}",
+                model,
             )
     return errors
 

@@ -73,20 +73,30 @@ def render(factors: np.ndarray, size: int, supersample: int) -> tuple[np.ndarray
     return images, (images >= 0.5).astype(np.uint8)
 
 
+def label_range(params: dict[str, Any], size: int) -> tuple[float, float]:
+    """The interval (low, high) the label factor is drawn from (a centre: the image, 0..size px)."""
+    ranges = {
+        "log_aspect_ratio": np.log(params["aspect_ratio"]),
+        "aspect_ratio": params["aspect_ratio"],
+        "area": np.asarray(params["area_fraction"]) * size**2,
+        "angle": (0.0, np.pi),
+        "center_x": (0.0, size),
+        "center_y": (0.0, size),
+    }
+    low, high = ranges[params["label"]["factor"]]
+    return float(low), float(high)
+
+
 def label_threshold(params: dict[str, Any], size: int) -> float:
-    """The label threshold; ``auto`` is the middle of the label factor's sampling range."""
+    """The label threshold; ``auto`` is the middle of the label factor's sampling range (for the
+    log-uniform aspect ratio, its geometric middle)."""
     label = params["label"]
     if label["threshold"] != "auto":
         return float(label["threshold"])
-    ranges = {
-        "log_aspect_ratio": np.log(params["aspect_ratio"]),
-        "aspect_ratio": np.exp(np.log(params["aspect_ratio"]).mean()) * np.ones(2),
-        "area": np.asarray(params["area_fraction"]) * size**2,
-        "angle": (0.0, np.pi),
-        "center_x": (size / 2, size / 2),
-        "center_y": (size / 2, size / 2),
-    }
-    return float(np.mean(ranges[label["factor"]]))
+    low, high = label_range(params, size)
+    if label["factor"] == "aspect_ratio":
+        return float(np.exp(np.log([low, high]).mean()))
+    return (low + high) / 2
 
 
 def generate(params: dict[str, Any], size: int, n: int, rng: np.random.Generator) -> PreparedArrays:

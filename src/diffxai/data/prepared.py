@@ -83,7 +83,9 @@ def random_split(n: int, fractions: dict[str, float], rng: np.random.Generator) 
     n_val = round(n * fractions["val"])
     n_test = round(n * fractions["test"])
     if min(n_val, n_test) < 1:
-        raise ValueError(f"split {fractions} of {n} images leaves no val or no test image: raise the fractions")
+        raise ValueError(
+            f"split {fractions} of {n} images leaves no val or no test image: raise the fractions"
+        )
     split = np.full(n, SPLITS["train"], dtype=np.int8)
     split[order[:n_val]] = SPLITS["val"]
     split[order[n_val : n_val + n_test]] = SPLITS["test"]
