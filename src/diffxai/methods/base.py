@@ -109,26 +109,20 @@ def check_logits(logits: torch.Tensor, sample_ids: np.ndarray, where: str) -> No
         raise ExplanationError(f"sample {int(sample_ids[j])}: classifier returned non-finite logits {where}")
 
 
-def choose_targets(logits: torch.Tensor, target: int | None, sample_ids: np.ndarray) -> torch.Tensor:
+def choose_targets(logits: torch.Tensor, target: int | None) -> torch.Tensor:
     """Target classes (N,): the other class for binary tasks (``target`` is ignored); for
-    multi-class the configured ``target`` or else the runner-up class."""
+    multi-class the configured ``target``, or the runner-up class where there is none or the
+    image is already predicted as it (so every image has a counterfactual to look for)."""
     num_classes = logits.shape[1]
     prediction = logits.argmax(1)
     if num_classes == 2:
         return 1 - prediction
-    if target is not None:
-        if not 0 <= target < num_classes:
-            raise ExplanationError(f"params.target={target}: allowed 0..{num_classes - 1}")
-        targets = torch.full_like(prediction, target)
-    else:
-        targets = logits.topk(2, dim=1).indices[:, 1]
-    same = targets == prediction
-    if same.any():
-        j = int(same.nonzero()[0, 0])
-        raise ExplanationError(
-            f"sample {int(sample_ids[j])}: params.target={int(targets[j])} equals the predicted class"
-        )
-    return targets
+    runner_up = logits.topk(2, dim=1).indices[:, 1]
+    if target is None:
+        return runner_up
+    if not 0 <= target < num_classes:
+        raise ExplanationError(f"params.target={target}: allowed 0..{num_classes - 1}")
+    return torch.where(prediction == target, runner_up, torch.full_like(prediction, target))
 
 
 def class_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
@@ -278,6 +272,6 @@ def prepare(
     return Setup(
         RespacedDiffusion(models.ddpm, models.scheduler_config, params["steps"]),
         logits_before,
-        choose_targets(logits_before, params.get("target"), sample_ids).to(images.device),
+        choose_targets(logits_before, params.get("target")).to(images.device),
         SampleNoise(seed, sample_ids, models.image_shape),
     )

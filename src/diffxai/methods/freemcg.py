@@ -227,7 +227,7 @@ def explain(
     check_images(images, models.image_shape, sample_ids)
     blackbox = BlackBox(models.classifier)
     logits_before = _log_probabilities(blackbox, images, sample_ids, "on the input")
-    targets = choose_targets(logits_before, params.get("target"), sample_ids).to(images.device)
+    targets = choose_targets(logits_before, params.get("target")).to(images.device)
     tweedie = Tweedie(models.ddpm, models.scheduler_config, params["unet_batch"])
     rows = np.arange(len(images))
     noise = SampleNoise(seed, sample_ids, models.image_shape)

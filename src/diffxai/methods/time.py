@@ -174,7 +174,7 @@ def explain(
     probabilities = blackbox(images)
     logits_before = probabilities.clamp_min(1e-12).log()
     sources = logits_before.argmax(1)
-    targets = choose_targets(logits_before, params.get("target"), sample_ids)
+    targets = choose_targets(logits_before, params.get("target"))
     counterfactuals, attempt, nfe, logits_after, queries = run_attempts(
         t2i, blackbox, images, logits_before, targets, concepts, params
     )
