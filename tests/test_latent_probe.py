@@ -33,3 +33,14 @@ def test_doubled_angle_identifies_opposite_orientations_and_keeps_the_magnitude(
     np.testing.assert_allclose(vectors[:3], [[1.0, 0.0], [0.0, 2.0], [-0.5, 0.0]], atol=1e-12)
     np.testing.assert_allclose(doubled_angle(magnitude, angle + np.pi), vectors, atol=1e-12)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), magnitude)
+
+
+def test_the_probes_score_held_out_codes_not_the_ones_they_fit():
+    """Random targets on nearly as many dimensions as codes: held-out codes score below the mean's
+    R² of 0 and near chance accuracy, where a fit's own codes score R² >= 0 (a ridge with an
+    intercept never fits worse than the mean) and accuracy 1."""
+    rng = np.random.default_rng(1)
+    codes = rng.normal(size=(60, 50))
+    noise = rng.normal(size=60)
+    assert linear_r2(codes, noise) < 0.0
+    assert linear_accuracy(codes, (noise > 0).astype(int)) < 0.75
