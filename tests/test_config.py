@@ -43,6 +43,13 @@ def test_default_config_with_tiny_preset_validates():
     assert config["datasets"]["ellipses"]["kind"] == "ellipses"  # kept from config.yaml
 
 
+def test_default_config_with_tiny_and_quick_presets_validates():
+    paths = [REPO / "config.yaml", REPO / "presets" / "tiny.yaml", REPO / "presets" / "quick.yaml"]
+    config = load_config(paths, base_dir=REPO)
+    assert config["results"] == "results/quick"
+    assert {entry["shards"] for entry in config["explanations"].values()} == {1}
+
+
 def test_default_config_with_paper_preset_validates():
     config = load_config([REPO / "config.yaml", REPO / "presets" / "paper.yaml"], base_dir=REPO)
     assert config["models"]["ddpm"]["datasets"] == ["ellipses", "attributes"]
@@ -444,6 +451,12 @@ BAD_CONFIGS = {
         "counterfactual_metrics.oracle",
         "'classifier'",
         "oracle models: oracle",
+    ),
+    "time-attempt-with-a-negative-guidance-scale": (
+        _set("explanations", "time", "params", {"attempts": [[25, 3], [30, -4]]}),
+        "explanations.time.params.attempts",
+        "[30, -4]",
+        "guidance scale w >= 0",
     ),
     "attention-rollout-of-a-cnn": (
         _set("attributions", "vit_rollout", "classifier", "classifier"),

@@ -520,7 +520,7 @@ def _check_params(
 
 
 def _check_time_params(key: str, params: dict[str, Any]) -> list[str]:
-    """τ and w set together or not at all; every attempt's τ a whole number below ``steps``."""
+    """τ and w set together or not at all; every attempt's τ a whole number below ``steps``, its w >= 0."""
     errors = []
     steps = params["steps"]
     if (params["tau"] is None) != (params["w"] is None):
@@ -528,11 +528,13 @@ def _check_time_params(key: str, params: dict[str, Any]) -> list[str]:
             _msg(f"{key}.params.tau", params["tau"], "allowed: set together with params.w, or neither")
         )
     attempts = params["attempts"] if params["tau"] is None else [[params["tau"], params["w"]]]
-    for tau, _ in attempts:
+    for tau, w in attempts:
         if not 1 <= tau < steps or tau != int(tau):
             errors.append(
                 _msg(f"{key}.params.attempts", tau, f"allowed: whole tau in 1..steps-1 ({steps - 1})")
             )
+        if w is not None and w < 0:  # a negative scale guides away from the target prompt
+            errors.append(_msg(f"{key}.params.attempts", [tau, w], "allowed: guidance scale w >= 0"))
     return errors
 
 
