@@ -900,3 +900,21 @@ def test_the_timm_architecture_list_matches_the_installed_timm():
     from diffxai.config.checks import timm_architectures
 
     assert timm_architectures() == frozenset(timm.list_models())
+
+
+def test_a_celeba_task_must_be_a_column_of_its_attribute_file(tmp_path):
+    (tmp_path / "celeba" / "img_align_celeba").mkdir(parents=True)
+    (tmp_path / "celeba" / "list_attr_celeba.txt").write_text("1\nBald Smiling\n000001.jpg -1 1\n")
+
+    def faces(task: str, attr_file: str = "list_attr_celeba.txt"):
+        dataset = {
+            "kind": "celeba",
+            "celeba": {"root": "celeba/img_align_celeba", "task": task, "attr_file": attr_file},
+        }
+        return mutated(_set("datasets", "faces", dataset))
+
+    assert validate_config(faces("Smiling"), tmp_path)["datasets"]["faces"]["celeba"]["task"] == "Smiling"
+    with pytest.raises(ConfigError, match=r"'datasets.faces.celeba.task' has value 'Young'.*Bald, Smiling"):
+        validate_config(faces("Young"), tmp_path)
+    with pytest.raises(ConfigError, match=r"'datasets.faces.celeba.attr_file' has value 'attrs.txt'"):
+        validate_config(faces("Smiling", "attrs.txt"), tmp_path)

@@ -142,7 +142,28 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
             errors.append(
                 _msg(f"{key}.{field}", path, "allowed: an existing path (relative to the workflow directory)")
             )
+    if kind == "celeba" and not errors:
+        errors += _check_celeba_task(key, dataset["celeba"], base_dir)
     return errors
+
+
+def _check_celeba_task(key: str, params: dict[str, Any], base_dir: Path) -> list[str]:
+    """The task is a column of the attribute file (its second line names them; only the head is read)."""
+    path = resolve(params["attr_file"], resolve(params["root"], base_dir).parent)
+    if not path.is_file():
+        allowed = "allowed: an existing file (relative to celeba.root's parent)"
+        return [_msg(f"{key}.celeba.attr_file", params["attr_file"], allowed)]
+    with path.open() as lines:
+        names = [next(lines, ""), next(lines, "")][1].split()
+    if params["task"] not in names:
+        return [
+            _msg(
+                f"{key}.celeba.task",
+                params["task"],
+                f"allowed: attributes of {path.name}: {', '.join(names)}",
+            )
+        ]
+    return []
 
 
 TIMM_MODELS = Path(__file__).with_name("timm_models.txt")
