@@ -667,21 +667,49 @@ def test_ace_attack_flips_with_either_distance_at_its_published_lambda():
         assert Linear()(pre)[0, 1] > 0, distance
 
 
+class _LinearMargin(nn.Module):
+    """logits (0, <x, w> + bias): the margin loss for class 1 has gradient −w everywhere."""
+
+    def __init__(self, weights: torch.Tensor, bias: float = 0.0) -> None:
+        super().__init__()
+        self.weights, self.bias = weights, bias
+
+    def forward(self, x):
+        margin = x.flatten(1) @ self.weights + self.bias
+        return torch.stack([torch.zeros_like(margin), margin], 1)
+
+
+def _attack(classifier, images, attack, steps, step_size=0.1):
+    params = {"tau": 1, "attack": attack, "attack_steps": steps, "step_size": step_size,
+              "class_loss": "margin", "early_stop": False, "lambda_d": 0.0, "distance": "l1"}  # fmt: skip
+    return ace.pre_explain(
+        _IdentityFilter(), Models(classifier), images, torch.ones(len(images), dtype=torch.long), params,
+        SampleNoise(0, np.arange(len(images)), tuple(images.shape[1:])), np.arange(len(images)),
+    )[0]  # fmt: skip
+
+
+def test_one_attack_step_is_a_signed_or_unit_rms_gradient_step():
+    """From x = 0 against the margin loss of a linear head (gradient −w): pgd moves s·sign(w),
+    gd moves s·w / RMS(w), whatever the scale of w."""
+    weights = torch.linspace(-1.0, 3.0, 16) * 0.01
+    images = torch.zeros(1, 1, 4, 4)
+    pgd = _attack(_LinearMargin(weights, -100.0), images, "pgd", 1)
+    torch.testing.assert_close(pgd.flatten(), 0.1 * torch.sign(weights))
+    gd = _attack(_LinearMargin(weights, -100.0), images, "gd", 1)
+    torch.testing.assert_close(gd.flatten(), 0.1 * weights / weights.pow(2).mean().sqrt())
+
+
+def test_cw_leaves_an_image_the_target_already_leads_where_it_is():
+    """The Carlini–Wagner margin is clamped at 0: once the target logit leads, with λd = 0 there
+    is no gradient and Adam does not move the image."""
+    images = torch.full((1, 1, 4, 4), 0.2)
+    leading = _LinearMargin(torch.ones(16), 1.0)  # target margin 4.2 > 0
+    torch.testing.assert_close(_attack(leading, images, "cw", 5), images)
+
+
 @pytest.mark.parametrize("attack", ["pgd", "gd", "cw"])
 def test_ace_attack_stays_in_the_image_range(attack):
     """A classifier no image in [-1, 1] flips: the attack pushes every pixel to its bound, not past it."""
-
-    class Unreachable(nn.Module):
-        def forward(self, x):
-            margin = x.flatten(1).sum(1) - 10.0 * x[0].numel()
-            return torch.stack([torch.zeros_like(margin), margin], 1)
-
-    params = {"tau": 1, "attack": attack, "attack_steps": 20, "step_size": 0.5, "class_loss": "ce",
-              "early_stop": False, "lambda_d": 0.0, "distance": "l1"}  # fmt: skip
-    images = torch.zeros(1, 1, 4, 4)
-    pre, flip_step, _ = ace.pre_explain(
-        _IdentityFilter(), Models(Unreachable()), images, torch.tensor([1]), params,
-        SampleNoise(0, np.array([0]), (1, 4, 4)), np.array([0]),
-    )  # fmt: skip
-    assert flip_step[0] == -1
+    unreachable = _LinearMargin(torch.ones(16), -160.0)
+    pre = _attack(unreachable, torch.zeros(1, 1, 4, 4), attack, 20, step_size=0.5)
     torch.testing.assert_close(pre, torch.ones_like(pre))
