@@ -170,3 +170,43 @@ def test_bad_parameters_are_refused(change, message):
 
 def test_attempt_nfe_is_cumulative():
     assert time_method.attempt_nfe([[25, 3], [30, 4], [35, 4], [35, 6]]) == [200, 440, 720, 1000]
+
+
+class _RecordedGuidance:
+    """A GuidedNoise stand-in: ε = 0, and a log of (phase's prompt pair, timestep) per call."""
+
+    def __init__(self, names: dict[int, str]) -> None:
+        self.alphas_cumprod = torch.linspace(0.9999, 0.01, 1000, dtype=torch.float64)
+        self.names, self.calls = names, []
+
+    def guided(self, positive, negative, w):
+        pair = (self.names[id(positive)], self.names[id(negative)])
+
+        def eps(latents, timestep):
+            self.calls.append((pair, int(timestep)))
+            return torch.zeros_like(latents)
+
+        return eps
+
+
+@pytest.mark.parametrize(
+    ("guidance", "inverting", "denoising"),
+    [
+        ("negative", ("source", "target"), ("target", "source")),
+        ("cfg", ("source", "empty"), ("target", "empty")),
+    ],
+)
+def test_edit_inverts_with_the_source_prompt_and_denoises_with_the_target_on_the_tau_steps(
+    guidance, inverting, denoising
+):
+    """Eq. 5.11 pairs (C_pos, C_neg) = (C_i, C_j) while inverting, (C_j, C_i) while denoising; cfg
+    pairs each with ∅. The τ steps are the schedule's first τ timesteps after 0 (10 of 1000:
+    0, 111, 222, …), up while inverting, down while denoising, two ε calls each (EDICT)."""
+    source, target, empty = (torch.zeros(1, 1, 1) for _ in range(3))
+    noise = _RecordedGuidance({id(source): "source", id(target): "target", id(empty): "empty"})
+    params = {"steps": 10, "p": 0.93, "guidance": guidance}
+    time_method.edit(noise, torch.zeros(1, 1, 2, 2), source, target, empty, 3, torch.tensor([2.0]), params)
+    up, down = [111, 222, 333], [333, 222, 111]
+    assert noise.calls == [(inverting, t) for t in up for _ in range(2)] + [
+        (denoising, t) for t in down for _ in range(2)
+    ]
