@@ -86,17 +86,27 @@ def test_a_trained_regressor_predicts_in_the_factor_units(tmp_path, tiny_config,
     assert np.mean(predicted) > 5
 
 
-def test_ddpm_resume_checkpoint_changes_with_training_settings_not_evaluation(tiny_config, ellipses_store):
-    from diffxai.data.prepared import PreparedData
-    from diffxai.jobs.train_ddpm import resume_checkpoint
+def test_ddpm_resume_checkpoint_changes_with_training_settings_seed_and_code_not_evaluation(
+    tiny_config, ellipses_store, tmp_path
+):
+    """A finished checkpoint is reloaded by the same run only: another seed, training setting or
+    training job's code gets a fresh one (else it would write back the old weights)."""
+    from diffxai.jobs.model_job import ModelJob
+    from diffxai.jobs.train_ddpm import MODULES, resume_checkpoint
 
     cfg = tiny_config["models"]["ddpm"]
-    data = PreparedData(ellipses_store)
-    same = resume_checkpoint("cache", cfg, data)
-    assert (
-        resume_checkpoint("cache", {**cfg, "evaluation": {**cfg["evaluation"], "samples": 3}}, data) == same
-    )
-    assert resume_checkpoint("cache", {**cfg, "train": {**cfg["train"], "lr": 0.01}}, data) != same
+
+    def path(seed: int = 0, modules: list[str] = MODULES, **changes):
+        job = ModelJob(
+            ellipses_store, tmp_path, "ddpm", "ellipses", {**cfg, **changes}, seed, torch.device("cpu")
+        )
+        return resume_checkpoint("cache", job, modules)
+
+    same = path()
+    assert path(evaluation={**cfg["evaluation"], "samples": 3}) == same
+    assert path(train={**cfg["train"], "lr": 0.01}) != same
+    assert path(seed=1) != same
+    assert path(modules=["diffxai.jobs.train_diffae"]) != same
 
 
 def test_a_user_diffae_checkpoint_is_loaded_and_encoded(tmp_path, tiny_config, ellipses_store):

@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-from diffxai.data.prepared import PreparedData
 from diffxai.jobs.model_job import ModelJob
 from diffxai.models.ddpm import build_unet, scheduler_config
-from diffxai.provenance import config_hash
+from diffxai.provenance import config_hash, source_hash
 from diffxai.training.diffusion import train_ddpm, unet_output
 from diffxai.training.supervised import to_m11
 
@@ -23,20 +22,30 @@ log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.train_ddpm"]
 
 
-def resume_checkpoint(cache_dir: str | Path, cfg: dict[str, Any], data: PreparedData) -> Path:
-    """The checkpoint path of this exact training run: named by a hash of the model's
-    training config and of the data's config, so a changed setting never resumes a
-    stale run."""
-    training = {k: v for k, v in cfg.items() if k != "evaluation"}
-    key = config_hash([training, data.store.attrs.get("provenance", {}).get("config_hash")])
+def resume_checkpoint(cache_dir: str | Path, job: ModelJob, modules: list[str]) -> Path:
+    """The checkpoint path of this exact training run: named by a hash of the model's training
+    config, the job's seed, the source of ``modules`` (the training job's, with all they
+    import) and the data's config and code, so a changed setting, seed, training code or
+    dataset never resumes (or, once finished, reloads) a stale run."""
+    training = {k: v for k, v in job.model_cfg.items() if k != "evaluation"}
+    data = job.data.store.attrs.get("provenance", {})
+    key = config_hash(
+        [training, job.seed, source_hash(*modules), data.get("config_hash"), data.get("source_hash")]
+    )
     return Path(cache_dir) / f"checkpoint-{key}.pt"
 
 
 def fit(
-    job: ModelJob, model: torch.nn.Module, schedule: dict[str, Any], cache_dir: str | Path, output=unet_output
+    job: ModelJob,
+    model: torch.nn.Module,
+    schedule: dict[str, Any],
+    cache_dir: str | Path,
+    modules: list[str],
+    output=unet_output,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train a diffusion model on the job's training images, resumable from ``cache_dir``;
-    returns the EMA model and its history. ``output``: see :func:`train_ddpm`."""
+    """Train a diffusion model on the job's training images, resumable from ``cache_dir`` (a
+    checkpoint of the training job ``modules``); returns the EMA model and its history.
+    ``output``: see :func:`train_ddpm`."""
     torch.manual_seed(job.seed)
     data = job.data
     images = to_m11(torch.from_numpy(data.array("images")[data.indices("train")]))
@@ -48,7 +57,7 @@ def fit(
         job.model_cfg["train"],
         job.device,
         torch.Generator().manual_seed(job.seed),
-        checkpoint=resume_checkpoint(cache_dir, job.model_cfg, data),
+        checkpoint=resume_checkpoint(cache_dir, job, modules),
         output=output,
     )
 
@@ -70,6 +79,6 @@ def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
         info.update({k: v for k, v in loaded.items() if k in ("unet_config", "scheduler_config")})
         info["training"] = {}
     else:
-        ema, info["training"] = fit(job, unet, info["scheduler_config"], cache_dir)
+        ema, info["training"] = fit(job, unet, info["scheduler_config"], cache_dir, MODULES)
     job.save(ema, info, MODULES)
     return info

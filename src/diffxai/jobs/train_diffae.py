@@ -46,6 +46,8 @@ def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
         ema, _ = job.load_checkpoint(info)
         info["training"] = {}
     else:
-        ema, info["training"] = fit(job, model, info["scheduler_config"], cache_dir, conditioned_output)
+        ema, info["training"] = fit(
+            job, model, info["scheduler_config"], cache_dir, MODULES, conditioned_output
+        )
     job.save(ema, info, MODULES)
     return info

@@ -128,7 +128,7 @@ def run(job: ModelJob, cache_dir: str | Path) -> dict[str, Any]:
         model, history = train_ddpm(
             model, model.scheduler_config, images, train_params, job.device,
             torch.Generator().manual_seed(job.seed),
-            checkpoint=resume_checkpoint(cache_dir, cfg, data), output=text_output,
+            checkpoint=resume_checkpoint(cache_dir, job, MODULES), output=text_output,
             conditions=token_ids, null_condition=model.token_ids([""])[0], condition_variants=True,
         )  # fmt: skip
     info = model.spec()
