@@ -58,6 +58,29 @@ def test_tidy_rows_carry_labels_count_and_a_provenance_hash(tmp_path):
         for path in (dime, other, changed)
     }
     assert hashes[dime] == hashes[other] != hashes[changed]  # config and code, not the seed
+    measured = {**PROVENANCE, "explanations_config_hash": "e1"}  # metrics of two explanations' CEs
+    rows = [
+        write(tmp_path / f"{h}.json", {"n": 10, "provenance": {**measured, "explanations_config_hash": h}})
+        for h in ("e1", "e2")
+    ]
+    first, second = (aggregate.tidy([entry(path, "explanation", "m")])["provenance"].iloc[0] for path in rows)
+    assert first != second != hashes[dime]
+
+
+def test_a_models_rows_carry_the_provenance_of_its_config_json(tmp_path):
+    def model_dir(name: str, source_hash: str):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(
+            json.dumps({"provenance": {**PROVENANCE, "source_hash": source_hash}})
+        )
+        return write(folder / "metrics.json", {"n_test": 5, "test": {"accuracy": 0.9}})
+
+    digests = [
+        aggregate.tidy([entry(model_dir(name, code), "model", name, setting="model")])["provenance"].iloc[0]
+        for name, code in (("a", "s1"), ("b", "s2"), ("c", "s1"))
+    ]
+    assert digests[0] == digests[2] != digests[1]
 
 
 def test_variance_records_give_a_setting_per_feature(tmp_path):

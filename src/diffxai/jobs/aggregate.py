@@ -91,11 +91,19 @@ def numeric_leaves(record: Any, prefix: str = "") -> Iterator[tuple[str, float]]
         yield prefix, float(record)
 
 
-def provenance_hash(record: dict[str, Any]) -> str:
-    """12 hex digits identifying the config and code that produced a record."""
-    provenance = record.get("provenance") or {}
-    text = f"{provenance.get('config_hash')}/{provenance.get('source_hash')}"
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def provenance_hash(provenance: dict[str, Any]) -> str:
+    """12 hex digits identifying the config and code that produced a record: every ``*_hash`` of
+    its provenance (its own config and source, and the config hashes of the artifacts it
+    measured, e.g. ``explanations_config_hash``); the seed is the row's setting (run)."""
+    hashes = {key: value for key, value in provenance.items() if key.endswith("_hash")}
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def record_provenance(entry: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The record's provenance; a model's metrics.json has none, its config.json beside it has."""
+    if entry["kind"] == "model" and "provenance" not in record:
+        return json.loads(Path(entry["path"]).with_name("config.json").read_text())["provenance"]
+    return record.get("provenance") or {}
 
 
 def _sample_count(record: dict[str, Any]) -> int | None:
@@ -109,7 +117,7 @@ def json_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
     """Tidy rows of one JSON artifact; variance records get one ``setting`` per feature."""
     record = json.loads(Path(entry["path"]).read_text())
     labels = {key: entry[key] for key in ("dataset", "classifier", "method", "setting")}
-    digest, n = provenance_hash(record), _sample_count(record)
+    digest, n = provenance_hash(record_provenance(entry, record)), _sample_count(record)
     if entry["kind"] == "variance":
         return [
             {**labels, "setting": feature, "metric": metric, "value": value, "n": n, "provenance": digest}
