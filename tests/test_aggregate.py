@@ -220,3 +220,36 @@ def test_the_model_table_has_a_ks_column_per_measured_factor(tmp_path):
     assert list(table.columns) == ["test.accuracy", "ks.angle.ks", "ks.area.ks", "wall_time_s"]
     assert "| model | accuracy ↑ | KS angle ↓ | KS area ↓ | time (s) ↓ |" in text
     assert "| ddpm | – | 0.400 | 0.200 | 3.000 |" in text
+
+
+def test_a_metric_measured_on_a_subset_carries_the_subsets_count(tmp_path):
+    """Distances of successful CEs only (n_of), nested factor changes by their prefix; the rest n."""
+    record = {"n": 100, "n_successful": 58, "flip_rate": 0.58, "l1": 0.02,
+              "factor_changes": {"area": {"mean_abs_change_in_std": 0.3}},
+              "n_of": {"l1": 58, "factor_changes": 58}, "provenance": PROVENANCE}  # fmt: skip
+    frame = aggregate.tidy([entry(write(tmp_path / "ce.json", record), "explanation", "ace")])
+    n = frame.set_index("metric")["n"]
+    assert n["flip_rate"] == 100 and n["l1"] == 58 and n["factor_changes.area.mean_abs_change_in_std"] == 58
+    assert not frame["metric"].str.startswith("n_of").any()
+
+
+def test_sample_count_takes_the_longest_matching_prefix():
+    from diffxai.jobs.common import sample_count
+
+    counts = {"a": 5, "a.b": 3, "ab": 9}
+    assert [sample_count(m, 10, counts) for m in ("a", "a.b.c", "a.bc", "ab", "c")] == [5, 3, 5, 9, 10]
+
+
+def test_gcd_summary_counts_runs_images_and_flipped_images_per_section():
+    from diffxai.jobs.gcd_summary import record_counts
+
+    summary = {
+        "sources": {"runs": [{}, {}, {}]},
+        "globality": {"n_images": 50, "flip_rate": {"g": 0.8, "h1": 0.0},
+                      "factor_changes": {"g": {"area": {}}, "h1": {}}},
+        "attribution": {"region_present": 40},
+    }  # fmt: skip
+    assert record_counts(summary) == {
+        "sources": 3, "efficiency": 3, "globality": 50, "globality.factor_changes.g": 40,
+        "globality.factor_changes.h1": 0, "attribution": 40,
+    }  # fmt: skip

@@ -455,6 +455,8 @@ def test_tiny_run_writes_explanations_and_their_metrics(tiny_run, dataset):
         rows = (root / method / "run0" / "metrics.csv").read_text().splitlines()
         assert rows[0] == "dataset,classifier,method,run,metric,value,n,provenance"
         assert any(row.startswith(f"{dataset},classifier,{method},run0,flip_rate,") for row in rows)
+        (l1_row,) = [row for row in rows if row.startswith(f"{dataset},classifier,{method},run0,l1,")]
+        assert l1_row.split(",")[6] == str(metrics["n_successful"]) == str(metrics["n_of"]["l1"])
     diversity = json.loads((root / "dime" / "diversity.json").read_text())
     assert diversity["runs"] == 2 and diversity["sigma_l"] > 0
 
@@ -484,6 +486,8 @@ def test_tiny_run_writes_attribution_maps_and_their_metrics(tiny_run, dataset):
             assert 0 <= metrics["mask_auroc"] <= 1 and metrics["ground_truth_n"] == 4
         rows = (root / "attributions" / name / "metrics.csv").read_text().splitlines()
         assert any(row.startswith(f"{dataset},classifier,{name},maps,deletion_auc_blur,") for row in rows)
+        (sensitivity,) = [row for row in rows if f",{name},maps,avg_sensitivity," in row]
+        assert sensitivity.split(",")[6] == "2"  # the first sensitivity_n images, not n
 
 
 @pytest.mark.slow
@@ -605,6 +609,11 @@ def test_tiny_run_writes_gcd_latents_directions_counterfactuals_and_summary(tiny
         assert set(changes[name]) == ({"log_aspect_ratio", "area"} if rate > 0 else set())
         assert all(change["mean_abs_change_in_std"] >= 0 for change in changes[name].values())
     assert 0 <= summary["attribution"]["bb_lig"]["mask_auroc"] <= 1
+    assert summary["n_of"]["globality"] == summary["globality"]["n_images"]
+    assert (
+        summary["n_of"]["sources"] == 2
+        and summary["n_of"]["attribution"] == summary["attribution"]["region_present"]
+    )
     assert summary["efficiency"]["published_discovery_nfe"] == 250 + 25600 * 100
     rows = (root / "gcd" / "gcd_summary.csv").read_text().splitlines()
     assert any(row.startswith("ellipses,classifier,gcd,all,flip_rate_mean_over_sources,") for row in rows)

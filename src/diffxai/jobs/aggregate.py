@@ -26,12 +26,12 @@ from typing import Any
 import pandas as pd
 
 from diffxai.jobs.ablation_table import METRIC_FIELDS
-from diffxai.jobs.common import write_json
+from diffxai.jobs.common import COUNTS_KEY, sample_count, write_json
 from diffxai.jobs.markdown import table_lines
 
 log = logging.getLogger(__name__)
 COLUMNS = ("dataset", "classifier", "method", "setting", "metric", "value", "n", "provenance")
-SKIPPED_KEYS = {"provenance", "params", "config"}
+SKIPPED_KEYS = {"provenance", "params", "config", COUNTS_KEY}
 
 # (metric, title, True when higher is better) per table family
 COUNTERFACTUAL_COLUMNS = (
@@ -124,8 +124,15 @@ def json_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
             for feature, result in record["features"].items()
             for metric, value in numeric_leaves(result)
         ]
+    counts = record.get(COUNTS_KEY, {})
     return [
-        {**labels, "metric": metric, "value": value, "n": n, "provenance": digest}
+        {
+            **labels,
+            "metric": metric,
+            "value": value,
+            "n": sample_count(metric, n, counts),
+            "provenance": digest,
+        }
         for metric, value in numeric_leaves(record)
     ]
 

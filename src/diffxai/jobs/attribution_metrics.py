@@ -28,7 +28,7 @@ import torch
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.attribute import STORE_KIND, load_attribution_models
 from diffxai.jobs.cf_metrics import query_attribute, write_csv
-from diffxai.jobs.common import write_json
+from diffxai.jobs.common import COUNTS_KEY, sample_count, write_json
 from diffxai.methods.base import Models
 from diffxai.methods.maps import STOCHASTIC, compute_maps, map_function
 from diffxai.metrics import attribution as am
@@ -160,7 +160,22 @@ def compute(
     metrics["nfe_per_map"] = float(store.read("nfe").mean())
     metrics["classifier_calls_per_map"] = float(store.read("classifier_calls").mean())
     metrics["seconds_per_map"] = float(store.read("seconds").mean())
+    metrics[COUNTS_KEY] = subset_counts(metrics)
     return metrics
+
+
+def subset_counts(metrics: dict[str, Any]) -> dict[str, int]:
+    """{metric: images} of the metrics measured on a subset: sensitivity and the randomisation
+    check on the first images, the ground-truth scores on the images with a region."""
+    counts = {}
+    for name in metrics:
+        if name.startswith(("avg_sensitivity", "max_sensitivity")):
+            counts[name] = metrics["sensitivity_n"]
+        elif name.startswith("randomisation_") and name != "randomisation_n":
+            counts[name] = metrics["randomisation_n"]
+        elif name in ("mask_auroc", "pointing_game"):
+            counts[name] = metrics["ground_truth_n"]
+    return counts
 
 
 def run(
@@ -185,7 +200,13 @@ def run(
     write_json(metrics_path, {**labels, "params": store_attrs["params"], **metrics, "provenance": record})
     scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, bool | int | float)}
     rows = [
-        {**labels, "metric": k, "value": v, "n": metrics["n"], "provenance": digest}
+        {
+            **labels,
+            "metric": k,
+            "value": v,
+            "n": sample_count(k, metrics["n"], metrics[COUNTS_KEY]),
+            "provenance": digest,
+        }
         for k, v in scalars.items()
     ]
     write_csv(csv_path, rows)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from diffxai.data.prepared import PreparedData
-from diffxai.jobs.common import write_json
+from diffxai.jobs.common import COUNTS_KEY, sample_count, write_json
 from diffxai.jobs.gather_explanations import STORE_KIND
 from diffxai.methods.dilation import dilation_size
 from diffxai.metrics.counterfactual import bkl, cout, distances, factor_changes, similarity_s3
@@ -38,6 +38,9 @@ from diffxai.training.supervised import to_m11
 
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.cf_metrics"]
+# metrics of the successful CEs only (their n is n_successful); the others cover every input
+SUCCESSFUL_ONLY = ("bkl", "l1", "l2", "lpips", "s3", "fid", "sfid", "mnac", "correlation_difference",
+                   "cd_undefined", "factor_changes")  # fmt: skip
 CSV_FIELDS = ["dataset", "classifier", "method", "run", "metric", "value", "n", "provenance"]
 
 
@@ -153,6 +156,8 @@ def compute(
         metrics.update(_oracle_metrics(inputs.oracle, data, x_ok, cf_ok, device))
     if inputs.regressors:
         metrics["factor_changes"] = factor_metrics(inputs.regressors, data, x_ok, cf_ok, device)
+    measured_on_ces = [name for name in SUCCESSFUL_ONLY if name in metrics]
+    metrics[COUNTS_KEY] = {name: metrics["n_successful"] for name in measured_on_ces}
     if "particle_mean_success" in store:  # FreeMCG: the reference code's output, for comparison
         metrics["particle_mean_flip_rate"] = float(store.read("particle_mean_success").mean())
     if "masks" in store and "ellipse" in data.mask_names:
@@ -166,15 +171,18 @@ def compute(
 
 def csv_rows(metrics: dict[str, Any], keys: dict[str, str], provenance_hash: str) -> list[dict[str, Any]]:
     """Long-format rows: one per numeric metric (nested factor changes flattened)."""
-    flat: dict[str, float] = {}
+    flat: dict[str, tuple[float, int | None]] = {}
+    counts = metrics.get(COUNTS_KEY, {})
     for name, value in metrics.items():
         if isinstance(value, bool | int | float):
-            flat[name] = float(value)
+            flat[name] = (float(value), sample_count(name, metrics["n"], counts))
         elif name == "factor_changes":
             for target, change in value.items():
-                flat[f"abs_change_in_std_{target}"] = change["mean_abs_change_in_std"]
-    n = metrics["n"]
-    return [{**keys, "metric": k, "value": v, "n": n, "provenance": provenance_hash} for k, v in flat.items()]
+                n = sample_count(f"factor_changes.{target}", metrics["n"], counts)
+                flat[f"abs_change_in_std_{target}"] = (change["mean_abs_change_in_std"], n)
+    return [
+        {**keys, "metric": k, "value": v, "n": n, "provenance": provenance_hash} for k, (v, n) in flat.items()
+    ]
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:

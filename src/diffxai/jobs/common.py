@@ -47,6 +47,16 @@ def setup_job(log_path: str | os.PathLike | None, threads: int = 1, device: str 
     return resolved
 
 
+COUNTS_KEY = "n_of"  # a record's {metric or dotted prefix: sample count} where it is not the record's n
+
+
+def sample_count(metric: str, n: int | None, counts: dict[str, int]) -> int | None:
+    """The samples behind ``metric`` (a dotted path): the count of its longest prefix in
+    ``counts`` (a record's ``n_of``), else the record's ``n``."""
+    matches = [prefix for prefix in counts if metric == prefix or metric.startswith(prefix + ".")]
+    return counts[max(matches, key=len)] if matches else n
+
+
 def write_json(path: str | os.PathLike, record: Any) -> None:
     """Write ``record`` as indented JSON, via a temporary file renamed into place."""
     path = Path(path)

@@ -25,7 +25,7 @@ import torch
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.attribution_metrics import ground_truth_region
 from diffxai.jobs.cf_metrics import write_csv
-from diffxai.jobs.common import write_json
+from diffxai.jobs.common import COUNTS_KEY, write_json
 from diffxai.jobs.explain import STORE_KIND
 from diffxai.jobs.gcd_directions import latent_space, load_blackbox, read_directions
 from diffxai.methods import gcd
@@ -139,6 +139,7 @@ def run(
         "fraction_of_published": discovery / published,
         "nfe_per_ce": float(np.mean(open_store(inputs["stores"][0], STORE_KIND).read("nfe"))),
     }
+    summary[COUNTS_KEY] = record_counts(summary)
     elapsed = time.perf_counter() - started
     summary["provenance"] = provenance(params, MODULES, seed, str(device), elapsed)
     summary["provenance"]["globality_config_hash"] = record["provenance"]["config_hash"]
@@ -147,6 +148,17 @@ def run(
     write_csv(csv_path, rows)
     log.info("GCD summary in %.1f s: globality %s", elapsed, summary["globality"]["flip_rate"])
     return summary
+
+
+def record_counts(summary: dict[str, Any]) -> dict[str, int]:
+    """{section or metric: count} of the summary: source runs, the globality images (the flipped
+    ones for a direction's factor changes), the images with a region for the attributions."""
+    runs, n_glob = len(summary["sources"]["runs"]), summary["globality"]["n_images"]
+    counts = {"sources": runs, "efficiency": runs, "globality": n_glob}
+    for name in summary["globality"].get("factor_changes", {}):
+        counts[f"globality.factor_changes.{name}"] = round(summary["globality"]["flip_rate"][name] * n_glob)
+    counts["attribution"] = summary["attribution"]["region_present"]
+    return counts
 
 
 def _csv_rows(summary: dict[str, Any], labels: dict[str, str], tag: str) -> list[dict[str, Any]]:
