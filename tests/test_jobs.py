@@ -161,3 +161,47 @@ def test_regressor_dirs_are_the_model_directories_of_the_regressor_inputs():
     assert model_dir(named[1][1]) == "results/e/models/classifier"
     assert optional_model_dir(named, "classifier") == "results/e/models/classifier"
     assert optional_model_dir(named, "ddpm") is None
+
+
+def _shard(path, shard: int, shards: int, ids: list[int], params=None, extra: bool = False):
+    from diffxai.store import ArraySpec, StoreWriter
+
+    specs = {"sample_ids": ArraySpec((), "<i8"), "success": ArraySpec((), "|b1"), "nfe": ArraySpec((), "<f8"),
+             "nfe_backward": ArraySpec((), "<f8"), "seconds": ArraySpec((), "<f8")}  # fmt: skip
+    if extra:
+        specs["masks"] = ArraySpec((2,), "|u1")
+    attrs = {"method": "dime", "params": params or {"tau": 60}, "shard": shard, "shards": shards,
+             "provenance": {"config_hash": "c"}}  # fmt: skip
+    n = len(ids)
+    arrays = {"sample_ids": np.array(ids), "success": np.ones(n, bool), "nfe": np.ones(n),
+              "nfe_backward": np.zeros(n), "seconds": np.ones(n)}  # fmt: skip
+    if extra:
+        arrays["masks"] = np.zeros((n, 2), np.uint8)
+    with StoreWriter(path, "explanations", specs, attrs=attrs) as writer:
+        writer.append(**arrays)
+        writer.finalize()
+    return path
+
+
+def test_gather_joins_one_runs_shards_in_order_and_refuses_shards_of_another_run(tmp_path):
+    from diffxai.jobs import gather_explanations
+    from diffxai.store import open_store
+
+    def gather(*shards):
+        return gather_explanations.run(list(shards), tmp_path / "out.zarr", {"run": "run0"})
+
+    a, b = _shard(tmp_path / "a.zarr", 0, 2, [0, 1]), _shard(tmp_path / "b.zarr", 1, 2, [2, 3])
+    assert gather(a, b)["n"] == 4
+    np.testing.assert_array_equal(
+        open_store(tmp_path / "out.zarr", "explanations").read("sample_ids"), [0, 1, 2, 3]
+    )
+    with pytest.raises(ValueError, match="shard 1 of 2, expected 0 of 2"):
+        gather(b, a)
+    with pytest.raises(ValueError, match="expected 0 of 1"):
+        gather(a)
+    with pytest.raises(ValueError, match="other settings"):
+        gather(a, _shard(tmp_path / "c.zarr", 1, 2, [2, 3], params={"tau": 30}))
+    with pytest.raises(ValueError, match="different arrays"):
+        gather(a, _shard(tmp_path / "d.zarr", 1, 2, [2, 3], extra=True))
+    with pytest.raises(ValueError, match="duplicate sample ids"):
+        gather(a, _shard(tmp_path / "e.zarr", 1, 2, [1, 2]))

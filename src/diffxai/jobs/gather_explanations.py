@@ -30,9 +30,27 @@ def summary(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
+def check_shards(shards: list, shard_paths: list[str | Path]) -> None:
+    """Refuse shards that are not one run's: shard i of len(shards), one method and params, the
+    same per-sample arrays in every shard that holds samples."""
+    first = shards[0].attrs
+    for index, (shard, path) in enumerate(zip(shards, shard_paths, strict=True)):
+        attrs = shard.attrs
+        if (attrs["shard"], attrs["shards"]) != (index, len(shards)):
+            raise ValueError(
+                f"{path} is shard {attrs['shard']} of {attrs['shards']}, expected {index} of {len(shards)}"
+            )
+        if (attrs["method"], attrs["params"]) != (first["method"], first["params"]):
+            raise ValueError(f"{path} was explained with other settings than {shard_paths[0]}")
+    arrays = {tuple(sorted(s.marker["per_sample"])) for s in shards if s.n_samples}
+    if len(arrays) > 1:
+        raise ValueError(f"shards of one run hold different arrays: {sorted(arrays)}")
+
+
 def run(shard_paths: list[str | Path], out_path: str | Path, run_info: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     shards = [open_store(p, kind=STORE_KIND) for p in shard_paths]
+    check_shards(shards, shard_paths)
     filled = [s for s in shards if s.n_samples]
     names = sorted(filled[0].marker["per_sample"]) if filled else []
     arrays = {name: np.concatenate([s.read(name) for s in filled]) for name in names}
