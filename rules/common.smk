@@ -474,6 +474,17 @@ def report_entries():
                 }
                 for run in run_names(method)
             ]
+            if len(run_names(method)) > 1:  # sigma_L, a column of the method's row
+                entries.append(
+                    {
+                        "path": f"{R}/{dataset}/{method}/diversity.json",
+                        "kind": "diversity",
+                        "dataset": dataset,
+                        "classifier": entry["classifier"],
+                        "method": method,
+                        "setting": "diversity",
+                    }
+                )
             if entry["method"] == "gcd":
                 entries.append(
                     {

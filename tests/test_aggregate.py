@@ -253,3 +253,24 @@ def test_gcd_summary_counts_runs_images_and_flipped_images_per_section():
         "sources": 3, "efficiency": 3, "globality": 50, "globality.factor_changes.g": 40,
         "globality.factor_changes.h1": 0, "attribution": 40,
     }  # fmt: skip
+
+
+def test_values_that_print_as_the_best_are_all_bold_and_sigma_l_joins_its_methods_row(tmp_path):
+    """s / CE 0.4657 and 0.4661 both print 0.466: both bold, not one of two equal-looking cells;
+    a diversity record's σ_L is a column of its method's row."""
+    entries = [
+        entry(write(tmp_path / f"{m}.json", {"n": 4, "seconds_per_ce": s, "provenance": PROVENANCE}),
+              "explanation", m, "run0")
+        for m, s in (("a", 0.4657), ("b", 0.4661), ("c", 0.9))
+    ]  # fmt: skip
+    entries.append(
+        entry(write(tmp_path / "div.json", {"n": 4, "runs": 2, "sigma_l": 0.012, "provenance": PROVENANCE}),
+              "diversity", "a", "diversity")
+    )  # fmt: skip
+    table, text = aggregate.report_tables(aggregate.tidy(entries), entries)["counterfactuals_toy_clf"]
+    assert list(table.columns) == ["sigma_l", "seconds_per_ce"]
+    assert (
+        "| a | 0.012 | **0.466** |" in text
+        and "| b | – | **0.466** |" in text
+        and "| c | – | 0.900 |" in text
+    )

@@ -2,7 +2,8 @@
 
 Each input is described by an entry {path, kind, dataset, classifier, method, setting}; kinds:
 ``model`` (model metrics.json), ``explanation`` (one run's metrics.json), ``attribution``,
-``gcd_summary``, ``hit_summary``, ``variance`` (scores.json) and ``ablation`` (table.csv, one
+``diversity`` (σ_L of a method's 2+ runs, a column of its counterfactual row), ``gcd_summary``,
+``hit_summary``, ``variance`` (scores.json) and ``ablation`` (table.csv, one
 setting per row). JSON records give one row per numeric leaf (dotted path; lists and the
 provenance are left out), with the record's sample count ``n`` and a provenance hash (of its
 config and source hashes; of the file for CSV tables).
@@ -36,12 +37,17 @@ SKIPPED_KEYS = {"provenance", "params", "config", COUNTS_KEY}
 # (metric, title, True when higher is better) per table family
 COUNTERFACTUAL_COLUMNS = (
     ("flip_rate", "flip rate", True),
+    ("bkl", "BKL", False),
     ("l1", "ℓ1", False),
+    ("l2", "ℓ2", False),
     ("lpips", "LPIPS", False),
     ("fid", "FID", False),
     ("sfid", "sFID", False),
     ("cout", "COUT", True),
     ("s3", "S³", True),
+    ("mnac", "MNAC", False),
+    ("correlation_difference", "CD", False),
+    ("sigma_l", "σ_L", True),  # a diversity entry's (2+ runs)
 )  # then the Δ of each measured factor (factor_change_columns), then COUNTERFACTUAL_COST_COLUMNS
 COUNTERFACTUAL_COST_COLUMNS = (
     ("nfe", "NFE", False),
@@ -57,6 +63,9 @@ ATTRIBUTION_COLUMNS = (
     ("mask_auroc", "mask AUROC", True),
     ("pointing_game", "pointing game", True),
     ("randomisation_spearman_all_layers", "rank corr. randomised", False),
+    ("avg_sensitivity", "avg sens.", False),
+    ("max_sensitivity", "max sens.", False),
+    ("complexity", "complexity", False),
     ("seconds_per_map", "s / map", False),
 )
 MODEL_COLUMNS = (
@@ -179,7 +188,7 @@ def method_table(
 
 def markdown(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], ...], title: str) -> str:
     """The table with titled ↑/↓ columns and the best value per column in bold (where the
-    column holds two or more distinct values)."""
+    column holds two or more distinct values), and every value that prints as the best."""
     directions = {metric: (name, higher) for metric, name, higher in columns}
     header = [table.index.name or ""] + [
         f"{directions[m][0]} {'' if directions[m][1] is None else '↑' if directions[m][1] else '↓'}".strip()
@@ -192,9 +201,9 @@ def markdown(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], .
             value, higher = row[metric], directions[metric][1]
             column = table[metric].dropna()
             ranked = higher is not None and column.nunique() > 1  # not all tied, not one row
-            best = (column.max() if higher else column.min()) if ranked else None
+            best = _format(column.max() if higher else column.min()) if ranked else None
             text = "–" if pd.isna(value) else _format(value)
-            cells.append(f"**{text}**" if best is not None and value == best else text)
+            cells.append(f"**{text}**" if text == best else text)
         rows.append(cells)
     return "\n".join([f"## {title}", "", *table_lines(header, rows)]) + "\n"
 
