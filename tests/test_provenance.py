@@ -117,3 +117,19 @@ def test_provenance_record_lists_versions_of_torch_diffusers_and_zarr():
     versions = record["versions"]
     for library in ("torch", "diffusers", "zarr"):
         assert versions[library] not in ("", "absent")
+
+
+def test_source_hash_ignores_comments_docstrings_and_formatting_but_not_code(fake_package):
+    (fake_package / "a.py").write_text(
+        '"""A."""\nfrom .b import x\n\n\ndef f():\n    """Doc."""\n    return x\n'
+    )
+    before = source_hash("diffxai.a")
+    (fake_package / "a.py").write_text(
+        '"""Another."""\nfrom .b import x  # a comment\n\ndef f():\n    return (x)\n'
+    )
+    (fake_package / "b.py").write_text("# a note\nx = 1  # one\n")
+    assert source_hash("diffxai.a") == before
+    (fake_package / "a.py").write_text('from .b import x\n\n\ndef f():\n    """Doc."""\n    return x + 1\n')
+    assert source_hash("diffxai.a") != before
+    (fake_package / "a.py").write_text('from .b import x\n\n\ndef f():\n    return "Doc."\n')  # a value
+    assert source_hash("diffxai.a") != before

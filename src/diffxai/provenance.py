@@ -3,7 +3,9 @@
 Snakemake watches only the script file of a rule, not the modules it imports
 (see SNAKEMAKE.md), so rules put :func:`source_hash` of their entry modules into
 ``params``. The hash covers the transitive closure of ``diffxai`` imports, found
-by parsing the sources (nothing is imported, so the Snakefile stays fast to parse).
+by parsing the sources (nothing is imported, so the Snakefile stays fast to parse),
+and hashes each module's syntax tree without its docstrings: comments, docstrings and
+formatting re-run nothing, any change to what the code does re-runs its jobs.
 """
 
 from __future__ import annotations
@@ -52,16 +54,37 @@ def _resolve_relative(module: str, level: int, name: str | None) -> str:
 
 def _imported_modules(module: str) -> set[str]:
     """``diffxai`` modules imported by ``module`` (absolute and relative imports)."""
-    path = module_file(module)
-    stat = path.stat()
-    return _parsed_imports(module, str(path), stat.st_mtime_ns, stat.st_size)
+    return set(_parsed(module, module_file(module).read_bytes())[0])
+
+
+def _code(module: str) -> str:
+    """What ``module`` does: its syntax tree without docstrings, as text."""
+    return _parsed(module, module_file(module).read_bytes())[1]
+
+
+DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _without_docstrings(tree: ast.Module) -> ast.Module:
+    """``tree`` with the docstring of the module and of every class and function removed."""
+    for node in ast.walk(tree):
+        if not isinstance(node, DOCUMENTED) or not node.body:
+            continue
+        first = node.body[0]
+        if (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+        ):
+            node.body = node.body[1:] or [ast.Pass()]
+    return tree
 
 
 @functools.cache
-def _parsed_imports(module: str, path: str, mtime_ns: int, size: int) -> frozenset[str]:
-    """The imports of one version of a module's file (cached: the Snakefile hashes many rules'
-    closures, which share most modules)."""
-    tree = ast.parse(Path(path).read_text())
+def _parsed(module: str, source: bytes) -> tuple[frozenset[str], str]:
+    """The imports and the docstring-free syntax tree (text) of one version of a module's source
+    (cached by content: the Snakefile hashes many rules' closures, which share most modules)."""
+    tree = ast.parse(source)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -79,7 +102,7 @@ def _parsed_imports(module: str, path: str, mtime_ns: int, size: int) -> frozens
                 except ModuleNotFoundError:
                     continue
                 found.add(candidate)
-    return frozenset(found)
+    return frozenset(found), ast.dump(_without_docstrings(tree))
 
 
 def module_closure(modules: Iterable[str]) -> list[str]:
@@ -98,11 +121,12 @@ def module_closure(modules: Iterable[str]) -> list[str]:
 
 
 def source_hash(*modules: str) -> str:
-    """SHA-256 (hex, 16 chars) of the sources of ``modules`` and everything they import."""
+    """SHA-256 (hex, 16 chars) of the code of ``modules`` and everything they import (syntax
+    trees without docstrings: comments and formatting do not count)."""
     digest = hashlib.sha256()
     for module in module_closure(modules):
         digest.update(module.encode())
-        digest.update(module_file(module).read_bytes())
+        digest.update(_code(module).encode())
     return digest.hexdigest()[:16]
 
 
