@@ -36,7 +36,7 @@ def test_numeric_leaves_flatten_nested_numbers_and_skip_lists_flags_and_provenan
 def test_tidy_rows_carry_labels_count_and_a_provenance_hash(tmp_path):
     dime = write(tmp_path / "dime.json", {"n": 10, "flip_rate": 0.9, "nfe": 100, "provenance": PROVENANCE})
     frame = aggregate.tidy([entry(dime, "explanation", "dime")])
-    assert list(frame.columns) == list(aggregate.COLUMNS)
+    assert list(frame.columns) == [*aggregate.COLUMNS, "kind"]
     row = frame.set_index("metric").loc["flip_rate"]
     assert (row["dataset"], row["classifier"], row["method"], row["setting"]) == (
         "toy",
@@ -274,3 +274,22 @@ def test_values_that_print_as_the_best_are_all_bold_and_sigma_l_joins_its_method
         and "| b | – | **0.466** |" in text
         and "| c | – | 0.900 |" in text
     )
+
+
+def test_a_name_shared_by_a_model_and_an_attribution_keeps_each_table_to_its_kind(tmp_path):
+    """A classifier and its maps both called hit: the models table has no attribution time, the
+    attributions table no accuracy."""
+    folder = tmp_path / "hit"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"provenance": PROVENANCE}))
+    model = write(folder / "metrics.json", {"n_test": 5, "test": {"accuracy": 0.9}, "wall_time_s": 10.0})
+    maps = write(
+        tmp_path / "maps.json", {"n": 4, "mask_auroc": 0.8, "wall_time_s": 99.0, "provenance": PROVENANCE}
+    )
+    entries = [
+        entry(model, "model", "hit", setting="model"),
+        entry(maps, "attribution", "hit", setting="maps"),
+    ]
+    tables = aggregate.report_tables(aggregate.tidy(entries), entries)
+    assert tables["models_toy_clf"][0].loc["hit", "wall_time_s"] == 10.0
+    assert list(tables["attributions_toy_clf"][0].columns) == ["mask_auroc"]

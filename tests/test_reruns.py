@@ -50,7 +50,9 @@ def test_editing_a_source_module_reruns_exactly_the_jobs_that_import_it(tiny_run
         original = edited.read_text()
         edited.write_text(original + "\n# a comment: not code, re-runs nothing\n")
         assert planned() == set(), module
-        edited.write_text(original + "\nEDITED = True  # code (the hash cannot tell what it changes): re-runs\n")
+        edited.write_text(
+            original + "\nEDITED = True  # code (the hash cannot tell what it changes): re-runs\n"
+        )
         assert planned() == expected, module
         edited.write_text(original)
 

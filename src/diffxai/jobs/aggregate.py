@@ -167,11 +167,13 @@ def ablation_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def tidy(entries: list[dict[str, Any]]) -> pd.DataFrame:
-    """The long table (COLUMNS) of every entry."""
+    """The long table (COLUMNS, then the entry's ``kind``, which names share across kinds: a
+    model, an attribution and an interpretable analysis may all be called ``hit``)."""
     rows = []
     for entry in entries:
-        rows += ablation_rows(entry) if entry["kind"] == "ablation" else json_rows(entry)
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+        parts = ablation_rows(entry) if entry["kind"] == "ablation" else json_rows(entry)
+        rows += [{**row, "kind": entry["kind"]} for row in parts]
+    return pd.DataFrame(rows, columns=[*COLUMNS, "kind"])
 
 
 def method_table(
@@ -304,7 +306,10 @@ def report_tables(
             for entry in entries
             if (entry["kind"], entry["dataset"], entry["classifier"] or "") == (kind, dataset, classifier)
         ]
-        part = frame[(frame["dataset"] == dataset) & frame["method"].isin(methods)]
+        kinds = {kind, "diversity"} if kind == "explanation" else {kind}  # σ_L joins the CE rows
+        part = frame[
+            (frame["dataset"] == dataset) & frame["method"].isin(methods) & frame["kind"].isin(kinds)
+        ]
         columns = family_columns(kind, part["metric"].unique(), label_factors.get(dataset))
         table = method_table(part, columns)
         if table.empty:
@@ -315,14 +320,14 @@ def report_tables(
         tables[name] = (table, markdown(table, columns, title))
     for entry in entries:
         if entry["kind"] == "variance":
-            part = frame[(frame["dataset"] == entry["dataset"]) & (frame["method"] == entry["method"])]
+            part = entry_rows(frame, entry)
             table = method_table(part, VARIANCE_COLUMNS, "setting")
             table.index.name = "feature"
             name = f"variance_{entry['method']}_{entry['dataset']}"
             title = f"Variance-based feature importance: {entry['method']} on {entry['dataset']}"
             tables[name] = (table, markdown(table, VARIANCE_COLUMNS, title))
         if entry["kind"] == "gcd_summary":
-            part = frame[(frame["dataset"] == entry["dataset"]) & (frame["method"] == entry["method"])]
+            part = entry_rows(frame, entry)
             table, columns = gcd_direction_table(part)
             if not table.empty:
                 title = f"GCD directions of the first source: {entry['method']} on {entry['dataset']}"
@@ -331,7 +336,7 @@ def report_tables(
                     markdown(table, columns, title),
                 )
         if entry["kind"] == "ablation":
-            part = frame[(frame["dataset"] == entry["dataset"]) & (frame["method"] == entry["method"])]
+            part = entry_rows(frame, entry)
             table = part.pivot_table(index="setting", columns="metric", values="value", sort=False)
             columns = tuple((metric, metric, None) for metric in table.columns)
             title = f"Ablation {entry['method']} on {entry['dataset']}"
@@ -340,6 +345,15 @@ def report_tables(
                 markdown(table, columns, title),
             )
     return tables
+
+
+def entry_rows(frame: pd.DataFrame, entry: dict[str, Any]) -> pd.DataFrame:
+    """The rows of one entry's artifact."""
+    return frame[
+        (frame["dataset"] == entry["dataset"])
+        & (frame["method"] == entry["method"])
+        & (frame["kind"] == entry["kind"])
+    ]
 
 
 def run(
@@ -353,7 +367,7 @@ def run(
     ``label_factors`` as in :func:`report_tables`."""
     frame = tidy(entries)
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(metrics_path, index=False)
+    frame.to_csv(metrics_path, index=False, columns=list(COLUMNS))
     tables = report_tables(frame, entries, label_factors)
     tables_dir = Path(tables_dir)
     tables_dir.mkdir(parents=True, exist_ok=True)
