@@ -609,3 +609,17 @@ def test_class_score_log_odds_is_the_logit_margin_against_the_other_classes():
             gcd.class_score(probabilities, c, "log_odds"), expected, rtol=1e-4, atol=1e-4
         )
         torch.testing.assert_close(gcd.class_score(probabilities, c, "probability"), probabilities[:, c])
+
+
+def test_g_is_the_unit_descent_direction_of_the_proxys_f_plus_lambda_s():
+    """A linear proxy f = <a, u>, s = <b, u>: the CF loss f + λ s has gradient a + λ b everywhere,
+    so g = −(a + λ b) / |a + λ b| (seed 001 eq. 3: lower the class, weighted by the distance)."""
+    a, b = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 4.0, -1.0])
+
+    class LinearProxy(nn.Module):
+        def forward(self, u):
+            return torch.stack([u @ a.to(u), u @ b.to(u)], 1)
+
+    found = gcd.directions_at(LinearProxy(), torch.zeros(3), 0.5, 2)
+    expected = -(a + 0.5 * b) / (a + 0.5 * b).norm()
+    torch.testing.assert_close(found["g"], expected)
