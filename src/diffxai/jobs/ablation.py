@@ -53,8 +53,9 @@ def run_point(
     models.context = dict(context or {})
     params = {**spec["params"], **setting}
     x = to_m11(torch.from_numpy(data.array("images")[ids])).to(device)
+    explaining = time.perf_counter()  # per CE: the explanation only, as the explain jobs time it
     result = explainer(spec["method"])(x, ids, models, params, seed, batch_size=spec["batch_size"])
-    seconds = (time.perf_counter() - started) / len(ids)
+    seconds = (time.perf_counter() - explaining) / len(ids)
     success = result.success
     x_cpu = x.cpu()
     cf = torch.from_numpy(result.counterfactuals)
