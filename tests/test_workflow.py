@@ -459,6 +459,7 @@ def test_tiny_run_writes_explanations_and_their_metrics(tiny_run, dataset):
         assert l1_row.split(",")[6] == str(metrics["n_successful"]) == str(metrics["n_of"]["l1"])
     diversity = json.loads((root / "dime" / "diversity.json").read_text())
     assert diversity["runs"] == 2 and diversity["sigma_l"] > 0
+    assert len(diversity["provenance"]["explanations_config_hash"]) == 16  # what the runs explained with
 
 
 @pytest.mark.slow

@@ -41,9 +41,9 @@ def run(
     metrics["lpips_network"] = lpips.name
     record = provenance({"runs": [str(p) for p in store_paths]}, MODULES, None, str(device), 0.0)
     record["wall_time_s"] = round(time.perf_counter() - started, 3)
+    # what the runs explained with: the report's provenance hash of the σ_L row covers it
+    record["explanations_config_hash"] = config_hash([s.attrs["provenance"]["config_hash"] for s in stores])
     write_json(json_path, {**keys, **metrics, "provenance": record})
-    write_csv(
-        csv_path, csv_rows(metrics, keys, config_hash([s.attrs["provenance"]["config_hash"] for s in stores]))
-    )
+    write_csv(csv_path, csv_rows(metrics, keys, record["explanations_config_hash"]))
     log.info("diversity %s", metrics)
     return metrics
