@@ -154,7 +154,8 @@ def _check_celeba_task(key: str, params: dict[str, Any], base_dir: Path) -> list
         allowed = "allowed: an existing file (relative to celeba.root's parent)"
         return [_msg(f"{key}.celeba.attr_file", params["attr_file"], allowed)]
     with path.open() as lines:
-        names = [next(lines, ""), next(lines, "")][1].split()
+        next(lines, "")  # the image count
+        names = next(lines, "").split()
     if params["task"] not in names:
         return [
             _msg(

@@ -172,11 +172,12 @@ def _csv_rows(summary: dict[str, Any], labels: dict[str, str], tag: str) -> list
                 "n": stats["n_runs"],
             }
             rows.append({**base, **row})
-    n_glob = summary["globality"]["n_images"]
+    counts = summary[COUNTS_KEY]
+    n_glob = counts["globality"]
     for name, rate in summary["globality"]["flip_rate"].items():
         rows.append({**base, "metric": f"flip_rate_{name}", "value": rate, "n": n_glob})
     for name, changes in summary["globality"].get("factor_changes", {}).items():
-        n_flipped = round(summary["globality"]["flip_rate"][name] * n_glob)
+        n_flipped = counts[f"globality.factor_changes.{name}"]
         for factor, change in changes.items():
             metric = f"factor_change_{factor}_in_std_{name}"
             rows.append({**base, "metric": metric, "value": change["mean_abs_change_in_std"], "n": n_flipped})
@@ -186,8 +187,7 @@ def _csv_rows(summary: dict[str, Any], labels: dict[str, str], tag: str) -> list
     attribution_record = summary["attribution"]
     for name in ("bb_lig", "bb_ig"):
         for metric, value in attribution_record.get(name, {}).items():
-            n = attribution_record["region_present"]
-            rows.append({**base, "metric": f"{name}_{metric}", "value": value, "n": n})
+            rows.append({**base, "metric": f"{name}_{metric}", "value": value, "n": counts["attribution"]})
     for metric, value in summary["efficiency"].items():
-        rows.append({**base, "metric": metric, "value": value, "n": len(summary["sources"]["runs"])})
+        rows.append({**base, "metric": metric, "value": value, "n": counts["efficiency"]})
     return rows
