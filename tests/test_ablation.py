@@ -71,6 +71,7 @@ def _points(tmp_path, settings, base):
         record = {
             "setting": label,
             "n": 20,
+            "n_successful": 10,
             "classifier_calls": 2.0,
             "seconds_per_ce": 0.1,
             **figures,
@@ -109,6 +110,7 @@ def test_one_at_a_time_table_shows_the_base_value_of_the_parameters_left_alone(t
     ]
     text = md_path.read_text()
     assert "| tau | w | flip rate ↑ | L2 ↓ |" in text and "| 25 | 4 | 0.65 |" in text
+    assert "| s/CE | n | n CEs |" in text and "| 0.1 | 20 | 10 |" in text
     assert "## flip rate" not in text  # no grid layout for a one-at-a-time design
 
 

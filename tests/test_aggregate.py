@@ -95,20 +95,25 @@ def test_variance_records_give_a_setting_per_feature(tmp_path):
 
 def test_ablation_tables_give_a_setting_per_row(tmp_path):
     table = tmp_path / "table.csv"
-    header = "setting,particles,beta,flip_rate,l2,fid,nfe,classifier_calls,seconds_per_ce,n"
+    header = "setting,particles,beta,flip_rate,l2,fid,nfe,classifier_calls,seconds_per_ce,n,n_successful"
     table.write_text(
-        f"{header}\nparticles=10,10,0.01,0.5,,,110,1,0.2,20\nbeta=0.0,100,0.0,0.75,,,260,1,0.3,20\n"
+        f"{header}\nparticles=10,10,0.01,0.5,0.3,,110,1,0.2,20,10\nbeta=0.0,100,0.0,0.75,0.2,4.0,260,1,0.3,20,15\n"
     )
     frame = aggregate.tidy([entry(str(table), "ablation", "abl", setting=None)])
     values = frame.set_index(["setting", "metric"])["value"]
     assert values[("particles=10", "flip_rate")] == 0.5 and values[("beta=0.0", "nfe")] == 260
-    assert set(frame["n"]) == {20}
+    counts = frame.set_index(["setting", "metric"])["n"]
+    assert counts[("beta=0.0", "flip_rate")] == 20 and counts[("beta=0.0", "nfe")] == 20
+    assert counts[("beta=0.0", "l2")] == 15 and counts[("beta=0.0", "fid")] == 15  # the flipped CEs
+    assert counts[("particles=10", "l2")] == 10
     assert set(frame["metric"]) == {
         "flip_rate",
+        "l2",
+        "fid",
         "nfe",
         "classifier_calls",
         "seconds_per_ce",
-    }  # not the parameters
+    }  # not the parameters, nor the counts
 
 
 def test_tables_average_runs_and_bold_the_best_per_column(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -553,7 +554,11 @@ def test_tiny_run_writes_freemcg_counterfactuals_and_the_ablation_table(tiny_run
     metrics = json.loads((root / "freemcg" / "run0" / "metrics.json").read_text())
     assert metrics["particle_mean_flip_rate"] == pytest.approx(store.read("particle_mean_success").mean())
     table = (root / "ablations" / "freemcg_table4" / "table.csv").read_text().splitlines()
-    assert table[0] == "setting,particles,t_start,beta,flip_rate,l2,fid,nfe,classifier_calls,seconds_per_ce,n"
+    assert table[0] == (
+        "setting,particles,t_start,beta,flip_rate,l2,fid,nfe,classifier_calls,seconds_per_ce,n,n_successful"
+    )
+    for row in csv.DictReader(table):
+        assert int(row["n_successful"]) == round(float(row["flip_rate"]) * int(row["n"]))
     assert [row.split(",")[0] for row in table[1:]] == [
         "particles=2",
         "particles=4",

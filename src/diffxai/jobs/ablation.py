@@ -64,6 +64,7 @@ def run_point(
     figures = {
         "setting": setting_label(setting),
         "n": len(ids),
+        "n_successful": int(success.sum()),  # the CEs behind l2 and fid
         "flip_rate": float(success.mean()),
         "l2": float(distances(x_cpu[success], cf[success])["l2"].mean()) if success.any() else float("nan"),
         "fid": fid(space.features(x_cpu), space.features(cf[success])) if success.sum() > 1 else float("nan"),

@@ -18,8 +18,10 @@ from diffxai.jobs.markdown import table_lines
 
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.ablation_table"]
-METRIC_FIELDS = ["flip_rate", "l2", "fid", "nfe", "classifier_calls", "seconds_per_ce", "n"]
-METRIC_HEADERS = ["flip rate ↑", "L2 ↓", "FID ↓", "NFE", "classifier calls", "s/CE", "n"]
+METRIC_FIELDS = ["flip_rate", "l2", "fid", "nfe", "classifier_calls", "seconds_per_ce", "n", "n_successful"]
+METRIC_HEADERS = ["flip rate ↑", "L2 ↓", "FID ↓", "NFE", "classifier calls", "s/CE", "n", "n CEs"]
+COUNT_FIELDS = {"n", "n_successful"}  # the images, and the flipped CEs that L2 and FID measure
+ON_SUCCESSFUL = {"l2", "fid"}
 GRID_METRICS = {"flip_rate": "flip rate ↑", "l2": "L2 ↓", "fid": "FID ↓", "nfe": "NFE"}
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from diffxai.jobs.ablation_table import METRIC_FIELDS
+from diffxai.jobs.ablation_table import COUNT_FIELDS, METRIC_FIELDS, ON_SUCCESSFUL
 from diffxai.jobs.common import COUNTS_KEY, sample_count, write_json
 from diffxai.jobs.markdown import table_lines
 
@@ -147,20 +147,21 @@ def json_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def ablation_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """Tidy rows of an ablation table.csv (``jobs.ablation_table``): one per setting and metric."""
+    """Tidy rows of an ablation table.csv (``jobs.ablation_table``): one per setting and metric;
+    L2 and FID count the setting's flipped CEs, the other metrics its images."""
     path = Path(entry["path"])
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    labels = {key: entry[key] for key in ("dataset", "classifier", "method")}
     rows = []
     with path.open() as handle:
         for row in csv.DictReader(handle):
-            setting = row["setting"]
-            n = int(row["n"]) if row.get("n") else None
+            counts = {field: int(row[field]) if row.get(field) else None for field in COUNT_FIELDS}
             for metric in METRIC_FIELDS:
                 text = row[metric]
-                if metric != "n" and text not in ("", None):
-                    labels = {key: entry[key] for key in ("dataset", "classifier", "method")}
+                if metric not in COUNT_FIELDS and text not in ("", None):
+                    n = counts["n_successful" if metric in ON_SUCCESSFUL else "n"]
                     rows.append(
-                        {**labels, "setting": setting, "metric": metric, "value": float(text), "n": n,
+                        {**labels, "setting": row["setting"], "metric": metric, "value": float(text), "n": n,
                          "provenance": digest}
                     )  # fmt: skip
     return rows
