@@ -205,3 +205,32 @@ def test_gather_joins_one_runs_shards_in_order_and_refuses_shards_of_another_run
         gather(a, _shard(tmp_path / "d.zarr", 1, 2, [2, 3], extra=True))
     with pytest.raises(ValueError, match="duplicate sample ids"):
         gather(a, _shard(tmp_path / "e.zarr", 1, 2, [1, 2]))
+
+
+def test_report_grids_show_each_images_input_ce_difference_and_mask_and_refuse_other_stores(
+    tmp_path, ellipses_store
+):
+    from diffxai.data.prepared import PreparedData
+    from diffxai.jobs import report_figures
+    from diffxai.store import ArraySpec, StoreError, StoreWriter
+
+    data = PreparedData(ellipses_store)
+    ids = data.indices("test")[[3, 1]]
+    inputs = data.array("images")[ids].astype(np.float32) / 127.5 - 1  # (2, 1, 16, 16)
+    counterfactuals = -inputs  # |difference| = |2 x|, brightest where the input is brightest
+    masks = np.zeros((2, 1, 16, 16), np.float32)
+    masks[:, :, 4:8, 4:8] = 0.5
+    specs = {"sample_ids": ArraySpec((), "<i8"), "counterfactuals": ArraySpec((1, 16, 16), "<f4"),
+             "masks": ArraySpec((1, 16, 16), "<f4")}  # fmt: skip
+    with StoreWriter(tmp_path / "e.zarr", "explanations", specs, attrs={}) as writer:
+        writer.append(sample_ids=ids, counterfactuals=counterfactuals, masks=masks)
+        writer.finalize()
+    columns, titles = report_figures.explanation_panels(tmp_path / "e.zarr", data, 2)
+    assert titles == ["input", "counterfactual", "|difference|", "mask"]
+    np.testing.assert_allclose(columns[0], ((inputs + 1) / 2).transpose(0, 2, 3, 1), atol=1e-6)
+    np.testing.assert_allclose(columns[1], ((1 - inputs) / 2).transpose(0, 2, 3, 1), atol=1e-6)
+    peak = np.abs(inputs).reshape(2, -1).max(axis=1).reshape(2, 1, 1)
+    np.testing.assert_allclose(columns[2], np.abs(inputs[:, 0]) / peak, atol=1e-6)
+    assert columns[3].max() == 1 and columns[3][:, 4:8, 4:8].min() == 1 and columns[3].sum() == 2 * 16
+    with pytest.raises(StoreError, match="expected 'attributions'"):
+        report_figures.attribution_panels(tmp_path / "e.zarr", data, 2)

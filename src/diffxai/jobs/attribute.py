@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from diffxai.data.prepared import PreparedData
+from diffxai.jobs import store_kinds
 from diffxai.jobs.explain import explained_samples
 from diffxai.methods.base import Attribution, Models, batches, classify
 from diffxai.methods.maps import compute_maps
@@ -30,7 +31,7 @@ from diffxai.training.supervised import to_m11
 
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.attribute"]
-STORE_KIND = "attributions"
+STORE_KIND = store_kinds.ATTRIBUTIONS
 
 
 def load_attribution_models(

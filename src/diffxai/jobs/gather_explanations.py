@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from diffxai.jobs import store_kinds
 from diffxai.provenance import provenance
 from diffxai.store import ArraySpec, StoreWriter, open_store
 
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.gather_explanations"]
-STORE_KIND = "explanations"  # the kind of shard and gathered stores (written by jobs.explain)
+STORE_KIND = store_kinds.EXPLANATIONS
 
 
 def summary(arrays: dict[str, np.ndarray]) -> dict[str, Any]:

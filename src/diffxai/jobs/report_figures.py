@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from diffxai.data.prepared import PreparedData
+from diffxai.jobs import store_kinds
 from diffxai.store import open_store
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _normalised(maps: np.ndarray) -> np.ndarray:
 
 def explanation_panels(store_path: str | Path, data: PreparedData, n_images: int) -> tuple[list, list[str]]:
     """Columns (each (n, H, W[, C]) in [0, 1]) and their titles for the first explained images."""
-    store = open_store(store_path)
+    store = open_store(store_path, store_kinds.EXPLANATIONS)
     ids = store.read("sample_ids")[:n_images]
     inputs = _to_unit(data.array("images")[ids].astype(np.float32) / 127.5 - 1)
     counterfactuals = _to_unit(store.read("counterfactuals")[:n_images])
@@ -64,7 +65,7 @@ def explanation_panels(store_path: str | Path, data: PreparedData, n_images: int
 
 def attribution_panels(store_path: str | Path, data: PreparedData, n_images: int) -> tuple[list, list[str]]:
     """Input and |map| of the first mapped images."""
-    store = open_store(store_path)
+    store = open_store(store_path, store_kinds.ATTRIBUTIONS)
     ids = store.read("sample_ids")[:n_images]
     inputs = _to_unit(data.array("images")[ids].astype(np.float32) / 127.5 - 1)
     return [inputs, _normalised(store.read("maps")[:n_images])], ["input", "|map|"]

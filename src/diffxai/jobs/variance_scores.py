@@ -257,13 +257,10 @@ def run(
     if inputs["encoder_dir"] is not None:
         encoder = load_model(inputs["encoder_dir"])[0].to(device)
         real_features = encode(encoder, to_m11(torch.from_numpy(test_images)), device).numpy()
-        plain_features = (
-            encode(
-                encoder, to_m11(torch.from_numpy(open_store(inputs["plain"]).read("images"))), device
-            ).numpy()
-            if inputs["plain"] is not None
-            else None
-        )
+        plain_features = None
+        if inputs["plain"] is not None:
+            plain_images = open_store(inputs["plain"], STORE_KIND).read("images")
+            plain_features = encode(encoder, to_m11(torch.from_numpy(plain_images)), device).numpy()
     results: dict[str, Any] = {}
     sampled: dict[str, SampledPredictions] = {}
     test_values: dict[str, np.ndarray] = {}
