@@ -69,17 +69,30 @@ def ancestral_step(
     return mean, spread
 
 
+def chain_estimate(diffusion: RespacedDiffusion, z: torch.Tensor, x0: torch.Tensor, i: int, draws: Draws):
+    """DiME's published clean image x_i: the unguided ancestral chain run from z_i to step 0
+    (the step out of z_i reuses x̂0(z_i); one draw per step, the last one unused)."""
+    for j in range(i, -1, -1):
+        mean, spread = ancestral_step(diffusion, z, x0 if j == i else diffusion.predict_x0(z, j), j, draws())
+        z = mean + spread
+    return z
+
+
 def dime_reference(
     diffusion: RespacedDiffusion, images: torch.Tensor, margin_gradient: torch.Tensor, params, draws: Draws
 ) -> torch.Tensor:
-    """DiME with Tweedie clean estimates, from the seed's equations (no autograd)."""
+    """DiME from the seed's equations (no autograd), with Tweedie or chain clean estimates."""
     tau, pixels = params["tau"], images[0].numel()
     z = noised(images, diffusion.alpha_bar[tau - 1], draws())
     for i in range(tau - 1, -1, -1):
         x0 = diffusion.predict_x0(z, i)
+        if params["clean_estimate"] == "chain" and i > 0:
+            x0_tweedie, x0 = x0, chain_estimate(diffusion, z, x0, i, draws)
+        else:
+            x0_tweedie = x0
         gradient_x = params["lambda_c"] * margin_gradient + params["lambda_p"] * 2 * (x0 - images) / pixels
         shift = gradient_x / diffusion.alpha_bar[i].sqrt() + params["eta_l1"] * torch.sign(z - images)
-        mean, spread = ancestral_step(diffusion, z, x0, i, draws())
+        mean, spread = ancestral_step(diffusion, z, x0_tweedie, i, draws())
         z = mean - diffusion.guidance_variance[i] * shift + spread
     return z.clamp(-1, 1)
 
@@ -115,6 +128,35 @@ def test_dime_pass_is_eq_8_guidance_of_the_noised_input(tau, lambda_p, eta):
         diffusion, images, margin_gradient * 0, {**params, "lambda_p": 0, "eta_l1": 0}, draws
     )
     assert (counterfactuals - unguided).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("lambda_p", [0.0, 30.0])
+def test_dime_chain_guides_with_the_clean_image_of_a_full_unguided_chain(lambda_p):
+    """The published clean estimate: at every i > 0 the gradients are taken at the end of an
+    unguided chain from z_i (i + 1 evaluations), while the guided step itself is the posterior
+    mean of the one-step estimate; NFE per pass τ(τ + 1)/2."""
+    tau = 4
+    classifier = BarClassifier(A, B)
+    diffusion = RespacedDiffusion(ExactDenoiser(torch.stack([A, B]), std=0.3), SCHEDULER_CONFIG, STEPS)
+    images = torch.stack([A, B])
+    targets = torch.tensor([1, 0])
+    weight = classifier.linear.weight.view(2, 1, 8, 8)
+    params = {"tau": tau, "lambda_p": lambda_p, "eta_l1": 0.05, "clean_estimate": "chain",
+              "class_loss": "margin", "lambda_c": 2.0}  # fmt: skip
+    models = Models(classifier, diffusion.unet, SCHEDULER_CONFIG, Identity())
+    draws = Draws(1 + tau + sum(1 + i for i in range(1, tau)), tuple(images.shape), seed=6)
+    counterfactuals, nfe = dime._guided_pass(
+        diffusion, models, images, targets, params["lambda_c"], params, draws, np.array([0, 1])
+    )
+    assert draws.used == len(draws.noises) and nfe == tau * (tau + 1) // 2
+    draws.used = 0
+    expected = dime_reference(diffusion, images, weight[1 - targets] - weight[targets], params, draws)
+    torch.testing.assert_close(counterfactuals, expected, rtol=1e-5, atol=1e-5)
+    draws.used = 0
+    tweedie = dime_reference(
+        diffusion, images, weight[1 - targets] - weight[targets], {**params, "clean_estimate": "tweedie"}, draws
+    )
+    assert (counterfactuals - tweedie).abs().max() > 1e-2  # the chain's x_i is not x̂0(z_i)
 
 
 def test_repaint_denoises_the_collage_with_the_input_at_the_same_noise_level():
