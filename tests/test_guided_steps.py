@@ -150,12 +150,12 @@ def test_dime_chain_guides_with_the_clean_image_of_a_full_unguided_chain(lambda_
     )
     assert draws.used == len(draws.noises) and nfe == tau * (tau + 1) // 2
     draws.used = 0
-    expected = dime_reference(diffusion, images, weight[1 - targets] - weight[targets], params, draws)
+    margin_gradient = weight[1 - targets] - weight[targets]
+    expected = dime_reference(diffusion, images, margin_gradient, params, draws)
     torch.testing.assert_close(counterfactuals, expected, rtol=1e-5, atol=1e-5)
     draws.used = 0
-    tweedie = dime_reference(
-        diffusion, images, weight[1 - targets] - weight[targets], {**params, "clean_estimate": "tweedie"}, draws
-    )
+    one_step = {**params, "clean_estimate": "tweedie"}
+    tweedie = dime_reference(diffusion, images, margin_gradient, one_step, draws)
     assert (counterfactuals - tweedie).abs().max() > 1e-2  # the chain's x_i is not x̂0(z_i)
 
 
