@@ -20,6 +20,7 @@ from diffxai.metrics.attribution import (
     complexity,
     insertion_deletion_curves,
     mask_auroc,
+    mean_curve_nauc,
     noisy_linear_impute,
     normalised_auc,
     pointing_game,
@@ -115,12 +116,13 @@ def test_insertion_deletion_hand_checked_on_2x2_image():
     np.testing.assert_allclose(deletion_0[0], 1 - sigmoid([0, -4, -7, -9, -10]), rtol=1e-5)
 
 
-def test_pixels_per_step_round_up_and_clip_at_all_pixels():
-    # HW = 4, steps = 3: ⌈4/3⌉ = 2 pixels per step, so 0, 2, 4, 4 pixels moved.
+def test_step_k_moves_the_fraction_k_over_steps_of_the_pixels():
+    # HW = 4, steps = 3: round(4k/3) = 0, 1, 3, 4 pixels moved, so step k sits at x = k/3 as the
+    # AUC assumes (⌈4/3⌉ = 2 per step would move 0, 2, 4, 4 and reach x = 1 at k = 2).
     weight = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 2, 2)
     predict = probabilities(LinearSoftmax(weight))
     curve = insertion_deletion_curves(predict, torch.zeros(1, 1, 2, 2), weight, [1], "deletion", steps=3)
-    np.testing.assert_allclose(curve[0], sigmoid([0, -7, -10, -10]), rtol=1e-6)
+    np.testing.assert_allclose(curve[0], sigmoid([0, -4, -9, -10]), rtol=1e-6)
 
 
 def test_ties_are_broken_by_flattened_pixel_index():
@@ -208,6 +210,17 @@ def test_auc_and_normalised_auc_by_hand():
     normalised = normalised_auc(four)
     assert normalised[0] == pytest.approx((1 / 3) / 0.4)
     assert np.isnan(normalised[1])
+
+
+def test_the_nauc_of_a_set_is_that_of_its_mean_curve():
+    """Thesis §6.4: AUC of the mean curve over the images, divided by its maximum. A flat curve
+    at p = 1e-4 has a per-image ratio of 1 (the best insertion score) but barely moves the mean."""
+    curves = np.array([[0.9, 0.5, 0.1], [1e-4, 1e-4, 1e-4]])
+    mean = curves.mean(axis=0)
+    expected = ((mean[0] + mean[2]) / 2 + mean[1]) / 2 / mean.max()
+    assert mean_curve_nauc(curves) == pytest.approx(expected) == pytest.approx(0.5 / 0.9, rel=1e-3)
+    assert np.mean(normalised_auc(curves)) == pytest.approx((0.5 / 0.9 + 1) / 2)
+    assert np.isnan(mean_curve_nauc(np.zeros((2, 3))))
 
 
 # --- ROAD imputation --------------------------------------------------------------------------------
@@ -551,6 +564,29 @@ def test_constant_maps_give_nan_correlation_and_root_parameters_count():
     assert model.scale.item() == 2.0
 
 
+def test_a_map_that_randomisation_flattens_has_zero_correlation():
+    """A ReLU-clipped map that becomes all zero once the head is random has passed the check: its
+    correlation is 0, not NaN (a NaN would drop exactly the passing images from the mean)."""
+
+    class Gate(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(4, 2)
+            nn.init.constant_(self.head.weight, 1.0)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x.flatten(1))
+
+    def clipped(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        weight = model.head.weight[0].detach().view(2, 2)
+        structured = torch.arange(4.0).view(2, 2) * (weight == 1.0).all()  # zero once randomised
+        return structured.expand(len(x), 2, 2)
+
+    result = randomisation_check(Gate(), clipped, torch.zeros(2, 1, 2, 2), [0, 1], absolute=False)
+    np.testing.assert_array_equal(result["spearman"], 0.0)
+    np.testing.assert_array_equal(result["pearson"], 0.0)
+
+
 # --- ground truth -----------------------------------------------------------------------------------
 
 
@@ -580,10 +616,23 @@ def test_pointing_game_hit_miss_and_ties():
     masks = torch.zeros(3, 2, 3, dtype=torch.bool)
     masks[:, 1, 2] = True
     masks[1, 1, 1] = True
-    masks[2, 0, 0] = True  # all-zero map: first pixel wins the tie
-    np.testing.assert_array_equal(pointing_game(maps, masks), [True, False, True])
-    np.testing.assert_array_equal(pointing_game(maps, masks, absolute=False), [True, True, True])
-    assert pointing_game(maps, masks).dtype == bool
+    masks[2, 0, 0] = True  # all-zero map: every pixel ties, one of six in the mask
+    np.testing.assert_allclose(pointing_game(maps, masks), [1, 0, 2 / 6])
+    np.testing.assert_allclose(pointing_game(maps, masks, absolute=False), [1, 1, 2 / 6])
+
+
+def test_the_pointing_game_of_a_patch_constant_map_is_the_share_of_its_top_patch_in_the_mask():
+    """A HiT-style map, constant on 2 × 2 patches: the top patch has 3 of its 4 pixels in the mask
+    but not its first one, so a first-index tie-break would call it a miss."""
+    maps = torch.zeros(1, 4, 4)
+    maps[0, 2:, 2:] = 1.0
+    maps[0, :2, :2] = 0.5
+    masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+    masks[0, 2:, 2:] = True
+    masks[0, 2, 2] = False
+    np.testing.assert_allclose(pointing_game(maps, masks), [0.75])
+    empty = pointing_game(torch.zeros(0, 4, 4), torch.zeros(0, 4, 4, dtype=torch.bool))
+    assert empty.shape == (0,) and mask_auroc(torch.zeros(0, 4, 4), np.zeros((0, 4, 4), bool)).shape == (0,)
 
 
 # --- validation -------------------------------------------------------------------------------------
@@ -643,3 +692,43 @@ def test_randomisation_check_equals_a_hand_computation_of_the_cascading_definiti
         expected = np.corrcoef(ranks(original), ranks(effective))[0, 1]
         assert result["spearman"][depth, 0] == pytest.approx(expected)
         assert result["pearson"][depth, 0] == pytest.approx(np.corrcoef(original, effective)[0, 1])
+
+
+def test_the_jobs_faithfulness_scores_the_mean_curve():
+    """The job's nAUC is of the images' mean curve: an image the classifier never believes (a flat
+    p = 1e-4 insertion curve, per-image ratio 1) does not lift the score."""
+    from diffxai.jobs.attribution_metrics import faithfulness
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        p = images.clamp(0, 1).mean(dim=(1, 2, 3)).clamp(1e-4, 1)
+        return torch.stack([p, 1 - p], dim=1)
+
+    images = torch.stack([torch.ones(1, 4, 4), torch.full((1, 4, 4), -1.0)])  # the substrate is -1
+    maps = torch.arange(32, dtype=torch.float32).reshape(2, 4, 4)
+    settings = {"substrates": ["zero"], "curve_steps": 4, "absolute": True, "road_fractions": [0.5],
+                "road_noise_std": 0.0}  # fmt: skip
+    result = faithfulness(predict, images, maps, torch.tensor([0, 0]), settings, seed=0)
+    bright = np.array([[1e-4, 0.25, 0.5, 0.75, 1.0]])  # p = the fraction of bright pixels revealed
+    flat = np.full((1, 5), 1e-4)
+    expected = mean_curve_nauc(np.concatenate([bright, flat]))
+    assert result["insertion_nauc_zero"] == pytest.approx(expected, rel=1e-4)
+    assert expected == pytest.approx(0.5, abs=1e-3)  # the per-image mean would be ≈ 0.75
+    assert result["insertion_auc_zero"] == pytest.approx(auc(np.concatenate([bright, flat])).mean(), rel=1e-4)
+
+
+def test_each_subset_metric_counts_the_images_it_averaged():
+    from diffxai.jobs.attribution_metrics import subset_counts
+
+    metrics = {"n": 50, "avg_sensitivity": 0.1, "max_sensitivity_fresh_seeds": 0.2, "sensitivity_n": 16,
+               "randomisation_spearman_top_layer": 0.9, "randomisation_spearman_all_layers": 0.1,
+               "randomisation_n": 8, "randomisation_defined_n": [8, 7, 5], "complexity": 4.2,
+               "complexity_n": 49, "insertion_auc_zero": 0.5}  # fmt: skip
+    assert subset_counts(metrics) == {
+        "avg_sensitivity": 16,
+        "max_sensitivity_fresh_seeds": 16,
+        "randomisation_spearman_top_layer": 8,
+        "randomisation_spearman_all_layers": 5,
+        "complexity": 49,
+    }
+    with_region = {**metrics, "mask_auroc": 0.8, "pointing_game": 0.6, "ground_truth_n": 45}
+    assert subset_counts(with_region)["mask_auroc"] == subset_counts(with_region)["pointing_game"] == 45

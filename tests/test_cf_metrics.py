@@ -395,3 +395,58 @@ def test_sigma_l(fallback_lpips):
     assert expected > 0
     with pytest.raises(ValueError):
         diversity_sigma_l(runs[:1], fallback_lpips)
+
+
+class _Store:
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays, self.attrs = arrays, {}
+
+    def read(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.arrays
+
+
+class _Data:
+    num_classes, attribute_names, mask_names = 2, [], []
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+
+    def array(self, name: str) -> np.ndarray:
+        return {"images": self.images, "labels": np.zeros(len(self.images), int)}[name]
+
+
+def test_s3_stays_a_simsiam_similarity_when_fid_uses_inception(tmp_path, monkeypatch):
+    """With ``inception_weights`` FID and sFID move to Inception features; S³ (the thesis's cosine
+    similarity of SimSiam features) must not."""
+    from diffxai.jobs import cf_metrics
+
+    generator = np.random.default_rng(0)
+    images = generator.integers(0, 256, (6, 1, 16, 16), dtype=np.uint8)
+    x = torch.from_numpy(images).float() / 127.5 - 1
+    cf = (x + 0.3 * torch.from_numpy(generator.standard_normal(x.shape)).float()).clamp(-1, 1)
+    success = np.array([True, True, False, True, True, True])
+    arrays = {"sample_ids": np.arange(6), "counterfactuals": cf.numpy(), "success": success,
+              "targets": np.ones(6, int), "sources": np.zeros(6, int),
+              "logits_after": np.tile(np.float32([[0.0, 3.0]]), (6, 1)),
+              **{k: np.ones(6) for k in ("nfe", "nfe_backward", "classifier_calls", "classifier_gradients",
+                                         "seconds")}}  # fmt: skip
+    torch.manual_seed(0)
+    encoder = SimSiam(in_channels=1, width=4, feature_dim=8).eval()
+    models = {"classifier": nn.Sequential(nn.Flatten(), nn.Linear(256, 2)), "encoder": encoder}
+    monkeypatch.setattr(cf_metrics, "open_store", lambda path, kind=None: _Store(arrays))
+    monkeypatch.setattr(cf_metrics, "PreparedData", lambda path: _Data(images))
+    monkeypatch.setattr(cf_metrics, "load_model", lambda name: (models[str(name)], {}))
+    inception = tmp_path / "fake_inception.pt"  # 5 features: Fréchet distances of 2,048 take minutes
+    module = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 5)).eval()
+    torch.jit.save(torch.jit.trace(module, torch.zeros(1, 3, 299, 299)), str(inception))
+    settings = {"inception_weights": str(inception), "lpips_weights": None, "cout_steps": 4, "sfid_splits": 2}
+    inputs = cf_metrics.MetricInputs("store", "data", "classifier", "encoder")
+    metrics = cf_metrics.compute(inputs, settings, 0, CPU)
+    assert metrics["feature_space"] == "inception-torchscript:fake_inception.pt"
+    expected = similarity_s3(
+        encode(encoder, x, CPU).numpy()[success], encode(encoder, cf, CPU).numpy()[success]
+    )
+    assert metrics["s3"] == pytest.approx(float(np.mean(expected)), rel=1e-5)

@@ -480,6 +480,9 @@ def test_tiny_run_writes_attribution_maps_and_their_metrics(tiny_run, dataset):
         assert len(metrics["road_morf_curve"]) == 2  # tiny preset: two ROAD fractions
         assert 0 <= metrics["insertion_auc_zero"] <= 1 and metrics["avg_sensitivity"] >= 0
         assert len(metrics["randomisation_spearman_curve"]) == len(metrics["randomisation_layers"]) > 0
+        defined = metrics["randomisation_defined_n"]
+        assert metrics["n_of"]["randomisation_spearman_all_layers"] == defined[-1] <= 2
+        assert metrics["n_of"]["complexity"] == metrics["complexity_n"] == 4  # no all-zero map
         if name == "freemcg_map":  # tiny preset: 2 timesteps x 4 particles
             assert np.all(store.read("nfe") == 8) and np.all(store.read("classifier_calls") == 8)
         else:

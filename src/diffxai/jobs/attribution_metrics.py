@@ -1,7 +1,8 @@
 """Job ``attribution_metrics``: faithfulness, robustness, complexity, sanity and ground truth
 of one maps store → metrics.json + long-format CSV rows.
 
-* Faithfulness: insertion and deletion (per substrate; AUC and AUC / curve maximum) and
+* Faithfulness: insertion and deletion (per substrate; AUC of the mean curve, and nAUC: that
+  AUC / the mean curve's maximum) and
   ROAD (MoRF, LeRF; noisy linear imputation) on the probability of the mapped class.
 * Robustness: average and max sensitivity (maps recomputed on perturbed inputs with each
   sample's own noise, so only the input changes; for stochastic methods also with a fresh
@@ -73,7 +74,7 @@ def faithfulness(predict, x, maps, targets, settings: dict[str, Any], seed: int)
                 predict, x, maps, targets, mode, kind, settings["curve_steps"], absolute
             )
             result[f"{mode}_auc_{kind}"] = float(am.auc(curves).mean())
-            result[f"{mode}_nauc_{kind}"] = float(np.nanmean(am.normalised_auc(curves)))
+            result[f"{mode}_nauc_{kind}"] = am.mean_curve_nauc(curves)
     generator = torch.Generator().manual_seed(seed)
     for order in am.ROAD_ORDERS:
         curves = am.road_curves(
@@ -115,6 +116,7 @@ def robustness_and_sanity(
     )
     spearman, pearson = np.nanmean(check["spearman"], 1), np.nanmean(check["pearson"], 1)
     return {
+        "randomisation_defined_n": np.isfinite(check["spearman"]).sum(1).tolist(),  # per depth
         **result,
         "randomisation_layers": check["layers"],
         "randomisation_spearman_curve": spearman.tolist(),
@@ -144,12 +146,14 @@ def compute(
     models = load_attribution_models(classifier_dir, ddpm_dir, device)
     metrics: dict[str, Any] = {"n": len(ids)}
     metrics.update(faithfulness(_predictor(models), x, maps, targets, settings, seed))
-    metrics["complexity"] = float(np.nanmean(am.complexity(maps)))
+    entropies = am.complexity(maps)
+    metrics["complexity"] = float(np.nanmean(entropies))
+    metrics["complexity_n"] = int(np.isfinite(entropies).sum())  # all-zero maps have none
     method, params = store.attrs["method"], store.attrs["params"]
     metrics.update(robustness_and_sanity(method, models, params, x, targets, ids, settings, seed))
     region = ground_truth_region(data, ids)
-    if region is not None:
-        present = region.reshape(len(ids), -1).any(1)
+    present = np.zeros(len(ids), bool) if region is None else region.reshape(len(ids), -1).any(1)
+    if present.any():
         metrics["mask_auroc"] = float(
             np.nanmean(am.mask_auroc(maps[present], region[present], settings["absolute"]))
         )
@@ -165,14 +169,16 @@ def compute(
 
 
 def subset_counts(metrics: dict[str, Any]) -> dict[str, int]:
-    """{metric: images} of the metrics measured on a subset: sensitivity and the randomisation
-    check on the first images, the ground-truth scores on the images with a region."""
-    counts = {}
+    """{metric: images} of the metrics measured on a subset: sensitivity on the first images, the
+    randomisation check on those of its first images whose correlation is defined (at the top
+    layer, after all layers), complexity on the maps that are not all zero, the ground-truth
+    scores on the images with a region."""
+    defined = metrics["randomisation_defined_n"]
+    counts = {"complexity": metrics["complexity_n"], "randomisation_spearman_top_layer": defined[0],
+              "randomisation_spearman_all_layers": defined[-1]}  # fmt: skip
     for name in metrics:
         if name.startswith(("avg_sensitivity", "max_sensitivity")):
             counts[name] = metrics["sensitivity_n"]
-        elif name.startswith("randomisation_") and name != "randomisation_n":
-            counts[name] = metrics["randomisation_n"]
         elif name in ("mask_auroc", "pointing_game"):
             counts[name] = metrics["ground_truth_n"]
     return counts

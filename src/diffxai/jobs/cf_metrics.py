@@ -29,7 +29,7 @@ from diffxai.methods.dilation import dilation_size
 from diffxai.metrics.counterfactual import bkl, cout, distances, factor_changes, similarity_s3
 from diffxai.metrics.oracle import correlation_difference, label_correlations, mnac
 from diffxai.metrics.perceptual import Lpips
-from diffxai.metrics.realism import feature_space, fid, sfid
+from diffxai.metrics.realism import FeatureSpace, feature_space, fid, sfid
 from diffxai.models.batched import batched_outputs
 from diffxai.models.io import load_model
 from diffxai.provenance import config_hash, provenance
@@ -129,8 +129,15 @@ def compute(
     probs = torch.softmax(torch.from_numpy(store.read("logits_after")), 1).numpy()
     pixel = distances(x_ok, cf_ok)
     encoder, _ = load_model(inputs.encoder)
-    space = feature_space(encoder.to(device).eval(), settings["inception_weights"], device)
+    encoder = encoder.to(device).eval()
+    space = feature_space(encoder, settings["inception_weights"], device)
     real_features, cf_features = space.features(x), space.features(cf_all)
+    simsiam = FeatureSpace.from_encoder(encoder, device)  # S³ is a SimSiam similarity, whatever FID uses
+    real_simsiam, cf_simsiam = (
+        (real_features, cf_features)
+        if space.name == simsiam.name
+        else (simsiam.features(x), simsiam.features(cf_all))
+    )
     lpips = Lpips(settings["lpips_weights"], device)
     metrics: dict[str, Any] = {
         "n": len(ids),
@@ -140,7 +147,7 @@ def compute(
         "l1": _mean(pixel["l1"]),
         "l2": _mean(pixel["l2"]),
         "lpips": _mean(lpips(x_ok, cf_ok).numpy()) if success.any() else float("nan"),
-        "s3": _mean(similarity_s3(real_features[success], cf_features[success])),
+        "s3": _mean(similarity_s3(real_simsiam[success], cf_simsiam[success])),
         "cout": _mean(cout(classifier, x, cf_all, sources, targets, steps=settings["cout_steps"])),
         "fid": fid(real_features, cf_features[success]) if success.sum() > 1 else float("nan"),
         "sfid": sfid(real_features, cf_features, success, settings["sfid_splits"], seed)["mean"],

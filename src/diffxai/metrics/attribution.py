@@ -174,7 +174,8 @@ def insertion_deletion_curves(
     absolute: bool = True,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """p(target) (N, steps + 1) after moving the k·⌈HW/steps⌉ (≤ HW) most important pixels, k = 0..steps.
+    """p(target) (N, steps + 1) after moving the round(k·HW/steps) most important pixels, k = 0..steps
+    (the fraction k/steps of the pixels, where the AUC places step k).
 
     ``"insertion"`` starts from the substrate and reveals the image's pixels; ``"deletion"`` starts from
     the image and replaces its pixels with the substrate. All channels of a pixel move together.
@@ -187,8 +188,7 @@ def insertion_deletion_curves(
     targets = _as_targets(targets, len(images))
     count, _, height, width = images.shape
     ranks = _pixel_ranks(maps, absolute).to(images.device)
-    moved = torch.clamp(torch.arange(steps + 1) * math.ceil(height * width / steps), max=height * width)
-    moved = moved.to(images.device)
+    moved = torch.round(torch.arange(steps + 1) * (height * width / steps)).long().to(images.device)
     background = substrate(images, substrate_kind)
     incoming, base = (images, background) if mode == "insertion" else (background, images)
 
@@ -213,6 +213,13 @@ def normalised_auc(curves: np.ndarray) -> np.ndarray:
     peak = np.asarray(curves, dtype=np.float64).max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(peak == 0, np.nan, auc(curves) / peak)
+
+
+def mean_curve_nauc(curves: np.ndarray) -> float:
+    """nAUC of a set of images (thesis §6.4): the AUC of their mean curve (N, T) → (T,) divided
+    by that curve's maximum. Not the mean of per-image ratios, where a flat curve of a
+    low-confidence image scores 1."""
+    return float(normalised_auc(np.asarray(curves, dtype=np.float64).mean(axis=0, keepdims=True))[0])
 
 
 # --- ROAD -------------------------------------------------------------------------------------------
@@ -404,13 +411,17 @@ def _reinitialise(module: nn.Module, generator: torch.Generator) -> None:
 
 
 def _correlations(first: torch.Tensor, second: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Spearman and Pearson correlation (N,) per sample of scores (N, H, W); NaN if either is constant."""
+    """Spearman and Pearson correlation (N,) per sample of the original scores ``first`` and the
+    randomised ``second`` (N, H, W): 0 where the randomised map is constant (no ranking of the
+    original survives: the check is passed), NaN where the original is (nothing to compare)."""
     first, second = first.flatten(1).double().numpy(), second.flatten(1).double().numpy()
     spearman, pearson = np.full(len(first), np.nan), np.full(len(first), np.nan)
     for sample, (a, b) in enumerate(zip(first, second, strict=True)):
         if np.ptp(a) > 0 and np.ptp(b) > 0:
             spearman[sample] = stats.spearmanr(a, b).statistic
             pearson[sample] = stats.pearsonr(a, b).statistic
+        elif np.ptp(a) > 0:
+            spearman[sample] = pearson[sample] = 0.0
     return spearman, pearson
 
 
@@ -449,7 +460,7 @@ def randomisation_check(
 def mask_auroc(maps: MapLike, masks: torch.Tensor | np.ndarray, absolute: bool = True) -> np.ndarray:
     """AUROC (N,) of the pixel scores against bool masks (N, H, W); NaN where a mask is all true/false."""
     scores = rank_scores(maps, absolute)
-    truth = _as_masks(masks, tuple(scores.shape), "maps").reshape(len(scores), -1)
+    truth = _as_masks(masks, tuple(scores.shape), "maps").reshape(len(scores), math.prod(scores.shape[1:]))
     scores = scores.flatten(1).double().numpy()
     return np.array(
         [roc_auc_score(t, s) if 0 < t.sum() < t.size else np.nan for t, s in zip(truth, scores, strict=True)]
@@ -457,8 +468,11 @@ def mask_auroc(maps: MapLike, masks: torch.Tensor | np.ndarray, absolute: bool =
 
 
 def pointing_game(maps: MapLike, masks: torch.Tensor | np.ndarray, absolute: bool = True) -> np.ndarray:
-    """Whether each map's highest-scoring pixel (first in flattened order on ties) lies in its mask (N,)."""
+    """Hit rate (N,) of each map's highest-scoring pixel in its mask: 1 or 0, and where pixels tie
+    for the maximum (a patch-constant HiT or occlusion map) the share of the tied pixels inside
+    the mask, the expected hit under a random tie-break (a constant map scores the mask's area)."""
     scores = rank_scores(maps, absolute)
-    truth = _as_masks(masks, tuple(scores.shape), "maps").reshape(len(scores), -1)
-    best = scores.flatten(1).numpy().argmax(axis=1)
-    return truth[np.arange(len(truth)), best]
+    truth = _as_masks(masks, tuple(scores.shape), "maps").reshape(len(scores), math.prod(scores.shape[1:]))
+    scores = scores.flatten(1).numpy()
+    best = scores == scores.max(axis=1, keepdims=True)
+    return (best & truth).sum(axis=1) / best.sum(axis=1)
