@@ -49,7 +49,7 @@ rule variance_scores:
         features=lambda wildcards: config["variance"][wildcards.variance]["features"],
         settings=lambda wildcards: {
             key: config["variance"][wildcards.variance][key]
-            for key in ("bootstrap", "coverage_k")
+            for key in ("bootstrap", "coverage_k", "min_accepted")
         },
         labels=lambda wildcards: {
             "dataset": wildcards.dataset,

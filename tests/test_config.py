@@ -518,6 +518,18 @@ BAD_CONFIGS = {
         "1001",
         "1..1000 (num_train_timesteps of models.ddpm)",
     ),
+    "variance-min-accepted-above-the-samples-per-value": (
+        _set("variance", "ellipse_features", "min_accepted", 101),
+        "variance.ellipse_features.min_accepted",
+        "101",
+        "at most sampling.samples_per_value (100)",
+    ),
+    "variance-one-sample-per-value": (
+        _set("variance", "ellipse_features", "sampling", "samples_per_value", 1),
+        "variance.ellipse_features.sampling.samples_per_value",
+        "1",
+        ">= 2",
+    ),
     "freemcg-unknown-mode": (
         _set("explanations", "freemcg", "params", "mode", "sde"),
         "explanations.freemcg.params.mode",

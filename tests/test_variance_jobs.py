@@ -15,6 +15,7 @@ from diffxai.jobs.variance_scores import (
     markdown_table,
     sampled_feature,
     score_variants,
+    scored_samples,
     write_predictions,
 )
 from diffxai.store import ArraySpec, StoreWriter, open_store
@@ -93,10 +94,11 @@ def test_a_feature_with_no_accepted_sample_is_undefined_and_still_written(tmp_pa
     with StoreWriter(store, STORE_KIND, specs, attrs={"summary": {"acceptance_rate": 0.0}}) as writer:
         writer.append(**columns)
         writer.finalize()
-    record, sampled = sampled_feature(
-        {"kind": "continuous"}, store, classifier=None, device=torch.device("cpu"), settings={}, rng=None
+    cpu, settings = torch.device("cpu"), {"min_accepted": 2}
+    record, sampled = sampled_feature({"kind": "continuous"}, store, None, cpu, settings, rng=None)
+    assert (
+        record["values_drawn"] == 2 and record["values_with_samples"] == 0 and record["values_dropped"] == 0
     )
-    assert record["values_drawn"] == 2 and record["values_with_samples"] == 0
     for variant in record["scores"].values():
         assert variant["global_score"] is None and "tolerance" in variant["undefined"]
     assert record["bootstrap"]["global_variance"] is None
@@ -108,3 +110,54 @@ def test_a_feature_with_no_accepted_sample_is_undefined_and_still_written(tmp_pa
         {"classifier": "c", "dataset": "d", "features": {"v": {**record, "kind": "continuous"}}}, [1]
     )
     assert "| v | continuous | – | – | – |" in row
+
+
+def test_values_with_too_few_accepted_samples_leave_the_scores():
+    value_index = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3])
+    accepted = np.array([1, 1, 0, 1, 0, 1, 1, 1, 0], bool)  # accepted per value: 2, 1, 3, 0
+    kept, dropped = scored_samples(accepted, value_index, min_accepted=2)
+    assert kept.tolist() == [True, True, False, False, False, True, True, True, False]
+    assert dropped == 1  # value 1; value 3 had no accepted sample to drop
+    assert (
+        scored_samples(accepted, value_index, 4)[0].sum() == 0
+        and scored_samples(accepted, value_index, 4)[1] == 3
+    )
+
+
+def test_a_classifier_blind_to_the_feature_scores_zero_once_one_sample_values_are_dropped(tmp_path):
+    """Y independent of V: values of one accepted sample each have within-variance 0 (local score
+    1) and would lift the global score; with min_accepted they are left out."""
+    rng = np.random.default_rng(0)
+    big, n = 40, 4 * 40 + 4  # four values of 40 samples, four of one
+    value_index = np.concatenate([np.repeat(np.arange(4), big), np.arange(4, 8)]).astype(np.int32)
+    columns = {
+        "images": rng.integers(0, 256, (n, 1, 4, 4)).astype(np.uint8),
+        "value_index": value_index,
+        "source_index": value_index.astype(np.int64),
+        "source_label": np.zeros(n, np.int64),
+        "target": value_index.astype(np.float32),
+        "measured": value_index.astype(np.float32),
+        "accepted": np.ones(n, np.uint8),
+    }
+    specs = {name: ArraySpec(tuple(a.shape[1:]), str(a.dtype)) for name, a in columns.items()}
+    store = tmp_path / "samples.zarr"
+    with StoreWriter(store, STORE_KIND, specs, attrs={"summary": {"acceptance_rate": 1.0}}) as writer:
+        writer.append(**columns)
+        writer.finalize()
+
+    class Coin(torch.nn.Module):  # class from the first pixel's parity: independent of the value
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            parity = torch.round((x[:, 0, 0, 0] + 1) * 127.5) % 2
+            return torch.stack([parity, 1 - parity], dim=1) * 10
+
+    def global_score(min_accepted: int) -> tuple[float, dict]:
+        settings = {"min_accepted": min_accepted, "bootstrap": 10}
+        record, _ = sampled_feature({"kind": "continuous"}, store, Coin(), torch.device("cpu"), settings,
+                                    np.random.default_rng(1))  # fmt: skip
+        return record["scores"]["class"]["global_score"], record
+
+    inflated, _ = global_score(1)
+    honest, record = global_score(2)
+    assert record["values_with_samples"] == 4 and record["values_dropped"] == 4
+    assert record["accepted_per_value"] == [big] * 4
+    assert honest < 0.1 < 0.4 < inflated  # the four one-sample values score 1 each: half the mass

@@ -665,14 +665,14 @@ def test_tiny_run_writes_constrained_samples_and_variance_scores(tiny_run):
         else:  # the constraint failed for every sample: undefined, with the reason
             assert "tolerance" in result["scores"]["class"]["undefined"]
     assert sum(scores["ellipse"]["accepted_per_value"]) == 12
-    accepted_values = store.read("value_index")[store.read("accepted") == 1]
-    assert (
-        scores["aspect_ratio"]["accepted_per_value"]
-        == np.unique(accepted_values, return_counts=True)[1].tolist()
-    )
+    value_index = store.read("value_index")
+    counts = np.bincount(value_index[store.read("accepted") == 1], minlength=3)
+    scored = (store.read("accepted") == 1) & (counts >= 2)[value_index]  # tiny: min_accepted 2
+    assert scores["aspect_ratio"]["accepted_per_value"] == counts[counts >= 2].tolist()
+    assert scores["aspect_ratio"]["values_dropped"] == int(np.sum(counts == 1))
     predictions = open_store(folder / "predictions.zarr", kind="variance_predictions")
     rows = predictions.read("aspect_ratio_rows")
-    assert np.array_equal(rows, np.flatnonzero(store.read("accepted")))
+    assert np.array_equal(rows, np.flatnonzero(scored))
     assert np.array_equal(predictions.read("aspect_ratio_value_index"), store.read("value_index")[rows])
     classifier, _ = load_model(root / "models" / "classifier")
     if len(rows):

@@ -730,6 +730,12 @@ def _check_variance(name: str, entry: dict[str, Any], config: dict[str, Any]) ->
             errors += _model_reference(
                 f"{key}.encoder", entry["encoder"], "encoder", entry["datasets"], config
             )
+        per_value = entry["sampling"]["samples_per_value"]
+        if entry["min_accepted"] > per_value:
+            allowed = (
+                f"allowed: at most sampling.samples_per_value ({per_value}): no value could enter the scores"
+            )
+            errors.append(_msg(f"{key}.min_accepted", entry["min_accepted"], allowed))
     for feature_name, feature in entry["features"].items():
         errors += _check_variance_feature(
             f"{key}.features.{feature_name}", feature, entry["datasets"], config

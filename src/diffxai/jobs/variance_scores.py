@@ -165,11 +165,13 @@ def sampled_feature(
 ) -> tuple[dict[str, Any], SampledPredictions]:
     """Scores over the accepted samples of one feature, and those samples with their predictions."""
     store = open_store(store_path, kind=STORE_KIND)
-    accepted = store.read("accepted").astype(bool)
+    accepted, dropped = scored_samples(store.read("accepted").astype(bool), store.read("value_index"),
+                                       settings["min_accepted"])  # fmt: skip
     if not accepted.any():
         return rejected_feature(
-            store_path, store.attrs["summary"], store.read("value_index"), store.read("images", slice(0, 0))
-        )
+            store_path, store.attrs["summary"], store.read("value_index"), store.read("images", slice(0, 0)),
+            settings["min_accepted"], dropped,
+        )  # fmt: skip
     images = store.read("images")[accepted]
     groups = store.read("value_index")[accepted].astype(np.int64)
     probabilities = softmax(classifier_logits(classifier, images, device))
@@ -181,6 +183,7 @@ def sampled_feature(
         "sampling": store.attrs["summary"],
         "values_drawn": int(drawn.max()) + 1,
         "values_with_samples": len(present),
+        "values_dropped": dropped,  # with 1 .. min_accepted − 1 accepted samples
         "accepted_per_value": counts.tolist(),
         "values": target[first].tolist() if feature["kind"] == "continuous" else present.tolist(),
         "source_index": store.read("source_index")[first].tolist(),
@@ -190,15 +193,32 @@ def sampled_feature(
     return record, SampledPredictions(np.flatnonzero(accepted), images, groups, probabilities)
 
 
+def scored_samples(
+    accepted: np.ndarray, value_index: np.ndarray, min_accepted: int
+) -> tuple[np.ndarray, int]:
+    """The accepted samples (N,) bool of the values with at least ``min_accepted`` of them, and how
+    many values that drops. A value's within-variance from n samples is (n − 1)/n of the true one
+    (0 for one sample: local score 1), so values of very few samples would inflate the scores."""
+    counts = np.bincount(value_index[accepted], minlength=int(value_index.max()) + 1)
+    kept = counts >= min_accepted
+    return accepted & kept[value_index], int(((counts > 0) & ~kept).sum())
+
+
 def rejected_feature(
-    store_path: str | Path, sampling: dict[str, Any], drawn: np.ndarray, no_images: np.ndarray
+    store_path: str | Path,
+    sampling: dict[str, Any],
+    drawn: np.ndarray,
+    no_images: np.ndarray,
+    min_accepted: int,
+    dropped: int,
 ) -> tuple[dict[str, Any], SampledPredictions]:
-    """The record of a feature none of whose samples met the rejection tolerance: every score is
-    undefined (the reason says so, and the acceptance rate of 0 shows in the table).
-    ``no_images``: (0, C, H, W), the store's image array read with no rows."""
+    """The record of a feature no value of which has ``min_accepted`` samples within the rejection
+    tolerance: every score is undefined (the reason says so, and the acceptance rate shows in the
+    table). ``no_images``: (0, C, H, W), the store's image array read with no rows."""
     reason = (
-        f"no sample of {store_path} is within the rejection tolerance of its target: the constraint "
-        "failed (more steps or a larger rho make the guidance stronger)"
+        f"no value of {store_path} has {min_accepted} samples within the rejection tolerance of its "
+        "target (min_accepted): the constraint failed (more steps or a larger rho make the guidance "
+        "stronger; more samples_per_value give more accepted ones)"
     )
     log.warning(reason)
     undefined = {**dict.fromkeys(SCORE_KEYS), "undefined": reason}
@@ -206,6 +226,7 @@ def rejected_feature(
         "sampling": sampling,
         "values_drawn": int(drawn.max()) + 1,
         "values_with_samples": 0,
+        "values_dropped": dropped,
         "accepted_per_value": [],
         "values": [],
         "source_index": [],
@@ -243,7 +264,7 @@ def run(
 
     ``inputs``: data, classifier_dir, samples ({feature: samples.zarr} of continuous and region
     features), plain (samples.zarr or None), encoder_dir (or None: no coverage), regressor_dirs
-    ({feature: dir} of continuous features). ``settings``: bootstrap, coverage_k.
+    ({feature: dir} of continuous features). ``settings``: bootstrap, coverage_k, min_accepted.
     """
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
