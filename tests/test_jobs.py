@@ -234,3 +234,32 @@ def test_report_grids_show_each_images_input_ce_difference_and_mask_and_refuse_o
     assert columns[3].max() == 1 and columns[3][:, 4:8, 4:8].min() == 1 and columns[3].sum() == 2 * 16
     with pytest.raises(StoreError, match="expected 'attributions'"):
         report_figures.attribution_panels(tmp_path / "e.zarr", data, 2)
+
+
+def test_a_training_subset_is_drawn_at_random_not_the_first_rows(ellipses_store):
+    from diffxai.data.prepared import PreparedData
+
+    data = PreparedData(ellipses_store)
+    train = data.indices("train")
+    subset = data.subset("train", 20, seed=3)
+    assert len(subset) == 20 and set(subset) <= set(train) and np.all(np.diff(subset) > 0)
+    assert not np.array_equal(subset, train[:20])
+    assert np.array_equal(subset, data.subset("train", 20, seed=3))
+    assert not np.array_equal(subset, data.subset("train", 20, seed=4))
+    assert np.array_equal(data.subset("train", None, 3), train)
+    assert np.array_equal(data.subset("train", 10**6, 3), train)
+
+
+def test_balanced_accuracy_averages_the_classes_present_in_the_test_split():
+    from diffxai.jobs.train_supervised import evaluate
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0], torch.full_like(x[:, 0, 0, 0], -9)], dim=1)
+
+    images = torch.tensor([255, 255, 0, 0], dtype=torch.uint8).view(4, 1, 1, 1).expand(4, 1, 2, 2)
+    metrics = evaluate(
+        "classifier", Fixed(), images, torch.tensor([0, 0, 1, 0]), ["a", "b", "c"], torch.device("cpu")
+    )
+    assert metrics["accuracy"] == 0.75  # class c has no test image: not a recall of 0
+    assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)

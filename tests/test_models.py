@@ -27,7 +27,7 @@ from diffxai.models.registry import create_network
 from diffxai.models.simple_cnn import SimpleCNN
 from diffxai.training.diffusion import train_ddpm
 from diffxai.training.simsiam import feature_spread, train_simsiam
-from diffxai.training.supervised import TASKS, fit, predict
+from diffxai.training.supervised import TASKS, fit, predict, without_single_batch
 
 torch.set_num_threads(1)
 
@@ -191,6 +191,54 @@ def test_regressor_fit_improves_r2() -> None:
     assert r2_after > 0.5
 
 
+def test_a_regressor_with_one_validation_image_trains_without_a_defined_score() -> None:
+    """R² of one validation target is undefined (−inf or NaN) every epoch: no epoch is best, and training
+    ends with the latest weights instead of crashing on no best state."""
+    torch.manual_seed(0)
+    images, targets = brightness_images(64, seed=1)
+    val = brightness_images(1, seed=2)
+    params, generator = fit_params(max_epochs=2), torch.Generator().manual_seed(0)
+    _, history = fit(
+        SimpleCNN(1, 1, **TINY_CNN), TASKS["regressor"], (images, targets), val, params, CPU, generator
+    )
+    assert history["epochs"] == 2 and not any(np.isfinite(score) for score in history["val_score"])
+    assert history["best_val_score"] == -np.inf
+
+
+def test_a_last_batch_of_one_joins_the_one_before() -> None:
+    batches = torch.arange(9).split(4)  # 4, 4, 1
+    assert [len(b) for b in without_single_batch(batches)] == [4, 5]
+    assert torch.equal(torch.cat(without_single_batch(batches)), torch.arange(9))
+    assert [len(b) for b in without_single_batch(torch.arange(8).split(4))] == [4, 4]
+    assert [len(b) for b in without_single_batch(torch.arange(1).split(4))] == [1]
+
+
+def test_batch_norm_trains_when_the_training_set_leaves_one_image_over() -> None:
+    class Pooled(torch.nn.Module):  # batch norm on (N, C): one sample per batch cannot train
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                torch.nn.Flatten(), torch.nn.Linear(64, 4), torch.nn.BatchNorm1d(4)
+            )
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.body(x))
+
+    torch.manual_seed(0)
+    train = bright_or_dark(17, seed=1)  # batches of 8: 8, 8, 1
+    params, generator = fit_params(max_epochs=1, batch_size=8), torch.Generator().manual_seed(0)
+    _, history = fit(Pooled(), TASKS["classifier"], train, bright_or_dark(8, seed=2), params, CPU, generator)
+    assert history["epochs"] == 1
+
+
+def test_simsiam_refuses_a_single_training_image() -> None:
+    images = torch.zeros(1, 1, 16, 16, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="at least 2 training images"):
+        train_simsiam(SimSiam(1, width=4, feature_dim=8), images, {"epochs": 1, "batch_size": 8, "lr": 0.05},
+                      CPU, torch.Generator().manual_seed(0))  # fmt: skip
+
+
 def test_simsiam_trains_with_finite_loss() -> None:
     torch.manual_seed(0)
     images = (255 * torch.rand(32, 1, 16, 16, generator=torch.Generator().manual_seed(0))).to(torch.uint8)
@@ -293,6 +341,25 @@ def test_resumed_ddpm_training_gives_the_same_ema_weights_as_an_uninterrupted_ru
     assert full.keys() == resumed.keys()
     for name in full:
         assert torch.equal(full[name], resumed[name]), name
+
+
+def test_resumed_training_with_dropout_draws_the_same_masks(tmp_path: Path) -> None:
+    """Dropout masks come from torch's global generator, which a resumed job reseeds at its start:
+    the checkpoint carries that generator too, so the resumed run equals the uninterrupted one."""
+    dropout_unet = {**UNET, "dropout": 0.3}
+
+    def run(steps: int, checkpoint: Path | None, seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)  # as each training job does at its start
+        unet = build_unet(dropout_unet, channels=1, image_size=8)
+        params = {**ddpm_params(steps, checkpoint_every=3), "hflip": False}
+        generator = torch.Generator().manual_seed(1)
+        return train_ddpm(unet, SCHEDULE, square_images(), params, CPU, generator, checkpoint=checkpoint)[0]
+
+    full = run(6, None, seed=0)
+    run(3, tmp_path / "checkpoint.pt", seed=0)
+    resumed = run(6, tmp_path / "checkpoint.pt", seed=0)
+    for name, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
 
 
 def test_resumed_ddpm_running_loss_continues_the_uninterrupted_one(ddpm_runs: dict) -> None:

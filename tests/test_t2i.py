@@ -70,6 +70,19 @@ def test_check_fits_names_the_key_and_the_length_a_prompt_needs() -> None:
         model.check_fits(["a round ellipse", too_long], "models.t2i.network.max_length")
 
 
+def test_distillation_refuses_prompts_whose_last_tokens_the_encoder_would_not_read() -> None:
+    """Class prompt 'a <context x n> image with a <class x n>': 2n + 4 words + BOS/EOS. At n = 3
+    it is 12 tokens (fits 12); at n = 4, 14, and the last class tokens would never be learned.
+    The new tokens count as one each, as once they are added (a BPE tokenizer would split them)."""
+    from diffxai.jobs.distill import check_prompts_fit, concept_names
+
+    model = _model()
+    check_prompts_fit(model, *concept_names(3, 2), "t2i")
+    assert "<context_0>" not in model.tokenizer.get_vocab()  # the check adds no token to the model
+    with pytest.raises(ValueError, match=r"models\.t2i\.network\.max_length = 12 .* >= 14"):
+        check_prompts_fit(model, *concept_names(4, 2), "t2i")
+
+
 def test_tokenizer_added_tokens_and_round_trip(tmp_path: Path) -> None:
     tokenizer = build_tokenizer(WORDS, max_length=12)
     assert tokenizer.add_tokens(["<ctx_0>", "<ctx_1>"]) == 2

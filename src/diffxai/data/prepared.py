@@ -170,6 +170,15 @@ class PreparedData:
         """Sample indices (int64) of ``split`` in store order."""
         return np.flatnonzero(self.array("split") == SPLITS[split])
 
+    def subset(self, split: str, limit: int | None, seed: int) -> np.ndarray:
+        """``limit`` indices of ``split`` drawn at random by ``seed`` (in store order; all when
+        None or when the split is smaller): a prefix would take a real dataset's first rows,
+        which may all be one class."""
+        indices = self.indices(split)
+        if limit is None or limit >= len(indices):
+            return indices
+        return np.sort(np.random.default_rng(seed).choice(indices, size=limit, replace=False))
+
     def factor(self, name: str) -> np.ndarray:
         """One factor column (float32, N)."""
         if name not in self.factor_names:

@@ -27,6 +27,7 @@ from diffxai.jobs.common import write_json
 from diffxai.methods.time import Concepts
 from diffxai.models.blackbox import BlackBox
 from diffxai.models.io import load_model
+from diffxai.models.t2i import TextToImage
 from diffxai.provenance import provenance
 from diffxai.training.supervised import to_m11
 from diffxai.training.textual_inversion import learn_concept
@@ -49,6 +50,16 @@ def context_prompt(context: list[str]) -> str:
 
 def class_prompt(context: list[str], tokens: list[str]) -> str:
     return f"a {' '.join(context)} image with a {' '.join(tokens)}"
+
+
+def check_prompts_fit(
+    t2i: TextToImage, context: list[str], classes: dict[int, list[str]], t2i_name: str
+) -> None:
+    """Refuse, before any training, prompts longer than the text encoder reads: the tokens cut
+    off would get no gradient and be saved at their initial embedding."""
+    prompts = [context_prompt(context)] + [class_prompt(context, tokens) for tokens in classes.values()]
+    new_tokens = [*context, *(token for tokens in classes.values() for token in tokens)]
+    t2i.check_fits(prompts, f"models.{t2i_name}.network.max_length", new_tokens)
 
 
 @torch.no_grad()
@@ -88,10 +99,11 @@ def run(
     t2i.to(device)
     classifier, _ = load_model(classifier_dir)
     blackbox = BlackBox(classifier.to(device).eval().requires_grad_(False))
-    train = data.indices("train")[: settings["max_images"]]
+    train = data.subset("train", settings["max_images"], seed)
     images = to_m11(torch.from_numpy(data.array("images")[train])).to(device)
     probabilities = class_probabilities(blackbox, images).cpu()
     context, classes = concept_names(settings["n_tokens"], data.num_classes)
+    check_prompts_fit(t2i, context, classes, Path(t2i_dir).name)
     generator = torch.Generator().manual_seed(seed)
     embeddings, record = {}, {"context": context, "classes": {}, "class_images": {}, "history": {}}
     learned, history = learn_concept(

@@ -70,7 +70,8 @@ def evaluate(
     if kind == "classifier":
         predicted = outputs.argmax(1).numpy()
         matrix = confusion_matrix(targets.numpy(), predicted, labels=list(range(len(names))))
-        per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
+        present = matrix.sum(1) > 0  # recall is undefined for a class with no test image
+        per_class = matrix.diagonal()[present] / matrix.sum(1)[present]
         return {
             "accuracy": float((predicted == targets.numpy()).mean()),
             "balanced_accuracy": float(per_class.mean()),
@@ -90,9 +91,8 @@ def run(job: ModelJob) -> dict[str, Any]:
     spec = model_spec(kind, cfg, data)
     images = torch.from_numpy(data.array("images"))
     targets = _targets(kind, cfg, data)
-    split = {name: torch.from_numpy(data.indices(name)) for name in ("train", "val", "test")}
-    if cfg["train"]["max_train_samples"]:
-        split["train"] = split["train"][: cfg["train"]["max_train_samples"]]
+    split = {name: torch.from_numpy(data.indices(name)) for name in ("val", "test")}
+    split["train"] = torch.from_numpy(data.subset("train", cfg["train"]["max_train_samples"], job.seed))
     history: dict[str, Any] = {}
     if job.checkpoint:
         module, _ = job.load_checkpoint(spec)

@@ -15,6 +15,7 @@ makes only their embedding rows trainable, and :func:`token_embeddings` /
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -121,13 +122,18 @@ class TextToImage(nn.Module):
             return_tensors="pt",
         ).input_ids
 
-    def check_fits(self, prompts: list[str], key: str) -> None:
+    def check_fits(self, prompts: list[str], key: str, new_tokens: list[str] = ()) -> None:
         """Raise ValueError naming config ``key`` when a prompt has more tokens (BOS and EOS
-        included) than ``tokenizer.model_max_length``: :meth:`token_ids` would cut it silently."""
+        included) than ``tokenizer.model_max_length``: :meth:`token_ids` would cut it silently.
+        ``new_tokens``: count them as single tokens, as once they are added (textual inversion)."""
         if not prompts:
             return
+        tokenizer = self.tokenizer
+        if new_tokens:
+            tokenizer = copy.deepcopy(tokenizer)
+            tokenizer.add_tokens(list(new_tokens))
         length, prompt = max(
-            (len(ids), p) for ids, p in zip(self.tokenizer(prompts).input_ids, prompts, strict=True)
+            (len(ids), p) for ids, p in zip(tokenizer(prompts).input_ids, prompts, strict=True)
         )
         if length > self.tokenizer.model_max_length:
             raise ValueError(

@@ -74,6 +74,23 @@ def unet_output(
     return network(x_t, t).sample
 
 
+def _global_rng() -> dict[str, Any]:
+    """torch's global generators, which draw the UNet's dropout masks (CPU, and each CUDA device)."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_global_rng(state: dict[str, Any] | None) -> None:
+    """Restore :func:`_global_rng` (a checkpoint of older code has none)."""
+    if state is None:
+        return
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -126,6 +143,7 @@ def train_ddpm(
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
         generator.set_state(state["generator"])
+        _set_global_rng(state.get("global_rng"))
         history = state["history"]
         start_step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
         running = state.get("running_loss")
@@ -182,6 +200,7 @@ def train_ddpm(
                     "optimizer": optimizer.state_dict(),
                     "lr_schedule": lr_schedule.state_dict(),
                     "generator": generator.get_state(),
+                    "global_rng": _global_rng(),
                     "history": history,
                     "step": step + 1,
                     "running_loss": running,

@@ -28,6 +28,8 @@ def train_simsiam(
 
     params: epochs, batch_size, lr (base SGD rate per 256 images).
     """
+    if len(images_uint8) < 2:
+        raise ValueError(f"SimSiam needs at least 2 training images (batch norm), got {len(images_uint8)}")
     model = model.to(device)
     batches_per_epoch = max(1, len(images_uint8) // params["batch_size"])
     total_steps = params["epochs"] * batches_per_epoch

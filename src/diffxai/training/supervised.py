@@ -67,6 +67,14 @@ def predict(
     return torch.cat([network(to_m11(chunk).to(device)).cpu() for chunk in images_uint8.split(batch_size)])
 
 
+def without_single_batch(batches: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Index batches with a last batch of one sample joined to the one before: batch norm cannot
+    train on a single sample (a timm CNN's last 1 × 1 stage fails)."""
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        return (*batches[:-2], torch.cat(batches[-2:]))
+    return batches
+
+
 def fit(
     network: nn.Module,
     task: Task,
@@ -95,7 +103,7 @@ def fit(
     for epoch in range(params["max_epochs"]):
         network.train()
         order = torch.randperm(len(images), generator=generator)
-        total, batches = 0.0, order.split(params["batch_size"])
+        total, batches = 0.0, without_single_batch(order.split(params["batch_size"]))
         for index in progress(batches, desc=f"{task.name} epoch {epoch + 1}", leave=False):
             x = to_m11(images[index])
             if params["noise_std"] > 0:
@@ -117,8 +125,13 @@ def fit(
             task.name,
             score,
         )
-        if score > best_score:
-            best_score, best_state, stale = score, copy.deepcopy(network.state_dict()), 0
+        if not np.isfinite(score):
+            log.warning("epoch %d: the validation %s score is undefined (%s)", epoch + 1, task.name, score)
+        selection = score if np.isfinite(score) else -np.inf
+        # an undefined score (one validation image, constant targets) keeps the latest weights
+        # until a score is defined; a defined best is kept against a later undefined one
+        if best_state is None or selection > best_score or (best_score == -np.inf and selection == -np.inf):
+            best_score, best_state, stale = selection, copy.deepcopy(network.state_dict()), 0
         else:
             stale += 1
             if stale >= params["patience"] and epoch + 1 >= params["min_epochs"]:
