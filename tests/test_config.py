@@ -386,7 +386,19 @@ BAD_CONFIGS = {
         _set("models", "ddpm", "unet", "norm_num_groups", 5),
         "models.ddpm.unet.norm_num_groups",
         "5",
-        "a divisor of every block_out_channels entry ([16, 32, 64])",
+        "a divisor of every unet.block_out_channels entry ([16, 32, 64])",
+    ),
+    "diffae-encoder-width-not-a-multiple-of-the-groups": (
+        _set("models", "diffae", "encoder_widths", [12, 24]),
+        "models.diffae.encoder_widths",
+        "[12, 24]",
+        "a multiple of min(unet.norm_num_groups, entry) = 8 or below it",
+    ),
+    "t2i-groups-not-dividing-the-widths": (
+        _set("models", "t2i", "network", "block_out_channels", [16, 32, 60]),
+        "models.t2i.network.norm_num_groups",
+        "8",
+        "a divisor of every network.block_out_channels entry ([16, 32, 60])",
     ),
     "unet-too-deep-for-the-image": (
         lambda c: c["models"]["ddpm"]["unet"].update(block_out_channels=[8] * 7, attention=[False] * 7),

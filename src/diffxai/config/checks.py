@@ -288,6 +288,13 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any], base_
     return errors
 
 
+def _check_groups(key: str, groups: int, widths: list[int], what: str) -> list[str]:
+    """GroupNorm: ``groups`` must divide every channel count of ``widths`` (config ``what``)."""
+    if any(width % groups for width in widths):
+        return [_msg(key, groups, f"allowed: a divisor of every {what} entry ({widths})")]
+    return []
+
+
 def _check_unet(key: str, model: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """UNet levels, groups and image sizes, and the noise schedule, of a ddpm or diffae."""
     errors = []
@@ -297,15 +304,16 @@ def _check_unet(key: str, model: dict[str, Any], config: dict[str, Any]) -> list
         errors.append(
             _msg(f"{key}.unet.attention", attention, f"allowed: one boolean per level ({len(widths)} levels)")
         )
-    bad_groups = [w for w in widths if w % unet["norm_num_groups"]]
-    if bad_groups:
-        errors.append(
-            _msg(
-                f"{key}.unet.norm_num_groups",
-                unet["norm_num_groups"],
-                f"allowed: a divisor of every block_out_channels entry ({widths})",
+    errors += _check_groups(
+        f"{key}.unet.norm_num_groups", unet["norm_num_groups"], widths, "unet.block_out_channels"
+    )
+    if model["kind"] == "diffae":  # the semantic encoder's GroupNorms: min(groups, width) groups
+        groups = unet["norm_num_groups"]
+        if any(width % min(groups, width) for width in model["encoder_widths"]):
+            allowed = (
+                f"allowed: every entry a multiple of min(unet.norm_num_groups, entry) = {groups} or below it"
             )
-        )
+            errors.append(_msg(f"{key}.encoder_widths", model["encoder_widths"], allowed))
     for dataset_name in model["datasets"]:
         size = config["datasets"][dataset_name]["image_size"]
         if size % 2 ** (len(widths) - 1):
@@ -590,6 +598,10 @@ def _check_t2i(key: str, model: dict[str, Any], datasets: dict[str, Any]) -> lis
         )
     errors += _steps_within(f"{key}.check.steps", model["check"]["steps"], key, model)
     network = model["network"]
+    errors += _check_groups(
+        f"{key}.network.norm_num_groups", network["norm_num_groups"], network["block_out_channels"],
+        "network.block_out_channels",
+    )  # fmt: skip
     if len(network["cross_attention"]) != len(network["block_out_channels"]):
         errors.append(
             _msg(
