@@ -4,7 +4,7 @@ import sys
 
 from diffxai.config.ablation_design import ablation_settings as settings_of
 from diffxai.config.load import ConfigError, validate_config
-from diffxai.data.kinds import dataset_module
+from diffxai.data.kinds import dataset_module, resolve_flips
 from diffxai.seeds import derive_seed
 from diffxai.methods.gcd_params import direction_params
 from diffxai.methods.registry import method_module
@@ -60,6 +60,18 @@ def model_cfg(wildcards):
     """A model's config minus its dataset list: adding a dataset re-trains nothing else."""
     return {
         k: v for k, v in config["models"][wildcards.name].items() if k != "datasets"
+    }
+
+
+def diffusion_cfg(wildcards, leave_out):
+    """A diffusion model's training config on the job's dataset: minus the ``leave_out``
+    section (settings that do not change the weights), ``train.hflip: auto`` resolved.
+    """
+    cfg = {k: v for k, v in model_cfg(wildcards).items() if k != leave_out}
+    kind = config["datasets"][wildcards.dataset]["kind"]
+    return {
+        **cfg,
+        "train": {**cfg["train"], "hflip": resolve_flips(cfg["train"]["hflip"], kind)},
     }
 
 

@@ -78,9 +78,7 @@ rule train_ddpm:
         gpu=GPU,
     params:
         # only what changes the weights: evaluation settings do not re-train
-        cfg=lambda wildcards: {
-            k: v for k, v in model_cfg(wildcards).items() if k != "evaluation"
-        },
+        cfg=lambda wildcards: diffusion_cfg(wildcards, "evaluation"),
         seed=job_seed,
         device=DEVICE,
         cache=lambda wildcards: f"{R}/{wildcards.dataset}/cache/{wildcards.name}",
@@ -139,9 +137,7 @@ rule train_diffae:
         gpu=GPU,
     params:
         # only what changes the weights: latents settings do not re-train
-        cfg=lambda wildcards: {
-            k: v for k, v in model_cfg(wildcards).items() if k != "latents"
-        },
+        cfg=lambda wildcards: diffusion_cfg(wildcards, "latents"),
         seed=job_seed,
         device=DEVICE,
         cache=lambda wildcards: f"{R}/{wildcards.dataset}/cache/{wildcards.name}",

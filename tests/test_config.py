@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from diffxai.config.load import ConfigError, load_config, validate_config
+from diffxai.data.kinds import resolve_flips
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -76,17 +77,23 @@ def test_partial_train_section_is_completed_with_defaults():
     assert config["models"]["classifier"]["train"]["patience"] == 4
 
 
-def test_t2i_flips_are_off_by_default_and_allowed_where_captions_have_no_sides():
-    """The DDPM's default flips; the t2i's does not. On the attributes data (no position or
-    orientation words in the captions) a user may turn flips on."""
+def test_flips_default_to_the_mirror_symmetric_datasets_and_are_refused_on_the_attributes():
+    """The DDPM flips where the dataset kind is mirror-symmetric (auto); the t2i does not flip by
+    default. The attributes data put the corner mark top left and the dot top right, so forced
+    flips there would teach a model images that never occur (its captions have no side words,
+    but its pixels do)."""
     config = validated(lambda c: c["models"]["t2i"].pop("train"))
     assert config["models"]["t2i"]["train"]["hflip"] is False
-    assert config["models"]["ddpm"]["train"]["hflip"] is True
+    assert config["models"]["ddpm"]["train"]["hflip"] == "auto"
+    assert resolve_flips("auto", "ellipses") and resolve_flips("auto", "celeba")
+    assert not resolve_flips("auto", "attributes") and not resolve_flips("auto", "image_folder")
+    assert resolve_flips(True, "image_folder") and not resolve_flips(False, "ellipses")
 
     def flip_on_attributes(c: dict[str, Any]) -> None:
         c["models"]["t2i"].update(datasets=["attributes"], train={"hflip": True})
 
-    assert validated(flip_on_attributes)["models"]["t2i"]["train"]["hflip"] is True
+    with pytest.raises(ConfigError, match=r"models\.t2i\.train\.hflip.*allowed: false \(mirror images"):
+        validated(flip_on_attributes)
 
 
 def test_an_overlay_changes_the_attributes_task_keeping_the_inherited_correlations(tmp_path):
@@ -387,6 +394,12 @@ BAD_CONFIGS = {
         "models.ddpm.unet.norm_num_groups",
         "5",
         "a divisor of every unet.block_out_channels entry ([16, 32, 64])",
+    ),
+    "ddpm-forced-flips-on-the-attributes": (
+        _set("models", "ddpm", "train", "hflip", True),
+        "models.ddpm.train.hflip",
+        "True",
+        "false or auto (mirror images of attributes never occur in the data)",
     ),
     "diffae-encoder-width-not-a-multiple-of-the-groups": (
         _set("models", "diffae", "encoder_widths", [12, 24]),

@@ -253,6 +253,8 @@ def test_tiny_run_writes_loadable_models_with_metrics(tiny_run, dataset, models)
             assert set(metrics["ks"]) == ({"log_aspect_ratio", "area"} if dataset == "ellipses" else set())
             assert metrics["nfe"] == 16 * 5
             assert (directory / "samples.png").stat().st_size > 0
+            # hflip: auto flips the mirror-symmetric ellipses, not the one-sided attributes
+            assert info["provenance"]["config"]["train"]["hflip"] is (dataset == "ellipses")
         elif info["kind"] == "t2i":
             ids = module.token_ids(["a small round ellipse, left"] * 4)
             assert module(images, torch.tensor([10] * 4), ids).shape == images.shape

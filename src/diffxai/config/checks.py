@@ -17,6 +17,7 @@ from diffxai.data.attributes import ATTRIBUTE_NAMES
 from diffxai.data.attributes import FACTOR_NAMES as ATTRIBUTE_FACTORS
 from diffxai.data.ellipses import FACTOR_NAMES as ELLIPSE_FACTORS
 from diffxai.data.ellipses import label_range, label_threshold
+from diffxai.data.kinds import ASYMMETRIC_KINDS
 from diffxai.paths import resolve
 from diffxai.provenance import module_file
 
@@ -279,6 +280,8 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any], base_
                 ", ".join(with_attributes) or "none"
             )
             errors.append(_msg(f"{key}.datasets", dataset_name, allowed))
+    if kind in ("ddpm", "diffae", "t2i"):
+        errors += _check_flips(key, model, datasets)
     if kind == "t2i":
         errors += _check_t2i(key, model, datasets)
     if kind in ("ddpm", "diffae"):
@@ -286,6 +289,16 @@ def _check_model(name: str, model: dict[str, Any], config: dict[str, Any], base_
     if kind == "ddpm":
         errors += _check_ddpm_evaluation(key, model, config)
     return errors
+
+
+def _check_flips(key: str, model: dict[str, Any], datasets: dict[str, Any]) -> list[str]:
+    """No forced flips on a dataset kind whose mirror images never occur: the model would learn them."""
+    asymmetric = [name for name in model["datasets"] if datasets[name]["kind"] in ASYMMETRIC_KINDS]
+    if model["train"]["hflip"] is True and asymmetric:
+        allowed = "false" if model["kind"] == "t2i" else "false or auto"
+        reason = f"mirror images of {', '.join(asymmetric)} never occur in the data"
+        return [_msg(f"{key}.train.hflip", True, f"allowed: {allowed} ({reason})")]
+    return []
 
 
 def _check_groups(key: str, groups: int, widths: list[int], what: str) -> list[str]:

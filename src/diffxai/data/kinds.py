@@ -18,6 +18,16 @@ DATASET_MODULES: dict[str, str] = {
 }
 
 
+MIRROR_SYMMETRIC_KINDS = {"ellipses", "celeba"}  # a mirror image is as likely as the image
+ASYMMETRIC_KINDS = {"attributes"}  # the corner mark (top left) and dot (top right) never swap sides
+
+
+def resolve_flips(hflip: bool | str, kind: str) -> bool:
+    """A diffusion model's ``train.hflip`` on a dataset of ``kind``: ``auto`` flips the
+    mirror-symmetric kinds only (a user's image folder or HDF5 file may not be)."""
+    return kind in MIRROR_SYMMETRIC_KINDS if hflip == "auto" else bool(hflip)
+
+
 def dataset_module(kind: str) -> str:
     """The module that generates or loads datasets of ``kind``."""
     return module_for(DATASET_MODULES, kind, "dataset kind")

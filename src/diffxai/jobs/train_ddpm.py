@@ -20,6 +20,7 @@ from diffxai.training.supervised import to_m11
 
 log = logging.getLogger(__name__)
 MODULES = ["diffxai.jobs.train_ddpm"]
+SAMPLING_SECTIONS = ("evaluation", "check", "latents")  # sample from the trained model: weights unchanged
 
 
 def resume_checkpoint(cache_dir: str | Path, job: ModelJob, modules: list[str]) -> Path:
@@ -27,7 +28,7 @@ def resume_checkpoint(cache_dir: str | Path, job: ModelJob, modules: list[str]) 
     config, the job's seed, the source of ``modules`` (the training job's, with all they
     import) and the data's config and code, so a changed setting, seed, training code or
     dataset never resumes (or, once finished, reloads) a stale run."""
-    training = {k: v for k, v in job.model_cfg.items() if k != "evaluation"}
+    training = {k: v for k, v in job.model_cfg.items() if k not in SAMPLING_SECTIONS}
     data = job.data.store.attrs.get("provenance", {})
     key = config_hash(
         [training, job.seed, source_hash(*modules), data.get("config_hash"), data.get("source_hash")]
