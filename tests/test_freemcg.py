@@ -291,3 +291,75 @@ def test_ddim_step_scales_the_gradient_by_gamma_t(monkeypatch):
     unit = fixed.gradient / fixed.gradient.pow(2).mean().sqrt()
     expected = (x0 + alpha * gamma * unit - beta * (x0 - A)).clamp(-1, 1)
     torch.testing.assert_close(torch.from_numpy(result.counterfactuals), expected)
+
+
+# --- particles, chain start and channels against the equations ----------------------------------
+
+
+class ZeroNoise(nn.Module):
+    """A UNet whose ε̂ is 0: x̂0(x_t) = x_t / sqrt(ᾱ_t) (no clipping), so a particle is
+    x + sqrt((1 − ᾱ_t)/ᾱ_t) ε, written down from the forward process."""
+
+    def __init__(self, channels: int = 1, size: int = 8) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+        self.config = {"sample_size": size, "in_channels": channels}
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor):
+        return type("Output", (), {"sample": torch.zeros_like(x)})()
+
+
+UNCLIPPED = {**SCHEDULER_CONFIG, "clip_sample": False}
+
+
+def test_particles_are_one_step_denoised_copies_noised_by_the_forward_process():
+    """x^(k) = x̂0(sqrt(ᾱ_t) x + sqrt(1 − ᾱ_t) ε_k) and x̄ their mean: with antithetic draws
+    (ε, −ε) the mean is x exactly, and each particle sits sqrt((1 − ᾱ_t)/ᾱ_t)·ε from it."""
+    tweedie = Tweedie(ZeroNoise(), UNCLIPPED)
+    t = 500
+    epsilon = torch.randn(1, 2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = torch.cat([epsilon, -epsilon], dim=1)  # (N=1, K=4, C, H, W)
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    blackbox = freemcg.BlackBox(BarClassifier(A, B))
+    result = freemcg.particle_gradient(
+        tweedie, blackbox, x, t, torch.tensor([1]), noise, "probability", keep=True
+    )
+    alpha_bar = tweedie.alpha_bar[t]
+    torch.testing.assert_close(result.particles, x[:, None] + ((1 - alpha_bar) / alpha_bar).sqrt() * noise)
+    torch.testing.assert_close(result.mean, x, atol=1e-5, rtol=0)
+    assert not torch.allclose(result.particles[:, 0], x, atol=1e-2)  # the mean is not one particle
+
+
+def test_the_chain_starts_from_the_input_noised_to_t_start():
+    """App. G: z_{t'} = sqrt(ᾱ_t') x + sqrt(1 − ᾱ_t') ε with t' = t_start·T; one DDIM step with no
+    guidance and the ε̂ = 0 network lands on x̂0 = z / sqrt(ᾱ_t'), i.e. x + sqrt((1 − ᾱ)/ᾱ) ε."""
+    models = Models(GradFreeBarClassifier(A, B), ZeroNoise(), dict(UNCLIPPED), None)
+    params = ce_params(mode="ddim", t_start=0.3, steps=1, alpha=0.0, beta=0.0, particles=2)
+    ids = np.array([4])
+    result = freemcg.explain(A[None], ids, models, params, seed=7)
+    epsilon = freemcg.SampleNoise(7, ids, (1, 8, 8)).draw([0])  # the chain's first draw
+    alpha_bar = Tweedie(ZeroNoise(), UNCLIPPED).alpha_bar[300]
+    expected = (A[None] + ((1 - alpha_bar) / alpha_bar).sqrt() * epsilon).clamp(-1, 1)
+    torch.testing.assert_close(torch.from_numpy(result.counterfactuals), expected)
+
+
+def test_a_map_averages_the_gradient_over_colour_channels_and_timesteps(monkeypatch):
+    calls = []
+
+    def fixed(tweedie, blackbox, x, t, classes, noise, kind, keep=False):
+        calls.append(t)
+        gradient = torch.arange(3.0).view(1, 3, 1, 1).expand_as(x) * (1 + t / 100)
+        return freemcg.ParticleGradient(gradient.clone(), x.clone())
+
+    monkeypatch.setattr(freemcg, "particle_gradient", fixed)
+    models = Models(GradFreeBarClassifier(A, B), ZeroNoise(channels=3), dict(UNCLIPPED), None)
+    params = {**MAP_DEFAULTS, "timesteps": [0.1, 0.3], "particles": 2}
+    images = torch.zeros(2, 3, 8, 8)
+    result = freemcg.attribution_maps(images, torch.tensor([0, 1]), models, params, 0, np.array([0, 1]))
+    assert calls == [100, 300]
+    # channels 0, 1, 2 give 0, 1, 2 (× 2 at t = 100, × 4 at t = 300): mean over timesteps 3, over channels 3
+    np.testing.assert_allclose(result.maps, np.full((2, 8, 8), 3.0))
+
+
+def test_a_fraction_close_to_one_stays_on_the_schedule():
+    assert freemcg._timesteps([0.9999, 0.5], 1000) == [999, 500]
