@@ -700,3 +700,48 @@ def test_train_ddpm_passes_each_image_its_own_condition_and_drops_the_asked_frac
     assert seen["aligned"] + seen["dropped"] == seen["total"]
     assert 0.15 < seen["dropped"] / seen["total"] < 0.35
     assert seen["variants"] == set(range(variants or 1))
+
+
+def constant_eps(t: int) -> float:
+    """ε̂ of :class:`ConstantNoise`: −3 at the first of two DDIM steps (x̂0 leaves [−1, 1]), 0 at
+    the last (x̂0 = x / sqrt(ᾱ), in range: what the first step passed on shows)."""
+    return -3.0 if t >= 50 else 0.0
+
+
+class ConstantNoise(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor):
+        return type("Output", (), {"sample": torch.full_like(x, constant_eps(int(t)))})()
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_ddim_sampling_steps_with_the_noise_of_the_clipped_estimate_and_ends_in_range(clip: bool) -> None:
+    """DDIM (η = 0): x_prev = sqrt(ᾱ_prev) x̂0 + sqrt(1 − ᾱ_prev) ε', where with clipping x̂0 is
+    clipped and ε' re-derived from it, ε' = (x − sqrt(ᾱ) x̂0)/sqrt(1 − ᾱ) (as guided-diffusion);
+    the returned samples lie in [−1, 1] even when the model samples unclipped."""
+    config = {**SCHEDULE, "clip_sample": clip}
+    generator = torch.Generator().manual_seed(0)
+    images, _ = sample(ConstantNoise(), config, 2, (1, 4, 4), 2, "ddim", generator, progress=False)
+    scheduler = build_scheduler(config, "ddim")
+    scheduler.set_timesteps(2)
+    x = torch.randn((2, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    timesteps = scheduler.timesteps.tolist()
+    for index, t in enumerate(timesteps):
+        alpha = scheduler.alphas_cumprod[t]
+        previous = (
+            scheduler.alphas_cumprod[timesteps[index + 1]]
+            if index + 1 < len(timesteps)
+            else scheduler.final_alpha_cumprod
+        )
+        eps = torch.full_like(x, constant_eps(t))
+        x0 = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
+        if clip:
+            x0 = x0.clamp(-1, 1)
+            eps = (x - alpha.sqrt() * x0) / (1 - alpha).sqrt()
+        x = previous.sqrt() * x0 + (1 - previous).sqrt() * eps
+    torch.testing.assert_close(images, x.clamp(-1, 1), rtol=1e-4, atol=1e-4)
+    assert images.min() >= -1 and images.max() <= 1
+    assert timesteps == [50, 0] and ((x.abs() > 1).any() != clip)  # unclipped, the chain leaves the range

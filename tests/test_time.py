@@ -210,3 +210,33 @@ def test_edit_inverts_with_the_source_prompt_and_denoises_with_the_target_on_the
     assert noise.calls == [(inverting, t) for t in up for _ in range(2)] + [
         (denoising, t) for t in down for _ in range(2)
     ]
+
+
+def test_with_three_classes_an_attempt_that_lands_on_a_third_class_has_not_flipped(monkeypatch):
+    """Success is reaching the target: the first attempt turns the image (class 0, target 1) into
+    class 2, so the second attempt runs, and its class-1 image is the CE (2 queries)."""
+    from diffxai.models.blackbox import BlackBox
+
+    class Nearest(torch.nn.Module):  # class k for an image of mean ≈ centre k
+        def __init__(self) -> None:
+            super().__init__()
+            self.centres = torch.nn.Parameter(torch.tensor([0.0, -0.5, 0.5]), requires_grad=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return -10 * (x.mean(dim=(1, 2, 3))[:, None] - self.centres) ** 2
+
+    landing = {2: 0.5, 3: -0.5}  # attempt (τ = 2) → class 2, (τ = 3) → class 1
+    monkeypatch.setattr(
+        time_method, "edit", lambda noise, latents, *args: torch.full_like(latents, landing[args[3]])
+    )
+    t2i = ToyTextToImage()
+    concepts = time_method.Concepts(["<context_0>"], {c: [f"<class{c}_0>"] for c in range(3)})
+    images = torch.zeros(1, 1, 8, 8)
+    blackbox = BlackBox(Nearest())
+    logits = blackbox(images).log()
+    params = {**PARAMS, "attempts": [[2, 1.0], [3, 1.0]]}
+    counterfactuals, attempt, _, _, queries = time_method.run_attempts(
+        t2i, blackbox, images, logits, torch.tensor([1]), concepts, params
+    )
+    assert attempt.tolist() == [1] and queries.tolist() == [2]
+    torch.testing.assert_close(counterfactuals, torch.full_like(images, -0.5))

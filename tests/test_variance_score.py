@@ -365,3 +365,19 @@ def test_coverage_rejects_k_not_below_real_count():
     real = np.zeros((3, 2))
     with pytest.raises(ValueError, match="k"):
         coverage(real, real, k=3)
+
+
+def test_bootstrap_variances_are_the_unbiased_variances_of_the_resampled_scores():
+    """Replays three resamples (each group's samples redrawn within the group) and scores each:
+    the reported variances are their variances with ddof = 1 (a factor 3/2 from ddof = 0 here)."""
+    from diffxai.methods import variance_score
+
+    y, groups = bernoulli_groups(np.random.default_rng(4), np.array([0.2, 0.5, 0.9]), 12)
+    grouped = variance_score._group(y, groups, None)
+    indices = variance_score._resample_indices(grouped, 3, np.random.default_rng(5))
+    replayed = [variance_scores(grouped.y[rows], grouped.index) for rows in indices]
+    result = bootstrap_scores(y, groups, None, 3, np.random.default_rng(5), chunk=3)
+    globals_ = [score["global_score"] for score in replayed]
+    assert result["global_variance"] == pytest.approx(np.var(globals_, ddof=1), rel=1e-9)
+    locals_ = np.array([score["local_scores"] for score in replayed])
+    np.testing.assert_allclose(result["local_variance"], np.var(locals_, axis=0, ddof=1), rtol=1e-9)
