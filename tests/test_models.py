@@ -517,6 +517,16 @@ def test_lightning_checkpoint_loads_with_a_spec(tmp_path: Path) -> None:
     assert torch.equal(outputs(loaded, "classifier"), outputs(module, "classifier"))
 
 
+def test_a_checkpoint_with_raw_and_ema_weights_loads_the_ema_ones(tmp_path: Path) -> None:
+    module, spec = build("classifier")
+    torch.manual_seed(1)
+    raw = build_module(SPECS["classifier"]).eval()
+    torch.save({"model": raw.state_dict(), "ema": module.state_dict(), "step": 9}, tmp_path / "loop.pt")
+    loaded, _ = load_model(tmp_path / "loop.pt", spec=spec)
+    assert torch.equal(outputs(loaded, "classifier"), outputs(module, "classifier"))
+    assert not torch.equal(outputs(raw, "classifier"), outputs(module, "classifier"))
+
+
 def test_data_parallel_prefix_is_removed(tmp_path: Path) -> None:
     module, spec = build("encoder")
     torch.save({f"module.{k}": v for k, v in module.state_dict().items()}, tmp_path / "encoder.pth")

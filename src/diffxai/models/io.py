@@ -12,6 +12,7 @@ are read with ``weights_only=True`` only.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from torch import nn
 from diffxai.models.encoder import SimSiam
 from diffxai.models.heads import AttributeOracle, Classifier, Regressor
 from diffxai.models.registry import create_network
+
+log = logging.getLogger(__name__)
 
 FORMAT = "diffxai-model"
 FORMAT_VERSION = 1
@@ -98,8 +101,11 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
         raise
     except Exception as error:  # corrupt files raise many types; report them as one
         raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from error
-    for key in ("state_dict", "model", "ema"):  # common wrappers (Lightning, training loops)
+    # common wrappers (Lightning, training loops); a loop's checkpoint with both the raw and the EMA
+    # weights gives the EMA ones, which it samples and evaluates with
+    for key in ("state_dict", "ema", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
+            log.info("checkpoint %s: the weights under %r", path, key)
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
