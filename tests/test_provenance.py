@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,30 @@ def test_source_hash_ignores_comments_docstrings_and_formatting_but_not_code(fak
     assert source_hash("diffxai.a") != before
     (fake_package / "a.py").write_text('from .b import x\n\n\ndef f():\n    return "Doc."\n')  # a value
     assert source_hash("diffxai.a") != before
+
+
+def test_cuda_jobs_are_made_deterministic(monkeypatch):
+    """The same-machine bit-identity promise on a GPU: cuDNN's autotuner off, deterministic
+    kernels on (warning where an op has none), cuBLAS's workspace fixed before it starts."""
+    import torch
+
+    from diffxai.device import deterministic_cuda
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cudnn = torch.backends.cudnn
+    algorithms = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    saved = (cudnn.deterministic, cudnn.benchmark, *algorithms)
+    try:
+        deterministic_cuda()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert (
+            torch.are_deterministic_algorithms_enabled()
+            and torch.is_deterministic_algorithms_warn_only_enabled()
+        )
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])

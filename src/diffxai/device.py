@@ -8,13 +8,23 @@ import torch
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    """``auto`` -> CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` as given. On CUDA,
+    cuDNN and cuBLAS are made deterministic (two runs give the same arrays)."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        deterministic_cuda()
     return device
+
+
+def deterministic_cuda() -> None:
+    """Deterministic cuDNN convolutions (no autotuner) and cuBLAS workspaces; an op with no
+    deterministic kernel warns instead of failing the job."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def set_threads(threads: int) -> None:
