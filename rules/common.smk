@@ -4,7 +4,7 @@ import sys
 
 from diffxai.config.ablation_design import ablation_settings as settings_of
 from diffxai.config.load import ConfigError, validate_config
-from diffxai.data.kinds import dataset_module, resolve_flips
+from diffxai.data.kinds import dataset_module, resolve_flips, source_files
 from diffxai.seeds import derive_seed
 from diffxai.methods.gcd_params import direction_params
 from diffxai.methods.registry import method_module

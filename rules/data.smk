@@ -1,4 +1,6 @@
 rule prepare_data:
+    input:
+        lambda wildcards: source_files(config["datasets"][wildcards.dataset]),
     output:
         directory(f"{R}/{{dataset}}/data.zarr"),
     log:

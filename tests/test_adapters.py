@@ -338,3 +338,60 @@ def test_build_dataset_random_split_and_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(stored.array("labels"), data.labels)
     np.testing.assert_array_equal(stored.array("split"), data.split)
     assert stored.class_names == ["a", "b"] and stored.channels == 3 and stored.image_size == (8, 8)
+
+
+# --------------------------------------------------------------------------- checks of real data
+
+
+def test_hdf5_labels_become_consecutive_classes_named_by_their_values(tmp_path: Path) -> None:
+    images = np.zeros((4, 8, 8), dtype=np.uint8)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["images"], f["labels"], f["flags"] = (
+            images,
+            np.array([2, 5, 2, 5]),
+            np.array([True, False, True, True]),
+        )
+    data = adapters.load_hdf5(hdf5_params(tmp_path / "d.h5"), 8, tmp_path)
+    np.testing.assert_array_equal(data.labels, [0, 1, 0, 1])
+    assert data.class_names == ["2", "5"]  # two classes, no empty ones below
+    flags = adapters.load_hdf5(hdf5_params(tmp_path / "d.h5", labels="flags"), 8, tmp_path)
+    assert flags.class_names == ["0", "1"] and flags.labels.tolist() == [1, 0, 1, 1]  # booleans as 0/1
+
+
+def test_class_labels_that_are_not_finite_or_spell_one_number_twice_are_refused() -> None:
+    assert adapters.sorted_classes(["10", "2", "1"]) == ["1", "2", "10"]
+    assert adapters.sorted_classes(["cat", "dog", "cat"]) == ["cat", "dog"]
+    with pytest.raises(ValueError, match="finite"):
+        adapters.sorted_classes(["0", "1", "nan"])
+    with pytest.raises(ValueError, match="one number in two ways"):
+        adapters.sorted_classes(["0", "1", "1.0"])
+
+
+def test_nan_pixels_are_refused() -> None:
+    from diffxai.data.prepared import to_uint8
+
+    with pytest.raises(ValueError, match="NaN"):
+        to_uint8(np.array([[0.5, np.nan]], dtype=np.float32))
+
+
+def test_a_split_from_the_data_must_give_every_part_an_image(celeba: Path) -> None:
+    """CelebA's partition is contiguous: the first rows are all train (here: two of five)."""
+    cfg = {"kind": "celeba", "image_size": 8, "channels": 3, "seed": 0, "split": {"val": 0.1, "test": 0.2},
+           "celeba": celeba_params(max_images=2)}  # fmt: skip
+    with pytest.raises(ValueError, match=r"own split has no val and no test image.*'train': 2"):
+        build_dataset(cfg, celeba.parent)
+    assert (build_dataset({**cfg, "celeba": celeba_params()}, celeba.parent).split == [0, 0, 1, 2, 2]).all()
+
+
+def test_the_files_a_real_dataset_reads_are_its_inputs(tmp_path: Path) -> None:
+    from diffxai.data.kinds import source_files
+
+    folder = {"kind": "image_folder", "image_folder": {"root": "imgs", "csv": "meta/labels.csv"}}
+    assert source_files(folder, tmp_path) == [str(tmp_path / "meta/labels.csv")]
+    celeba = {"kind": "celeba", "celeba": celeba_params()}
+    assert source_files(celeba, tmp_path) == [
+        str(tmp_path / "celeba/list_attr_celeba.txt"),
+        str(tmp_path / "celeba/list_eval_partition.txt"),
+    ]
+    assert source_files({"kind": "hdf5", "hdf5": {"path": "/data/d.h5"}}) == ["/data/d.h5"]
+    assert source_files({"kind": "ellipses"}) == []

@@ -383,6 +383,12 @@ BAD_CONFIGS = {
         "10",
         "a threshold inside the range aspect_ratio is drawn from, (1, 3)",
     ),
+    "ellipse-centre-threshold-nearer-the-border-than-any-centre": (  # centres keep off the border
+        _set("datasets", "ellipses", "ellipses", "label", {"factor": "center_x", "threshold": 2.5}),
+        "datasets.ellipses.ellipses.label.threshold",
+        "2.5",
+        "a threshold inside the range center_x is drawn from, (3.",
+    ),
     "ellipse-label-factor-that-does-not-vary": (
         _set("datasets", "ellipses", "ellipses", "aspect_ratio", [2.0, 2.0]),
         "datasets.ellipses.ellipses.label.threshold",

@@ -276,3 +276,15 @@ def test_random_split_sizes_are_the_rounded_fractions_and_never_empty():
     assert [(split == SPLITS[name]).sum() for name in ("train", "val", "test")] == [35, 5, 10]
     with pytest.raises(ValueError, match="no val or no test image"):
         random_split(10, {"val": 0.04, "test": 0.2}, np.random.default_rng(0))
+
+
+def test_the_centre_label_range_is_where_centres_are_drawn() -> None:
+    """Centres keep a half-extent and a margin off the border; the smallest possible half-extent
+    is the smallest semi-minor axis (the smallest, most elongated ellipse, upright), so every
+    centre lies in the range and some come within a pixel and a half of its ends."""
+    params = {"area_fraction": [0.04, 0.16], "aspect_ratio": [1.0, 3.0], "label": {"factor": "center_x"}}
+    low, high = ellipses.label_range(params, 32)
+    factors = ellipses.sample_factors(params, 32, 5000, np.random.default_rng(0))
+    centres = factors[:, ellipses.FACTOR_NAMES.index("center_x")]
+    assert low <= centres.min() < low + 1.5 and high - 1.5 < centres.max() <= high  # the corner is rare
+    assert low == pytest.approx(1 + np.sqrt(0.04 * 32**2 / (np.pi * 3)))

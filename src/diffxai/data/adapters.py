@@ -61,7 +61,7 @@ def eight_bit(image: Image.Image, path: Path) -> Image.Image:
         return image
     values = np.asarray(image, dtype=np.float64)
     high = 1.0 if image.mode == "F" else 65535.0
-    if values.min() < 0 or values.max() > high:
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > high:
         raise ValueError(
             f"image {path} (mode {image.mode}) has values in [{values.min():g}, {values.max():g}]; "
             f"allowed: [0, {high:g}]"
@@ -101,12 +101,19 @@ def require_columns(table: pd.DataFrame, columns: Sequence[str], source: Path) -
 
 
 def sorted_classes(values: Sequence[str]) -> list[str]:
-    """Unique ``values``, sorted numerically when all are numbers, else as strings."""
-    unique = set(values)
+    """Unique ``values``, sorted numerically when all are numbers, else as strings. Numbers that
+    are not finite, and two spellings of one number ("1" and "1.0"), are refused."""
+    unique = sorted(set(values))
     try:
-        return sorted(unique, key=lambda value: (float(value), value))
+        numbers = {value: float(value) for value in unique}
     except ValueError:
-        return sorted(unique)
+        return unique
+    bad = [value for value, number in numbers.items() if not np.isfinite(number)]
+    if bad:
+        raise ValueError(f"class labels must be finite numbers or names, got {bad}")
+    if len(set(numbers.values())) < len(numbers):
+        raise ValueError(f"class labels {unique} spell one number in two ways")
+    return sorted(unique, key=lambda value: (numbers[value], value))
 
 
 def parse_split(values: Sequence[str], source: str) -> np.ndarray:
@@ -316,10 +323,19 @@ def read_column(file: h5py.File, name: str, n: int) -> np.ndarray:
 
 
 def as_integers(values: np.ndarray, name: str) -> np.ndarray:
-    """``values`` as int64, if they are (integral) non-negative integers."""
+    """``values`` as int64, if they are (integral) non-negative integers (or booleans)."""
+    if values.dtype == np.bool_:
+        return values.astype(np.int64)
     if not np.issubdtype(values.dtype, np.number) or np.any(values != np.round(values)) or np.any(values < 0):
         raise ValueError(f"dataset {name!r} must hold non-negative integers")
     return values.astype(np.int64)
+
+
+def class_indices(labels: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Labels (N,) as 0..K−1 in the order of their sorted values, and those values as the class
+    names: labels 1/2 are two classes, not three with an empty class 0."""
+    values, indices = np.unique(labels, return_inverse=True)
+    return indices.astype(np.int64), [str(value) for value in values]
 
 
 def load_hdf5(params: dict[str, Any], image_size: int, base_dir: Path) -> PreparedArrays:
@@ -328,7 +344,9 @@ def load_hdf5(params: dict[str, Any], image_size: int, base_dir: Path) -> Prepar
     with h5py.File(path, "r") as file:
         images, layout = read_hdf5_images(hdf5_dataset(file, params["images"]), image_size)
         n = len(images)
-        labels = as_integers(read_column(file, params["labels"], n), params["labels"])
+        labels, class_names = class_indices(
+            as_integers(read_column(file, params["labels"], n), params["labels"])
+        )
         split = None
         if params.get("split"):
             split = as_integers(read_column(file, params["split"], n), params["split"])
@@ -339,7 +357,7 @@ def load_hdf5(params: dict[str, Any], image_size: int, base_dir: Path) -> Prepar
     return PreparedArrays(
         images=images,
         labels=labels,
-        class_names=[str(i) for i in range(int(labels.max(initial=-1)) + 1)],
+        class_names=class_names,
         split=None if split is None else split.astype(np.int8),
         factors=np.stack(factors, axis=1) if factors else None,
         factor_names=factor_names,

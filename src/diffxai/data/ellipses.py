@@ -29,6 +29,7 @@ FACTOR_NAMES = [
     "semi_minor",
 ]
 # factors a label can threshold; the schema enum of `ellipses.label.factor` (tests keep them equal)
+MARGIN = 1.0  # px between an ellipse's bounding box and the image border
 LABEL_FACTORS = ["log_aspect_ratio", "aspect_ratio", "area", "angle", "center_x", "center_y"]
 
 
@@ -46,7 +47,7 @@ def sample_factors(params: dict[str, Any], size: int, n: int, rng: np.random.Gen
     minor = np.sqrt(area / (aspect * np.pi))
     half_x = np.sqrt((major * np.cos(angle)) ** 2 + (minor * np.sin(angle)) ** 2)
     half_y = np.sqrt((major * np.sin(angle)) ** 2 + (minor * np.cos(angle)) ** 2)
-    margin = 1.0
+    margin = MARGIN
     if np.any(2 * (np.maximum(half_x, half_y) + margin) > size):
         raise ValueError(
             f"ellipses up to area_fraction={params['area_fraction'][1]} and aspect_ratio="
@@ -74,14 +75,17 @@ def render(factors: np.ndarray, size: int, supersample: int) -> tuple[np.ndarray
 
 
 def label_range(params: dict[str, Any], size: int) -> tuple[float, float]:
-    """The interval (low, high) the label factor is drawn from (a centre: the image, 0..size px)."""
+    """The interval (low, high) the label factor is drawn from. A centre stays a half-extent and
+    a margin from the border; the smallest half-extent is the smallest semi-minor axis."""
+    smallest_minor = np.sqrt(params["area_fraction"][0] * size**2 / (np.pi * params["aspect_ratio"][1]))
+    inset = smallest_minor + MARGIN
     ranges = {
         "log_aspect_ratio": np.log(params["aspect_ratio"]),
         "aspect_ratio": params["aspect_ratio"],
         "area": np.asarray(params["area_fraction"]) * size**2,
         "angle": (0.0, np.pi),
-        "center_x": (0.0, size),
-        "center_y": (0.0, size),
+        "center_x": (inset, size - inset),
+        "center_y": (inset, size - inset),
     }
     low, high = ranges[params["label"]["factor"]]
     return float(low), float(high)

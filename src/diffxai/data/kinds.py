@@ -1,4 +1,4 @@
-"""The module that builds each dataset kind, by config name.
+"""Dataset kinds by config name: the module that builds each, the files it reads, its flips.
 
 ``prepare_data`` imports only its dataset's module, and the workflow hashes only that module
 into the job's params: an edit of the real-data adapters does not rebuild the synthetic
@@ -7,7 +7,11 @@ datasets (and re-run everything downstream of them), nor an edit of one generato
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from diffxai.lookup import module_for
+from diffxai.paths import resolve
 
 DATASET_MODULES: dict[str, str] = {
     "ellipses": "diffxai.data.ellipses",
@@ -26,6 +30,23 @@ def resolve_flips(hflip: bool | str, kind: str) -> bool:
     """A diffusion model's ``train.hflip`` on a dataset of ``kind``: ``auto`` flips the
     mirror-symmetric kinds only (a user's image folder or HDF5 file may not be)."""
     return kind in MIRROR_SYMMETRIC_KINDS if hflip == "auto" else bool(hflip)
+
+
+def source_files(cfg: dict[str, Any], base_dir: str | Path = ".") -> list[str]:
+    """The files a real-data config reads its labels, attributes, split or images from (the
+    image folder's CSV, CelebA's attribute and partition files, the HDF5 file): the inputs of
+    ``prepare_data``, so editing one re-prepares the dataset. Generated kinds have none; image
+    files under a folder are not listed (replace an image under a new name, or edit the CSV)."""
+    kind = cfg["kind"]
+    if kind == "image_folder":
+        return [str(resolve(cfg["image_folder"]["csv"], base_dir))]
+    if kind == "celeba":
+        parent = resolve(cfg["celeba"]["root"], base_dir).parent
+        names = [cfg["celeba"]["attr_file"], cfg["celeba"]["partition_file"]]
+        return [str(resolve(name, parent)) for name in names if name]
+    if kind == "hdf5":
+        return [str(resolve(cfg["hdf5"]["path"], base_dir))]
+    return []
 
 
 def dataset_module(kind: str) -> str:

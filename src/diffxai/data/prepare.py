@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from diffxai.data.kinds import dataset_module
-from diffxai.data.prepared import PreparedArrays, random_split
+from diffxai.data.prepared import SPLITS, PreparedArrays, random_split
 
 Builder = Callable[[ModuleType, dict[str, Any], np.random.Generator, Path], PreparedArrays]
 
@@ -61,4 +61,19 @@ def build_dataset(cfg: dict[str, Any], base_dir: Path = Path(".")) -> PreparedAr
     data = BUILDERS[cfg["kind"]](module, cfg, np.random.default_rng(data_seed), base_dir)
     if data.split is None:
         data.split = random_split(len(data.images), cfg["split"], np.random.default_rng(split_seed))
+    else:
+        check_source_split(data.split, cfg["kind"])
     return data
+
+
+def check_source_split(split: np.ndarray, kind: str) -> None:
+    """A split the data brought (partition file, split column or dataset) must give every split an
+    image: early stopping needs validation images and the metrics test ones. CelebA's partition is
+    contiguous, so its first ``max_images`` rows are all train."""
+    counts = {name: int(np.sum(split == code)) for name, code in SPLITS.items()}
+    empty = [name for name, count in counts.items() if count == 0]
+    if empty:
+        raise ValueError(
+            f"the {kind} data's own split has no {' and no '.join(empty)} image ({counts}); "
+            "give more images (max_images) or a split with every part"
+        )

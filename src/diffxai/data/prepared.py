@@ -69,7 +69,9 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if np.issubdtype(array.dtype, np.floating):
-        if array.size and (np.nanmin(array) < 0 or np.nanmax(array) > 1):
+        if np.isnan(array).any():
+            raise ValueError("float images hold NaN pixels")
+        if array.size and (array.min() < 0 or array.max() > 1):
             raise ValueError(f"float images must lie in [0, 1], got {array.min()}..{array.max()}")
         return np.round(array * 255).astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer) and (not array.size or 0 <= array.min() <= array.max() <= 255):
