@@ -17,6 +17,7 @@ from diffxai.methods.attribution_baselines import attribute
 from diffxai.methods.base import ExplanationError
 from diffxai.methods.transformer_maps import (
     _AttentionRecorder,
+    attention_rollout,
     default_token_layer,
     hit_maps,
     rollout,
@@ -159,14 +160,17 @@ def test_hit_maps_sum_to_the_target_logit_and_sit_where_their_patch_is():
         find_hit(nn.Linear(2, 2))
 
 
-def test_spread_patches_layout_and_refuses_a_grid_that_does_not_fit():
+def test_spread_patches_layout_and_the_remainder_a_vit_does_not_see():
     values = torch.arange(6.0).view(1, 6)
     maps = spread_patches(values, (2, 3), (4, 6))
     assert maps.shape == (1, 4, 6)
     assert maps[0, 3, 5] == 5 / 4 and maps[0, 0, 0] == 0 and maps[0, 1, 2] == 1 / 4
     assert maps.sum() == values.sum()
-    with pytest.raises(ValueError, match="does not split"):
-        spread_patches(values, (2, 3), (5, 6))
+    uneven = spread_patches(values, (2, 3), (5, 7))  # 2 × 2 patches from the top left, as timm cuts
+    torch.testing.assert_close(uneven[:, :4, :6], maps)
+    assert uneven[0, 4].abs().sum() == 0 and uneven[0, :, 6].abs().sum() == 0
+    with pytest.raises(ValueError, match="smaller than"):
+        spread_patches(values, (2, 3), (1, 6))
 
 
 def _tiny_vit(depth: int = 2) -> nn.Module:
@@ -201,6 +205,32 @@ def test_rollout_matches_the_matrix_product_by_hand():
         mixed = mixed / mixed.sum(-1, keepdim=True)
         joint = mixed @ joint
     torch.testing.assert_close(rollout(attentions, prefix=1)[0], joint[0, 1:])
+
+
+def test_rollout_of_a_vit_that_pools_its_patches_reads_the_patch_rows():
+    """Without a class token (global average pooling) no row is the head's input: the map is the
+    mean of the patch rows, not patch 0's row."""
+    generator = torch.Generator().manual_seed(1)
+    attentions = [torch.rand(1, 2, 4, 4, generator=generator).softmax(-1) for _ in range(2)]
+    joint = torch.eye(4)
+    for attention in attentions:
+        mixed = 0.5 * attention[0].mean(0) + 0.5 * torch.eye(4)
+        joint = (mixed / mixed.sum(-1, keepdim=True)) @ joint
+    torch.testing.assert_close(rollout(attentions, prefix=0, class_token=False)[0], joint.mean(0))
+    torch.manual_seed(0)
+    pooled = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=2, in_chans=1, img_size=18, patch_size=4,
+        embed_dim=16, depth=2, num_heads=2, class_token=False, global_pool="avg",
+    ).eval()  # fmt: skip
+    images = _images(2, size=18)
+    maps = attention_rollout(Classifier(pooled, ["a", "b"]), images)
+    assert maps.shape == (2, 18, 18) and maps[:, 16:].abs().sum() == 0  # 4 × 4 patches of 4 px: 2 px unseen
+    recorder = _AttentionRecorder(pooled)
+    with torch.no_grad():
+        pooled(images)
+    recorder.close()
+    expected = spread_patches(rollout(recorder.attentions, 0, class_token=False), (4, 4), (18, 18))
+    torch.testing.assert_close(maps, expected)
 
 
 def test_attention_rollout_of_vit_and_hit():
@@ -367,3 +397,16 @@ def test_faithfulness_table_marks_the_best_per_classifier_and_compares_hit_with_
     assert "Ins Z ↑" in lines[2] and "Del Z ↓" in lines[2]
     assert "| hit | hit | **0.900** |" in table and "| **0.100** |" in lines[5]
     assert "| vit_gradcam | vit | 0.950 |" in table  # alone in its group: not bold
+
+
+def test_an_undefined_metric_is_no_value_whatever_the_row_order(tmp_path):
+    """NaN (written by json as NaN) must not decide max/min: the best post-hoc value is 0.7 in
+    either order of the rows."""
+    hit = _metrics_file(tmp_path, "hit", "hit", insertion_nauc_zero=0.9)
+    gradcam = _metrics_file(tmp_path, "hit_gradcam", "hit", insertion_nauc_zero=float("nan"))
+    rollout_ = _metrics_file(tmp_path, "hit_rollout", "hit", insertion_nauc_zero=0.7)
+    for order in ([hit, gradcam, rollout_], [hit, rollout_, gradcam]):
+        rows = hit_summary.faithfulness_table(order)
+        versus = hit_summary.hit_against_posthoc(rows, ["hit"], "hit")
+        assert versus["hit.insertion_nauc_zero"]["best_posthoc_on_hit"] == 0.7
+        assert "| hit_gradcam | hit | – |" in hit_summary.markdown_table(rows, "T")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -134,9 +135,15 @@ def faithfulness_table(metric_paths: Sequence[str | Path]) -> list[dict[str, Any
     for path in metric_paths:
         record = json.loads(Path(path).read_text())
         row = {"attribution": record["method"], "classifier": record["classifier"]}
-        row.update({key: record.get(key) for key, _, _ in TABLE_COLUMNS})
+        # an undefined metric (NaN: e.g. the randomisation of maps that are all zero) is no value:
+        # max/min over a list holding NaN would depend on the order of the rows
+        row.update({key: _defined(record.get(key)) for key, _, _ in TABLE_COLUMNS})
         rows.append(row)
     return rows
+
+
+def _defined(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def hit_against_posthoc(rows: list[dict[str, Any]], hit_rows: list[str], hit_model: str) -> dict[str, Any]:

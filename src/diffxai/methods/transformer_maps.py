@@ -42,14 +42,19 @@ def token_grid(network: nn.Module, tokens: int) -> tuple[int, int, int]:
 
 
 def spread_patches(values: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
-    """Patch values (N, rows·cols) → pixel maps (N, H, W), each pixel its patch's value / patch area."""
+    """Patch values (N, rows·cols) → pixel maps (N, H, W), each pixel its patch's value / patch area.
+    Patches are ⌊H / rows⌋ × ⌊W / cols⌋ pixels from the top left; the pixels past the grid (a timm
+    ViT's patch embedding drops the remainder of a size its patches do not divide) get 0."""
     rows, cols = grid
     height, width = size
-    if height % rows or width % cols:
-        raise ValueError(f"a {height} x {width} image does not split into a {rows} x {cols} patch grid")
     step_h, step_w = height // rows, width // cols
+    if not (step_h and step_w):
+        raise ValueError(f"a {height} x {width} image is smaller than a {rows} x {cols} patch grid")
     grid_values = values.reshape(-1, rows, cols) / (step_h * step_w)
-    return grid_values.repeat_interleave(step_h, dim=1).repeat_interleave(step_w, dim=2)
+    spread = grid_values.repeat_interleave(step_h, dim=1).repeat_interleave(step_w, dim=2)
+    maps = spread.new_zeros(len(spread), height, width)
+    maps[:, : rows * step_h, : cols * step_w] = spread
+    return maps
 
 
 @torch.no_grad()
@@ -91,16 +96,19 @@ class _AttentionRecorder:
             attention.fused_attn = fused
 
 
-def rollout(attentions: list[Tensor], prefix: int) -> Tensor:
-    """Attention rollout (N, patches) from per-layer attentions (N, heads, T, T): CLS row of
-    Π_l normalise(0.5·mean_heads(A_l) + 0.5·I), restricted to the patch tokens after ``prefix``."""
+def rollout(attentions: list[Tensor], prefix: int, class_token: bool = True) -> Tensor:
+    """Attention rollout (N, patches) from per-layer attentions (N, heads, T, T): the row of the
+    token the head reads of Π_l normalise(0.5·mean_heads(A_l) + 0.5·I), restricted to the patch
+    tokens after ``prefix``: the class token's (row 0), or with ``class_token`` False (a ViT that
+    pools its patch tokens) the mean of the patch rows."""
     tokens = attentions[0].shape[-1]
     identity = torch.eye(tokens, device=attentions[0].device, dtype=attentions[0].dtype)
     joint = identity.expand(len(attentions[0]), tokens, tokens)
     for attention in attentions:
         mixed = 0.5 * attention.mean(dim=1) + 0.5 * identity
         joint = (mixed / mixed.sum(dim=-1, keepdim=True)) @ joint
-    return joint[:, 0, prefix:]
+    rows = joint[:, 0] if class_token else joint[:, prefix:].mean(dim=1)
+    return rows[:, prefix:]
 
 
 @torch.no_grad()
@@ -119,7 +127,12 @@ def attention_rollout(model: nn.Module, images: Tensor) -> Tensor:
     finally:
         recorder.close()
     prefix, rows, cols = token_grid(network, recorder.attentions[0].shape[-1])
-    return spread_patches(rollout(recorder.attentions, prefix), (rows, cols), size).float().cpu()
+    reads_class_token = (
+        getattr(network, "global_pool", "token") == "token"
+        and getattr(network, "cls_token", None) is not None
+    )
+    maps = rollout(recorder.attentions, prefix, reads_class_token)
+    return spread_patches(maps, (rows, cols), size).float().cpu()
 
 
 def default_token_layer(model: nn.Module) -> str | None:
