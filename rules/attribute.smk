@@ -42,7 +42,7 @@ rule attribution_metrics:
         runtime=120,
         gpu=GPU,
     params:
-        settings=config["attribution_metrics"],
+        settings=lambda wildcards: attribution_metric_settings(wildcards.attribution),
         labels=lambda wildcards: {
             "dataset": wildcards.dataset,
             "classifier": config["attributions"][wildcards.attribution]["classifier"],

@@ -75,6 +75,13 @@ def diffusion_cfg(wildcards, leave_out):
     }
 
 
+def attribution_metric_settings(attribution):
+    """The metric settings of one attribution run: its own ``absolute`` over the global one."""
+    own = config["attributions"][attribution]["absolute"]
+    settings = config["attribution_metrics"]
+    return settings if own is None else {**settings, "absolute": own}
+
+
 def job_seed(wildcards):
     return derive_seed(config["seed"], *wildcards)
 

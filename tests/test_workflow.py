@@ -519,6 +519,9 @@ def test_tiny_run_writes_hit_maps_layer_contributions_and_the_hit_summary(tiny_r
     assert "hit.insertion_nauc_zero" in summary["hit_vs_posthoc"]
     table = (root / "interpretable" / "hit" / "table.md").read_text()
     assert table.count("\n| ") == 6  # header + five attributions
+    for name, absolute in (("hit", False), ("hit_gradcam", True)):  # HiT's signed maps rank signed
+        metrics = json.loads((root / "attributions" / name / "metrics.json").read_text())
+        assert metrics["provenance"]["config"]["absolute"] is absolute
 
 
 @pytest.mark.slow
