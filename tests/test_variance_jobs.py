@@ -78,6 +78,17 @@ def test_table_prints_a_dash_for_undefined_scores():
     assert len(set(cells)) == 1, table
 
 
+def write_samples(path, columns: dict[str, np.ndarray], acceptance_rate: float):
+    """A variance_samples store of ``columns`` as jobs.variance_sample writes it."""
+    specs = {name: ArraySpec(tuple(a.shape[1:]), str(a.dtype)) for name, a in columns.items()}
+    with StoreWriter(
+        path, STORE_KIND, specs, attrs={"summary": {"acceptance_rate": acceptance_rate}}
+    ) as writer:
+        writer.append(**columns)
+        writer.finalize()
+    return path
+
+
 def test_a_feature_with_no_accepted_sample_is_undefined_and_still_written(tmp_path):
     n = 4
     columns = {
@@ -89,11 +100,7 @@ def test_a_feature_with_no_accepted_sample_is_undefined_and_still_written(tmp_pa
         "measured": np.ones(n, np.float32),
         "accepted": np.zeros(n, np.uint8),
     }
-    specs = {name: ArraySpec(tuple(a.shape[1:]), str(a.dtype)) for name, a in columns.items()}
-    store = tmp_path / "samples.zarr"
-    with StoreWriter(store, STORE_KIND, specs, attrs={"summary": {"acceptance_rate": 0.0}}) as writer:
-        writer.append(**columns)
-        writer.finalize()
+    store = write_samples(tmp_path / "samples.zarr", columns, acceptance_rate=0.0)
     cpu, settings = torch.device("cpu"), {"min_accepted": 2}
     record, sampled = sampled_feature({"kind": "continuous"}, store, None, cpu, settings, rng=None)
     assert (
@@ -139,11 +146,7 @@ def test_a_classifier_blind_to_the_feature_scores_zero_once_one_sample_values_ar
         "measured": value_index.astype(np.float32),
         "accepted": np.ones(n, np.uint8),
     }
-    specs = {name: ArraySpec(tuple(a.shape[1:]), str(a.dtype)) for name, a in columns.items()}
-    store = tmp_path / "samples.zarr"
-    with StoreWriter(store, STORE_KIND, specs, attrs={"summary": {"acceptance_rate": 1.0}}) as writer:
-        writer.append(**columns)
-        writer.finalize()
+    store = write_samples(tmp_path / "samples.zarr", columns, acceptance_rate=1.0)
 
     class Coin(torch.nn.Module):  # class from the first pixel's parity: independent of the value
         def forward(self, x: torch.Tensor) -> torch.Tensor:
