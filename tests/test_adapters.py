@@ -395,3 +395,17 @@ def test_the_files_a_real_dataset_reads_are_its_inputs(tmp_path: Path) -> None:
     ]
     assert source_files({"kind": "hdf5", "hdf5": {"path": "/data/d.h5"}}) == ["/data/d.h5"]
     assert source_files({"kind": "ellipses"}) == []
+
+
+def test_hdf5_images_read_in_chunks_of_bytes_are_the_same(tmp_path: Path) -> None:
+    images = np.random.default_rng(3).random((5, 6, 6, 3)).astype(np.float32)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["images"] = images
+    with h5py.File(tmp_path / "d.h5", "r") as f:
+        whole, layout = adapters.read_hdf5_images(f["images"], 6)
+        one_by_one, _ = adapters.read_hdf5_images(f["images"], 6, chunk_bytes=6 * 6 * 3 * 4)
+        two_at_a_time, _ = adapters.read_hdf5_images(f["images"], 6, chunk_bytes=2 * 6 * 6 * 3 * 4 + 1)
+    assert layout == "NHWC"
+    np.testing.assert_array_equal(whole, np.round(images * 255).astype(np.uint8).transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(one_by_one, whole)
+    np.testing.assert_array_equal(two_at_a_time, whole)

@@ -298,10 +298,14 @@ def resize_chw(image: np.ndarray, size: int) -> np.ndarray:
     return to_chw(fit_square(pil, size, "none"))
 
 
-def read_hdf5_images(dataset: h5py.Dataset, image_size: int, batch: int = 1024) -> tuple[np.ndarray, str]:
-    """All images of ``dataset`` as uint8 (N, C, image_size, image_size), and the source layout."""
+def read_hdf5_images(
+    dataset: h5py.Dataset, image_size: int, chunk_bytes: int = 256 * 2**20
+) -> tuple[np.ndarray, str]:
+    """All images of ``dataset`` as uint8 (N, C, image_size, image_size), and the source layout;
+    read in chunks of about ``chunk_bytes`` of the source (a float32 3 × 512² image is 3 MB)."""
     layout = image_layout(dataset.shape)
     n = dataset.shape[0]
+    batch = max(1, chunk_bytes // max(1, dataset.dtype.itemsize * int(np.prod(dataset.shape[1:]))))
     channels = 1 if layout == "NHW" else dataset.shape[3 if layout == "NHWC" else 1]
     images = np.empty((n, channels, image_size, image_size), dtype=np.uint8)
     with progress(total=n, desc="hdf5", unit="img") as bar:
