@@ -410,3 +410,13 @@ def test_an_undefined_metric_is_no_value_whatever_the_row_order(tmp_path):
         versus = hit_summary.hit_against_posthoc(rows, ["hit"], "hit")
         assert versus["hit.insertion_nauc_zero"]["best_posthoc_on_hit"] == 0.7
         assert "| hit_gradcam | hit | – |" in hit_summary.markdown_table(rows, "T")
+
+
+def test_hit_is_compared_only_with_maps_of_as_many_images(tmp_path):
+    hit = _metrics_file(tmp_path, "hit", "hit", n=100, insertion_nauc_zero=0.9)
+    fewer = _metrics_file(tmp_path, "hit_gradcam", "hit", n=20, insertion_nauc_zero=0.95)
+    same = _metrics_file(tmp_path, "hit_rollout", "hit", n=100, insertion_nauc_zero=0.7)
+    versus = hit_summary.hit_against_posthoc(
+        hit_summary.faithfulness_table([hit, fewer, same]), ["hit"], "hit"
+    )
+    assert versus["hit.insertion_nauc_zero"]["best_posthoc_on_hit"] == 0.7

@@ -134,7 +134,7 @@ def faithfulness_table(metric_paths: Sequence[str | Path]) -> list[dict[str, Any
     rows = []
     for path in metric_paths:
         record = json.loads(Path(path).read_text())
-        row = {"attribution": record["method"], "classifier": record["classifier"]}
+        row = {"attribution": record["method"], "classifier": record["classifier"], "n": record.get("n")}
         # an undefined metric (NaN: e.g. the randomisation of maps that are all zero) is no value:
         # max/min over a list holding NaN would depend on the order of the rows
         row.update({key: _defined(record.get(key)) for key, _, _ in TABLE_COLUMNS})
@@ -147,12 +147,13 @@ def _defined(value: Any) -> float | None:
 
 
 def hit_against_posthoc(rows: list[dict[str, Any]], hit_rows: list[str], hit_model: str) -> dict[str, Any]:
-    """For every column: HiT's value and the best post-hoc value on the same HiT, and whether HiT wins."""
+    """For every column: HiT's value and the best post-hoc value on the same HiT (and the same number
+    of images), and whether HiT wins."""
     others = [row for row in rows if row["classifier"] == hit_model and row["attribution"] not in hit_rows]
     result = {}
     for row in (row for row in rows if row["attribution"] in hit_rows):
         for key, _, higher in TABLE_COLUMNS:
-            values = [other[key] for other in others if other[key] is not None]
+            values = [other[key] for other in others if other[key] is not None and other["n"] == row["n"]]
             if row[key] is None or not values:
                 continue
             best = max(values) if higher else min(values)
