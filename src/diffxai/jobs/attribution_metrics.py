@@ -152,15 +152,16 @@ def compute(
     method, params = store.attrs["method"], store.attrs["params"]
     metrics.update(robustness_and_sanity(method, models, params, x, targets, ids, settings, seed))
     region = ground_truth_region(data, ids)
-    present = np.zeros(len(ids), bool) if region is None else region.reshape(len(ids), -1).any(1)
-    if present.any():
-        metrics["mask_auroc"] = float(
-            np.nanmean(am.mask_auroc(maps[present], region[present], settings["absolute"]))
-        )
-        metrics["pointing_game"] = float(
-            am.pointing_game(maps[present], region[present], settings["absolute"]).mean()
-        )
+    if region is not None:
+        present = region.reshape(len(ids), -1).any(1)
         metrics["ground_truth_n"] = int(present.sum())
+        if present.any():  # no image with its region: no ground-truth score, and n says why
+            metrics["mask_auroc"] = float(
+                np.nanmean(am.mask_auroc(maps[present], region[present], settings["absolute"]))
+            )
+            metrics["pointing_game"] = float(
+                am.pointing_game(maps[present], region[present], settings["absolute"]).mean()
+            )
     metrics["nfe_per_map"] = float(store.read("nfe").mean())
     metrics["classifier_calls_per_map"] = float(store.read("classifier_calls").mean())
     metrics["seconds_per_map"] = float(store.read("seconds").mean())
