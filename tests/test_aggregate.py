@@ -298,3 +298,14 @@ def test_a_name_shared_by_a_model_and_an_attribution_keeps_each_table_to_its_kin
     tables = aggregate.report_tables(aggregate.tidy(entries), entries)
     assert tables["models_toy_clf"][0].loc["hit", "wall_time_s"] == 10.0
     assert list(tables["attributions_toy_clf"][0].columns) == ["mask_auroc"]
+
+
+def test_a_record_with_n_and_n_images_counts_n():
+    assert aggregate._sample_count({"n": 5, "n_images": 7}) == 5
+
+
+def test_entry_rows_keep_to_the_entrys_kind():
+    row = {"dataset": "d", "method": "hit", "metric": "m"}
+    frame = pd.DataFrame([{**row, "kind": "model", "value": 1.0}, {**row, "kind": "variance", "value": 2.0}])
+    rows = aggregate.entry_rows(frame, {"dataset": "d", "method": "hit", "kind": "variance"})
+    assert rows["value"].tolist() == [2.0]

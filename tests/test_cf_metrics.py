@@ -450,3 +450,53 @@ def test_s3_stays_a_simsiam_similarity_when_fid_uses_inception(tmp_path, monkeyp
         encode(encoder, x, CPU).numpy()[success], encode(encoder, cf, CPU).numpy()[success]
     )
     assert metrics["s3"] == pytest.approx(float(np.mean(expected)), rel=1e-5)
+
+
+# --- cases that tell the right definition from a near miss (mutants that survived before) --------
+
+
+def test_flip_rate_counts_three_of_three_targets_not_two():
+    assert flip_rate(np.array([1, 1, 1]), np.array([1, 1, 0])) == pytest.approx(2 / 3)
+
+
+def test_cout_inserts_by_the_channel_sum_of_the_change_and_breaks_ties_in_pixel_order():
+    from diffxai.metrics.counterfactual import _insertion_ranks
+
+    x = torch.zeros(1, 1, 1, 4)
+    cf = torch.tensor([[[[1.0, 1.0, 0.0, 1.0]]]])
+    assert _insertion_ranks(x, cf).tolist() == [[0, 1, 3, 2]]
+    x, cf = torch.zeros(1, 3, 1, 2), torch.zeros(1, 3, 1, 2)
+    cf[0, :, 0, 0] = 0.5  # sum 1.5 beats a single channel of 0.9
+    cf[0, 0, 0, 1] = 0.9
+    assert _insertion_ranks(x, cf).tolist() == [[0, 1]]
+
+
+def test_sfid_averages_both_directions_of_every_split():
+    generator = np.random.default_rng(1)
+    real = generator.normal(size=(20, 3))
+    cf = real * 2 + generator.normal(size=(20, 3))
+    result = sfid(real, cf, np.ones(20, bool), n_splits=3, seed=5)
+    replay, values = np.random.default_rng(5), []
+    for _ in range(3):
+        order = replay.permutation(20)
+        a, b = order[:10], order[10:]
+        values.append((fid(real[b], cf[a]) + fid(real[a], cf[b])) / 2)
+    assert result["mean"] == pytest.approx(np.mean(values), rel=1e-12)
+    assert result["std"] == pytest.approx(np.std(values), rel=1e-12)
+
+
+def test_fid_of_a_set_with_itself_is_never_negative():
+    from diffxai.metrics.frechet import fid_from_features
+
+    generator = np.random.default_rng(0)
+    for _ in range(20):  # rounding makes the raw trace term slightly negative about half the time
+        features = generator.normal(size=(generator.integers(3, 30), generator.integers(2, 20)))
+        assert fid_from_features(features, features) >= 0
+
+
+def test_cd_reads_the_query_row_of_a_full_correlation_matrix():
+    generator = np.random.default_rng(0)
+    before, after = generator.integers(0, 2, (30, 3)), generator.integers(0, 2, (30, 3))
+    matrix = np.array([[1, 0.5, -0.2], [0.5, 1, 0.3], [-0.2, 0.3, 1]])
+    full = correlation_difference(before, after, matrix, 1)["cd"]
+    assert full == correlation_difference(before, after, matrix[1], 1)["cd"]

@@ -713,3 +713,48 @@ def test_ace_attack_stays_in_the_image_range(attack):
     unreachable = _LinearMargin(torch.ones(16), -160.0)
     pre = _attack(unreachable, torch.zeros(1, 1, 4, 4), attack, 20, step_size=0.5)
     torch.testing.assert_close(pre, torch.ones_like(pre))
+
+
+# --- boundaries of the shared checks and of ACE's mask (mutants that survived before) -----------
+
+
+def test_the_shared_checks_refuse_tau_zero_pixels_below_minus_one_infinite_logits_and_target_k():
+    from diffxai.methods.base import check_images, check_logits, choose_targets, prepare
+
+    with pytest.raises(ExplanationError, match="tau"):
+        prepare(None, None, None, {"tau": 0, "steps": 5}, {"tau", "steps"}, "dime", 0)
+    images = torch.zeros(2, 1, 4, 4)
+    images[1, 0, 0, 0] = -1.5
+    with pytest.raises(ExplanationError, match=r"sample 7\b"):
+        check_images(images, (1, 4, 4), np.array([3, 7]))
+    with pytest.raises(ExplanationError, match=r"sample 7\b"):
+        check_logits(torch.tensor([[0.0, 1.0], [float("inf"), 0.0]]), np.array([3, 7]), "on the input")
+    with pytest.raises(ExplanationError, match="target=3"):
+        choose_targets(torch.tensor([[0.0, 3.0, 1.0]]), 3)  # classes 0..2
+
+
+def test_ace_masks_an_even_dilation_and_a_zero_threshold_exactly():
+    """One changed pixel at (4, 4): dilation 2 covers rows and columns 4..5 (pad 1 before, 0
+    after); threshold 0 keeps every unchanged pixel out of the mask."""
+    images = torch.zeros(1, 1, 8, 8)
+    pre = images.clone()
+    pre[0, 0, 4, 4] = 1
+    expected = torch.zeros(8, 8)
+    expected[4:6, 4:6] = 1
+    assert torch.equal(ace.region_mask(images, pre, 2, 0.5)[0, 0], expected)
+    assert ace.region_mask(images, pre, 1, 0.0).sum() == 1
+
+
+def test_aces_filter_noises_the_image_with_its_own_draws():
+    """F_τ samples q(x_τ | x) before denoising: with a denoiser that returns its input and a
+    forward process that adds the draw, the filtered image is the draw."""
+
+    class Additive:
+        def q_sample(self, x, i, noise):
+            return x + noise
+
+        def denoise(self, z, i, noises):
+            return z
+
+    draw = torch.ones(1, 1, 2, 2)
+    assert torch.equal(ace._filter(Additive(), torch.zeros(1, 1, 2, 2), 2, lambda: draw.clone()), draw)

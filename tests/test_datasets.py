@@ -288,3 +288,23 @@ def test_the_centre_label_range_is_where_centres_are_drawn() -> None:
     centres = factors[:, ellipses.FACTOR_NAMES.index("center_x")]
     assert low <= centres.min() < low + 1.5 and high - 1.5 < centres.max() <= high  # the corner is rare
     assert low == pytest.approx(1 + np.sqrt(0.04 * 32**2 / (np.pi * 3)))
+
+
+def test_angles_stay_in_the_half_turn_their_label_range_names() -> None:
+    params = {"area_fraction": [0.05, 0.1], "aspect_ratio": [1.0, 2.0]}
+    factors = ellipses.sample_factors(params, 32, 500, np.random.default_rng(0))
+    angles = factors[:, ellipses.FACTOR_NAMES.index("angle")]
+    assert angles.min() >= 0 and angles.max() < np.pi
+
+
+def test_the_auto_aspect_ratio_threshold_is_the_geometric_middle() -> None:
+    params = {"area_fraction": [0.05, 0.1], "aspect_ratio": [1.0, 4.0],
+              "label": {"factor": "aspect_ratio", "threshold": "auto"}}  # fmt: skip
+    assert ellipses.label_threshold(params, 32) == pytest.approx(2.0)  # log-uniform: sqrt(1 · 4)
+
+
+def test_attribute_labels_are_a_fair_coin() -> None:
+    drawn = attributes.sample_attributes(
+        {"task": "square", "correlations": {}}, 4000, np.random.default_rng(0)
+    )
+    assert drawn[:, 0].mean() == pytest.approx(0.5, abs=0.03)

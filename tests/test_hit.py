@@ -420,3 +420,20 @@ def test_hit_is_compared_only_with_maps_of_as_many_images(tmp_path):
         hit_summary.faithfulness_table([hit, fewer, same]), ["hit"], "hit"
     )
     assert versus["hit.insertion_nauc_zero"]["best_posthoc_on_hit"] == 0.7
+
+
+def test_cls_attention_is_the_softmax_of_scaled_dot_products():
+    """softmax(q·k / sqrt(d_head)): the decomposition stays exact at any temperature, so only
+    the attention itself can show a wrong scale."""
+    from diffxai.models.hit import CLSAttention
+
+    torch.manual_seed(0)
+    attention = CLSAttention(8, 2)
+    with torch.no_grad():
+        for parameter in attention.parameters():
+            parameter.normal_()
+    query, tokens = torch.randn(1, 8), torch.randn(1, 5, 8)
+    _, weights = attention.weighted_values(query, tokens)
+    q = attention.q(query).view(1, 2, 4)
+    k = attention.kv(tokens)[..., :8].view(1, 5, 2, 4).permute(0, 2, 1, 3)
+    torch.testing.assert_close(weights, (torch.einsum("nhd,nhpd->nhp", q, k) / 4**0.5).softmax(-1))

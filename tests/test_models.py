@@ -755,3 +755,15 @@ def test_ddim_sampling_steps_with_the_noise_of_the_clipped_estimate_and_ends_in_
     torch.testing.assert_close(images, x.clamp(-1, 1), rtol=1e-4, atol=1e-4)
     assert images.min() >= -1 and images.max() <= 1
     assert timesteps == [50, 0] and ((x.abs() > 1).any() != clip)  # unclipped, the chain leaves the range
+
+
+def test_the_black_box_predicts_the_argmax_in_eval_mode_and_in_batches() -> None:
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(4, 3)).train()
+    rows: list[int] = []
+    network.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0])))
+    blackbox = BlackBox(network, batch_size=2)
+    assert not network.training  # dropout off: the same image gets the same answer
+    images = torch.randn(5, 1, 2, 2)
+    predicted = blackbox.predict(images)
+    assert max(rows) <= 2 and torch.equal(predicted, network(images).argmax(1))
