@@ -17,7 +17,7 @@ from diffxai.data.attributes import ATTRIBUTE_NAMES
 from diffxai.data.attributes import FACTOR_NAMES as ATTRIBUTE_FACTORS
 from diffxai.data.ellipses import FACTOR_NAMES as ELLIPSE_FACTORS
 from diffxai.data.ellipses import label_range, label_threshold
-from diffxai.data.kinds import ASYMMETRIC_KINDS
+from diffxai.data.kinds import ASYMMETRIC_KINDS, celeba_file
 from diffxai.paths import resolve
 from diffxai.provenance import module_file
 
@@ -150,7 +150,7 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
 
 def _check_celeba_task(key: str, params: dict[str, Any], base_dir: Path) -> list[str]:
     """The task is a column of the attribute file (its second line names them; only the head is read)."""
-    path = resolve(params["attr_file"], resolve(params["root"], base_dir).parent)
+    path = celeba_file(params, "attr_file", base_dir)
     if not path.is_file():
         allowed = "allowed: an existing file (relative to celeba.root's parent)"
         return [_msg(f"{key}.celeba.attr_file", params["attr_file"], allowed)]

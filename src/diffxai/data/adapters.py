@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
+from diffxai.data.kinds import celeba_file
 from diffxai.data.prepared import SPLITS, PreparedArrays, to_uint8
 from diffxai.paths import resolve
 from diffxai.progress import progress
@@ -237,14 +238,14 @@ def load_celeba(params: dict[str, Any], image_size: int, channels: int, base_dir
     partition file when given (else None).
     """
     root = resolve(params["root"], base_dir)
-    attr_path = resolve(params["attr_file"], root.parent)
+    attr_path = celeba_file(params, "attr_file", base_dir)
     filenames, names, attributes = read_celeba_attributes(attr_path, params.get("max_images"))
     task = params["task"]
     if task not in names:
         raise ValueError(f"unknown CelebA task {task!r}; attributes in {attr_path}: {names}")
     split = None
     if params.get("partition_file"):
-        split = read_celeba_partition(resolve(params["partition_file"], root.parent), filenames)
+        split = read_celeba_partition(celeba_file(params, "partition_file", base_dir), filenames)
 
     origins = [f"line {i + 3} of {attr_path}" for i in range(len(filenames))]
     images = load_images(

@@ -41,12 +41,17 @@ def source_files(cfg: dict[str, Any], base_dir: str | Path = ".") -> list[str]:
     if kind == "image_folder":
         return [str(resolve(cfg["image_folder"]["csv"], base_dir))]
     if kind == "celeba":
-        parent = resolve(cfg["celeba"]["root"], base_dir).parent
-        names = [cfg["celeba"]["attr_file"], cfg["celeba"]["partition_file"]]
-        return [str(resolve(name, parent)) for name in names if name]
+        names = ["attr_file", "partition_file"]
+        return [str(celeba_file(cfg["celeba"], name, base_dir)) for name in names if cfg["celeba"][name]]
     if kind == "hdf5":
         return [str(resolve(cfg["hdf5"]["path"], base_dir))]
     return []
+
+
+def celeba_file(params: dict[str, Any], name: str, base_dir: str | Path = ".") -> Path:
+    """CelebA's ``attr_file`` or ``partition_file`` (``name``): relative paths are relative to
+    the parent of ``root``, the image folder (CelebA ships them beside it)."""
+    return resolve(params[name], resolve(params["root"], base_dir).parent)
 
 
 def dataset_module(kind: str) -> str:
