@@ -108,8 +108,9 @@ def test_center_crop_keeps_centre(tmp_path: Path) -> None:
 def test_image_folder_paths_relative_and_absolute(tmp_path: Path) -> None:
     elsewhere = write_image(tmp_path / "elsewhere" / "x.png", GREY)
     write_image(tmp_path / "data" / "imgs" / "y.png", BLUE)
+    write_image(tmp_path / "data" / "imgs" / "z.png", RED)
     (tmp_path / "data" / "list.csv").write_text(
-        f"filename,label\n{elsewhere},2\nimgs/y.png,10\nimgs/y.png,2\n"
+        f"filename,label\n{elsewhere},2\nimgs/y.png,10\nimgs/z.png,2\n"
     )
     params = folder_params(Path("data"), csv="data/list.csv")
     data = adapters.load_image_folder(params, 8, 3, tmp_path)
@@ -177,6 +178,13 @@ def test_image_folder_bad_split_and_attribute_values(tmp_path: Path) -> None:
         adapters.load_image_folder({**params, "split_column": "split"}, 8, 3, tmp_path)
     with pytest.raises(ValueError, match=r"'flag'.*'2'"):
         adapters.load_image_folder({**params, "attribute_columns": ["flag"]}, 8, 3, tmp_path)
+
+
+def test_an_image_listed_twice_is_refused_naming_both_rows(folder: Path) -> None:
+    with (folder / "labels.csv").open("a") as csv:
+        csv.write("./sub//c.png,cat,train,1,true,0\n")
+    with pytest.raises(ValueError, match=r"c\.png is listed twice: in row 3 of .*labels\.csv and in row 5"):
+        adapters.load_image_folder(folder_params(folder), 8, 3, folder)
 
 
 # --------------------------------------------------------------------------- CelebA
@@ -250,6 +258,15 @@ def test_celeba_missing_image(celeba: Path) -> None:
     (celeba / "img_align_celeba" / "000003.jpg").unlink()
     with pytest.raises(FileNotFoundError, match=r"000003\.jpg.*line 5 of .*list_attr_celeba\.txt"):
         adapters.load_celeba(celeba_params(), 8, 3, celeba.parent)
+
+
+def test_a_celeba_image_listed_twice_is_refused(celeba: Path) -> None:
+    attr = celeba / "list_attr_celeba.txt"
+    lines = attr.read_text().splitlines()
+    lines[0], lines[-1] = " 5", lines[2]  # the last row repeats the first image
+    attr.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"000001\.jpg is listed twice: in line 3 of .* and in line 7"):
+        adapters.load_celeba(celeba_params(partition_file=None), 8, 3, celeba.parent)
 
 
 # --------------------------------------------------------------------------- HDF5

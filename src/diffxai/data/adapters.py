@@ -11,6 +11,7 @@ configs are relative to ``base_dir`` unless absolute.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ def load_images(
     paths: Sequence[Path], origins: Sequence[str], image_size: int, channels: int, crop: str, desc: str
 ) -> np.ndarray:
     """Image files as uint8 (N, channels, image_size, image_size); ``origins[i]`` names path i's source."""
+    require_unique_files(paths, origins)
     images = np.empty((len(paths), channels, image_size, image_size), dtype=np.uint8)
     with progress(paths, desc=desc, unit="img") as bar:
         for i, path in enumerate(bar):
@@ -92,6 +94,16 @@ def load_images(
             except (OSError, ValueError) as err:  # PIL: unknown format, truncated file, bad values
                 raise ValueError(f"cannot read image {path} (listed in {origins[i]}): {err}") from err
     return images
+
+
+def require_unique_files(paths: Sequence[Path], origins: Sequence[str]) -> None:
+    """Raise ValueError if two entries name one file: the random split could put it in train
+    and test at once (CelebA's partition file, keyed by filename, would give both one split)."""
+    first: dict[str, int] = {}
+    for i, path in enumerate(paths):
+        j = first.setdefault(os.path.normpath(path), i)
+        if j != i:
+            raise ValueError(f"image file {path} is listed twice: in {origins[j]} and in {origins[i]}")
 
 
 def require_columns(table: pd.DataFrame, columns: Sequence[str], source: Path) -> None:
