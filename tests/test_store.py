@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,6 +179,30 @@ def test_next_writer_removes_stale_temporary_of_killed_writer(killed_writer_path
     assert not any(p.exists() for p in stale)
     assert temporary_siblings(killed_writer_path) == []
     assert open_store(killed_writer_path).n_samples == 5
+
+
+def test_a_writer_killed_while_removing_the_old_store_leaves_the_new_one(tmp_path, monkeypatch):
+    """Replacing a store deletes the old one; a kill half-way through that deletion must not
+    leave an old store at the path whose lost chunks zarr would read as zeros."""
+    path = write_store(tmp_path / "s.zarr", n=6)
+    real_rmtree = shutil.rmtree
+
+    def killed_half_way(target, *args, **kwargs):
+        chunks = sorted(p for p in Path(target).rglob("*") if p.is_file() and p.name != "zarr.json")
+        if not chunks:  # zarr clearing a fresh directory
+            return real_rmtree(target, *args, **kwargs)
+        chunks[0].unlink()
+        raise KeyboardInterrupt  # the kill
+
+    monkeypatch.setattr(shutil, "rmtree", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        write_store(path, n=3)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    store = open_store(path)
+    assert store.n_samples == 3
+    np.testing.assert_array_equal(store.read("x"), np.arange(6, dtype=np.float32).reshape(3, 2))
+    write_store(path, n=2)  # the next writer clears the half-deleted old store
+    assert temporary_siblings(path) == []
 
 
 def test_store_without_completeness_marker_is_refused(tmp_path):

@@ -144,10 +144,13 @@ class StoreWriter:
             "n_samples": n_samples,
             "per_sample": sorted(self.rows),
         }
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        old = _tmp_sibling(self.path) if self.path.exists() else None
+        if old is not None:  # moved aside first: a kill while deleting it leaves no half store at path
+            os.replace(self.path, old)
         os.replace(self.tmp_path, self.path)
         self._done = True
+        if old is not None:
+            shutil.rmtree(old)
         return self.path
 
     def abort(self) -> None:
