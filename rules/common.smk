@@ -288,6 +288,16 @@ def explain_inputs(wildcards):
     return inputs
 
 
+def gcd_run_seeds(wildcards):
+    """The seeds of a GCD run and of the runs before it, in run order."""
+    names = run_names(wildcards.method)
+    runs = names[: names.index(wildcards.run) + 1]
+    return [
+        derive_seed(config["seed"], wildcards.dataset, wildcards.method, run)
+        for run in runs
+    ]
+
+
 def gcd_directions_path(dataset, method, run):
     return f"{R}/{dataset}/{method}/{run}/directions.zarr"
 

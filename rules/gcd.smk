@@ -25,9 +25,9 @@ rule gcd_directions:
             config["explanations"][wildcards.method]["params"]
         ),
         lpips_weights=config["counterfactual_metrics"]["lpips_weights"],
-        seed=lambda wildcards: derive_seed(
-            config["seed"], wildcards.dataset, wildcards.method, wildcards.run
-        ),
+        seed=lambda wildcards: gcd_run_seeds(wildcards)[-1],
+        # the earlier runs' seeds: each run's source differs from theirs
+        earlier_seeds=lambda wildcards: gcd_run_seeds(wildcards)[:-1],
         device=DEVICE,
         code=source_hash("diffxai.jobs.gcd_directions"),
     script:

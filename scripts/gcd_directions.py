@@ -16,4 +16,5 @@ gcd_directions.run(
     sm.params.lpips_weights,
     sm.params.seed,
     device,
+    sm.params.earlier_seeds,
 )

@@ -351,7 +351,12 @@ def test_build_dataset_random_split_and_round_trip(tmp_path: Path) -> None:
         np.testing.assert_allclose(mean_colour(image), colour, atol=1)
 
     stored = PreparedData(write_prepared(tmp_path / "data.zarr", data, attrs={}))
+    rows = [7, 2, 2, 19]  # any order, repeats allowed; read without loading the array
+    np.testing.assert_array_equal(stored.rows("images", rows), data.images[rows])
+    assert stored.rows("labels", []).shape == (0,) and stored.rows("images", []).shape == (0, 3, 8, 8)
+    assert "images" not in stored._cache
     np.testing.assert_array_equal(stored.array("images"), data.images)
+    np.testing.assert_array_equal(stored.rows("images", rows), data.images[rows])  # from the cache
     np.testing.assert_array_equal(stored.array("labels"), data.labels)
     np.testing.assert_array_equal(stored.array("split"), data.split)
     assert stored.class_names == ["a", "b"] and stored.channels == 3 and stored.image_size == (8, 8)

@@ -417,6 +417,9 @@ class _Data:
     def array(self, name: str) -> np.ndarray:
         return {"images": self.images, "labels": np.zeros(len(self.images), int)}[name]
 
+    def rows(self, name: str, index: np.ndarray) -> np.ndarray:
+        return self.array(name)[index]
+
 
 def test_s3_stays_a_simsiam_similarity_when_fid_uses_inception(tmp_path, monkeypatch):
     """With ``inception_weights`` FID and sFID move to Inception features; S³ (the thesis's cosine

@@ -360,6 +360,7 @@ def test_bb_ig_is_the_probability_drop_to_black_times_the_moved_channels():
     assert channels[0, 0, 0] == 0 and channels[1, 2, 3] == 2 and channels[1, 3, 0] == 1
     torch.testing.assert_close(maps, channels * drop[:, None, None], rtol=1e-4, atol=1e-5)
     assert maps[0, 0, 0] == 0.0
+    torch.testing.assert_close(gcd.bb_ig(blackbox, images, targets, steps, 1e-3, batch=1), maps)
     with pytest.raises(GradientRefused):
         gcd.bb_ig(blackbox, images.clone().requires_grad_(True), targets, steps, 1e-3)
 
@@ -429,6 +430,40 @@ def test_line_search_picks_the_flipped_point_of_least_cf_loss_else_the_least_pro
     assert int(loss_3.argmin()) + 1 < params["alpha_steps"]  # the least CF loss is elsewhere
     assert codec.nfe == 4 * (params["alpha_steps"] + 1) * params["decode_steps"]
     assert blackbox.queries == 4 * (params["alpha_steps"] + 1)
+
+
+class DivergingCodec(DiffAECodec):
+    """The toy codec, but codes darker than ``limit`` decode to NaN (a DiffAE pushed too far)."""
+
+    limit = -0.1
+
+    def decode(self, z_sem: torch.Tensor, z_t: torch.Tensor, steps: int) -> torch.Tensor:
+        images = super().decode(z_sem, z_t, steps)
+        images[z_sem[:, 0] < self.limit] = float("nan")
+        return images
+
+
+def test_line_search_never_takes_a_point_that_decoded_to_nan():
+    """A bright image darkened along −e_0 flips from brightness < 0; beyond −0.1 its decodes
+    are NaN, whose probabilities argmax would count as flipped and whose loss argmin would pick.
+    The CE is the least-loss flipped point among the finite ones."""
+    images, sources = toy_images((0.3,)), torch.tensor([1])
+    z, z_t = exact_latents(images)
+    direction, params = torch.tensor([-1.0, 0.0]), transfer_params()
+    blackbox = BlackBox(BrightnessClassifier())
+    searches = [
+        gcd.line_search(codec, blackbox, lpips, SPACE, images, SPACE.to_u(z), z_t, direction, sources, params)
+        for codec in (DiffAECodec(BrightnessDiffAE(), SCHEDULE), DivergingCodec(BrightnessDiffAE(), SCHEDULE))
+    ]
+    clean, diverged = searches
+    finite = clean.path[0].mean(dim=(1, 2, 3)) >= DivergingCodec.limit
+    assert not finite.all() and diverged.path[0, ~finite].isnan().all()
+    loss = clean.probabilities[0, :, 1] + params["lam"] * clean.lpips[0]
+    flipped = clean.probabilities[0].argmax(1) != 1
+    expected = int(torch.where(flipped & finite, loss, torch.inf).argmin())
+    assert int(clean.index[0]) != expected  # the clean search goes further
+    assert int(diverged.index[0]) == expected and bool(diverged.success[0])
+    assert diverged.path[0, expected].isfinite().all() and diverged.cf_loss.isfinite().all()
 
 
 def test_two_sided_transfer_keeps_the_side_that_flips_with_the_least_cf_loss():
@@ -652,3 +687,25 @@ def test_g_is_the_unit_descent_direction_of_the_proxys_f_plus_lambda_s():
     found = gcd.directions_at(LinearProxy(), torch.zeros(3), 0.5, 2)
     expected = -(a + 0.5 * b) / (a + 0.5 * b).norm()
     torch.testing.assert_close(found["g"], expected)
+
+
+def test_the_runs_draw_distinct_source_images_and_refuse_more_runs_than_images():
+    from diffxai.jobs.gcd_directions import source_index
+
+    data = SimpleNamespace(indices=lambda split: np.array([4, 9, 12]))
+    seeds = list(range(40))
+    first_draws = [int(data.indices("val")[np.random.default_rng(s).integers(3)]) for s in seeds]
+    assert len(set(first_draws[:3])) < 3  # seeds 0..2 alone would give two runs one source
+    sources = [source_index(data, "val", seeds[k], seeds[:k]) for k in range(3)]
+    assert sorted(sources) == [4, 9, 12]
+    assert sources[0] == first_draws[0]
+    assert all(source_index(data, "val", s) == first for s, first in zip(seeds, first_draws, strict=True))
+    with pytest.raises(ValueError, match="4 GCD runs need as many val images, it has 3"):
+        source_index(data, "val", seeds[3], seeds[:3])
+
+
+def test_a_flat_proxy_gives_no_g_direction_instead_of_a_zero_one():
+    proxy = gcd.ProxyMLP(3, 4)
+    torch.nn.init.zeros_(proxy.net[-1].weight)  # output = bias, whatever u
+    with pytest.raises(ExplanationError, match="flat at the source"):
+        gcd.directions_at(proxy, torch.zeros(3), 0.5, 2)

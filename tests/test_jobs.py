@@ -163,7 +163,8 @@ def test_regressor_dirs_are_the_model_directories_of_the_regressor_inputs():
     assert optional_model_dir(named, "ddpm") is None
 
 
-def _shard(path, shard: int, shards: int, ids: list[int], params=None, extra: bool = False):
+def _shard(path, shard: int, shards: int, ids: list[int], params=None, extra: bool = False, n_explained=4,
+           batch_size=2):  # fmt: skip
     from diffxai.store import ArraySpec, StoreWriter
 
     specs = {"sample_ids": ArraySpec((), "<i8"), "success": ArraySpec((), "|b1"), "nfe": ArraySpec((), "<f8"),
@@ -171,7 +172,7 @@ def _shard(path, shard: int, shards: int, ids: list[int], params=None, extra: bo
     if extra:
         specs["masks"] = ArraySpec((2,), "|u1")
     attrs = {"method": "dime", "params": params or {"tau": 60}, "shard": shard, "shards": shards,
-             "provenance": {"config_hash": "c"}}  # fmt: skip
+             "batch_size": batch_size, "n_explained": n_explained, "provenance": {"config_hash": "c"}}  # fmt: skip
     n = len(ids)
     arrays = {"sample_ids": np.array(ids), "success": np.ones(n, bool), "nfe": np.ones(n),
               "nfe_backward": np.zeros(n), "seconds": np.ones(n)}  # fmt: skip
@@ -205,6 +206,14 @@ def test_gather_joins_one_runs_shards_in_order_and_refuses_shards_of_another_run
         gather(a, _shard(tmp_path / "d.zarr", 1, 2, [2, 3], extra=True))
     with pytest.raises(ValueError, match="duplicate sample ids"):
         gather(a, _shard(tmp_path / "e.zarr", 1, 2, [1, 2]))
+    with pytest.raises(ValueError, match="other settings"):  # shard 1 of a run of 6 images
+        gather(a, _shard(tmp_path / "f.zarr", 1, 2, [4, 5], n_explained=6))
+    with pytest.raises(ValueError, match="other settings"):
+        gather(a, _shard(tmp_path / "g.zarr", 1, 2, [2, 3], batch_size=1))
+    with pytest.raises(ValueError, match="the shards hold 3 samples, their run explains 4"):
+        gather(a, _shard(tmp_path / "h.zarr", 1, 2, [2]))
+    empty = _shard(tmp_path / "i.zarr", 1, 2, [], n_explained=2)
+    assert gather(_shard(tmp_path / "j.zarr", 0, 2, [0, 1], n_explained=2), empty)["n"] == 2
 
 
 def test_report_grids_show_each_images_input_ce_difference_and_mask_and_refuse_other_stores(

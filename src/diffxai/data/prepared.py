@@ -164,9 +164,21 @@ class PreparedData:
         return list(self.info["mask_names"])
 
     def array(self, name: str) -> np.ndarray:
+        """The whole array ``name``, read once and cached."""
         if name not in self._cache:
             self._cache[name] = self.store.read(name)
         return self._cache[name]
+
+    def rows(self, name: str, index: np.ndarray | list[int]) -> np.ndarray:
+        """Rows ``index`` (M,) of the per-sample array ``name``, in that order, read from the
+        store alone: a job that explains 100 images of a large dataset does not load all of it."""
+        index = np.asarray(index, dtype=np.int64)
+        if name in self._cache:
+            return self._cache[name][index]
+        array = self.store[name]
+        if index.size == 0:
+            return np.zeros((0, *array.shape[1:]), array.dtype)
+        return np.asarray(array.oindex[index])
 
     def indices(self, split: str) -> np.ndarray:
         """Sample indices (int64) of ``split`` in store order."""

@@ -52,7 +52,7 @@ def run_point(
     models = load_models(classifier_dir, ddpm_dir, spec["perceptual"], device)
     models.context = dict(context or {})
     params = {**spec["params"], **setting}
-    x = to_m11(torch.from_numpy(data.array("images")[ids])).to(device)
+    x = to_m11(torch.from_numpy(data.rows("images", ids))).to(device)
     explaining = time.perf_counter()  # per CE: the explanation only, as the explain jobs time it
     result = explainer(spec["method"])(x, ids, models, params, seed, batch_size=spec["batch_size"])
     seconds = (time.perf_counter() - explaining) / len(ids)

@@ -82,7 +82,7 @@ def run(
     data = PreparedData(data_path)
     ids = explained_samples(data, spec["n_images"])
     models = load_attribution_models(classifier_dir, ddpm_dir, device)
-    images = to_m11(torch.from_numpy(data.array("images")[ids])).to(device)
+    images = to_m11(torch.from_numpy(data.rows("images", ids))).to(device)
     targets, result, seconds = predicted_maps(images, ids, models, spec, seed)
     arrays = {
         "sample_ids": ids.astype(np.int64),

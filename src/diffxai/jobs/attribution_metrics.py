@@ -141,7 +141,7 @@ def compute(
     data = PreparedData(data_path)
     ids, targets_np = store.read("sample_ids"), store.read("targets")
     maps = store.read("maps")
-    x = to_m11(torch.from_numpy(data.array("images")[ids])).to(device)
+    x = to_m11(torch.from_numpy(data.rows("images", ids))).to(device)
     targets = torch.from_numpy(targets_np).to(device)
     models = load_attribution_models(classifier_dir, ddpm_dir, device)
     metrics: dict[str, Any] = {"n": len(ids)}

@@ -119,7 +119,7 @@ def compute(
     store = open_store(inputs.store, kind=STORE_KIND)
     data = PreparedData(inputs.data)
     ids = store.read("sample_ids")
-    x = to_m11(torch.from_numpy(data.array("images")[ids]))
+    x = to_m11(torch.from_numpy(data.rows("images", ids)))
     cf_all = torch.from_numpy(store.read("counterfactuals"))
     success = store.read("success").astype(bool)
     targets, sources = store.read("targets"), store.read("sources")

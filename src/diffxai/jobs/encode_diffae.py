@@ -71,12 +71,11 @@ def run(
     started = time.perf_counter()
     data = PreparedData(data_path)
     codec = load_codec(diffae_dir, device, cfg["batch_size"])
-    images_uint8 = data.array("images")
     train_ids = data.indices("train")[:STAT_IMAGES]
-    train_codes = codec.semantic(to_m11(torch.from_numpy(images_uint8[train_ids])))
+    train_codes = codec.semantic(to_m11(torch.from_numpy(data.rows("images", train_ids))))
     z_mean, z_std = train_codes.mean(0), train_codes.std(0).clamp_min(1e-6)
     ids = explained_samples(data, cfg["n_images"])
-    images = to_m11(torch.from_numpy(images_uint8[ids]))
+    images = to_m11(torch.from_numpy(data.rows("images", ids)))
     z_sem, z_t = [], []
     for rows in progress(torch.arange(len(ids)).split(cfg["batch_size"]), desc="encode"):
         codes, noise = codec.encode(images[rows].to(device), cfg["encode_steps"])

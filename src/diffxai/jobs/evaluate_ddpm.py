@@ -127,7 +127,7 @@ def run(
     )
     sampling_s = time.perf_counter() - sampling_started
     save_grid(samples, Path(grid_path))
-    test = to_m11(torch.from_numpy(data.array("images")[data.indices("test")]))
+    test = to_m11(torch.from_numpy(data.rows("images", data.indices("test"))))
     metrics: dict[str, Any] = {
         "n_samples": n,
         "n_test": len(test),
@@ -141,7 +141,7 @@ def run(
         encoder, _ = load_model(encoder_dir)
         encoder = encoder.to(device)
         train_idx = data.indices("train")[:n]
-        reference = to_m11(torch.from_numpy(data.array("images")[train_idx]))
+        reference = to_m11(torch.from_numpy(data.rows("images", train_idx)))
         test_features = encode(encoder, test, device).numpy()
         metrics["fid_encoder"] = fid_from_features(encode(encoder, samples, device).numpy(), test_features)
         metrics["fid_encoder_train_vs_test"] = fid_from_features(

@@ -86,13 +86,19 @@ def run(
     models = load_models(classifier_dir, ddpm_dir, spec["perceptual"], device)
     models.context = dict(context or {})
     explain = explainer(spec["method"])
-    images_uint8 = data.array("images")
-    attrs = {"method": spec["method"], "params": spec["params"], "shard": shard, "shards": spec["shards"]}
+    attrs = {
+        "method": spec["method"],
+        "params": spec["params"],
+        "shard": shard,
+        "shards": spec["shards"],
+        "batch_size": spec["batch_size"],
+        "n_explained": len(samples),  # of the whole run: the gather checks its shards cover them
+    }
     rows = np.concatenate(batches) if batches else np.zeros(0, np.int64)
     ids = samples[rows]
     arrays: dict[str, np.ndarray] = {}
     if ids.size:
-        images = to_m11(torch.from_numpy(images_uint8[ids])).to(device)
+        images = to_m11(torch.from_numpy(data.rows("images", ids))).to(device)
         explain_started = time.perf_counter()
         result = explain(images, ids, models, spec["params"], seed, batch_size=spec["batch_size"])
         result.seconds[:] = (time.perf_counter() - explain_started) / len(ids)

@@ -31,9 +31,13 @@ def summary(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
+RUN_SETTINGS = ("method", "params", "batch_size", "n_explained")
+
+
 def check_shards(shards: list, shard_paths: list[str | Path]) -> None:
-    """Refuse shards that are not one run's: shard i of len(shards), one method and params, the
-    same per-sample arrays in every shard that holds samples."""
+    """Refuse shards that are not one run's: shard i of len(shards), one method, params, batch
+    size and number of explained samples, the same per-sample arrays in every shard that holds
+    samples, and together exactly the run's samples, each once."""
     first = shards[0].attrs
     for index, (shard, path) in enumerate(zip(shards, shard_paths, strict=True)):
         attrs = shard.attrs
@@ -41,11 +45,16 @@ def check_shards(shards: list, shard_paths: list[str | Path]) -> None:
             raise ValueError(
                 f"{path} is shard {attrs['shard']} of {attrs['shards']}, expected {index} of {len(shards)}"
             )
-        if (attrs["method"], attrs["params"]) != (first["method"], first["params"]):
+        if any(attrs.get(key) != first.get(key) for key in RUN_SETTINGS):
             raise ValueError(f"{path} was explained with other settings than {shard_paths[0]}")
     arrays = {tuple(sorted(s.marker["per_sample"])) for s in shards if s.n_samples}
     if len(arrays) > 1:
         raise ValueError(f"shards of one run hold different arrays: {sorted(arrays)}")
+    ids = np.concatenate([s.read("sample_ids") for s in shards if s.n_samples] or [np.zeros(0, np.int64)])
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError(f"shards {shard_paths[0]}… overlap: duplicate sample ids")
+    if len(ids) != first["n_explained"]:
+        raise ValueError(f"the shards hold {len(ids)} samples, their run explains {first['n_explained']}")
 
 
 def run(shard_paths: list[str | Path], out_path: str | Path, run_info: dict[str, Any]) -> dict[str, Any]:
@@ -55,8 +64,6 @@ def run(shard_paths: list[str | Path], out_path: str | Path, run_info: dict[str,
     filled = [s for s in shards if s.n_samples]
     names = sorted(filled[0].marker["per_sample"]) if filled else []
     arrays = {name: np.concatenate([s.read(name) for s in filled]) for name in names}
-    if names and len(np.unique(arrays["sample_ids"])) != len(arrays["sample_ids"]):
-        raise ValueError(f"shards of {out_path} overlap: duplicate sample ids")
     specs = {name: ArraySpec(tuple(a.shape[1:]), a.dtype.str) for name, a in arrays.items()}
     figures = summary(arrays)
     attrs = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,22 @@ def load_blackbox(classifier_dir: str | Path, device: torch.device) -> BlackBox:
     return BlackBox(classifier.to(device).eval().requires_grad_(False))
 
 
-def source_index(data: PreparedData, split: str, seed: int) -> int:
-    """The dataset index of a run's source image: drawn from ``split`` by ``seed``."""
+def source_index(data: PreparedData, split: str, seed: int, earlier_seeds: Sequence[int] = ()) -> int:
+    """The dataset index of a run's source image, drawn from ``split`` by ``seed`` and
+    redrawn while it is the source of an earlier run (whose seeds are ``earlier_seeds``, in
+    run order): the runs' sources are distinct, as the spread over sources assumes."""
     candidates = data.indices(split)
-    return int(candidates[np.random.default_rng(seed).integers(len(candidates))])
+    taken: set[int] = set()
+    for run_seed in [*earlier_seeds, seed]:
+        if len(taken) == len(candidates):
+            runs = len(earlier_seeds) + 1
+            raise ValueError(f"{runs} GCD runs need as many {split} images, it has {len(taken)}")
+        draws = np.random.default_rng(run_seed)
+        index = int(candidates[draws.integers(len(candidates))])
+        while index in taken:
+            index = int(candidates[draws.integers(len(candidates))])
+        taken.add(index)
+    return index
 
 
 def run(
@@ -70,16 +83,18 @@ def run(
     lpips_weights: str | None,
     seed: int,
     device: torch.device,
+    earlier_seeds: Sequence[int] = (),
 ) -> Directions:
-    """Find and store one run's directions."""
+    """Find and store one run's directions; ``earlier_seeds``: the seeds of the runs before
+    this one, whose sources this run's differs from."""
     started = time.perf_counter()
     params = with_defaults(params)
     data = PreparedData(data_path)
     codec = load_codec(diffae_dir, device)
     blackbox = load_blackbox(classifier_dir, device)
     space, encode_steps = latent_space(latents_path)
-    source_id = source_index(data, params["source_split"], seed)
-    source = to_m11(torch.from_numpy(data.array("images")[[source_id]]))
+    source_id = source_index(data, params["source_split"], seed, earlier_seeds)
+    source = to_m11(torch.from_numpy(data.rows("images", [source_id])))
     z_t = codec.encode(source.to(device), encode_steps)[1].cpu()
     found = discover(
         codec, blackbox, Lpips(lpips_weights, device), space, source, source_id, z_t, params,

@@ -126,7 +126,7 @@ def run(
     codec = load_codec(inputs["diffae_dir"], device)
     lpips = Lpips(settings["lpips_weights"], device)
     ids = explained_samples(data, settings["explained_images"])[: settings["globality"]["n_images"]]
-    images = to_m11(torch.from_numpy(data.array("images")[ids]))
+    images = to_m11(torch.from_numpy(data.rows("images", ids)))
     z_sem, z_t = gcd.latent_codes(
         codec, cached_latents(inputs["latents"]), images, ids, encode_steps, len(space.mean)
     )

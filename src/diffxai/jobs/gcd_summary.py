@@ -73,7 +73,7 @@ def attribution(
     store = open_store(store_path, STORE_KIND)
     ids = store.read("sample_ids")
     maps = {"bb_lig": torch.from_numpy(store.read("bb_lig"))}
-    images = to_m11(torch.from_numpy(data.array("images")[ids]))
+    images = to_m11(torch.from_numpy(data.rows("images", ids)))
     sources = torch.from_numpy(store.read("sources"))
     maps["bb_ig"] = gcd.bb_ig(blackbox, images, sources, params["alpha_steps"], params["lig_eps"])
     region = ground_truth_region(data, ids)

@@ -212,7 +212,7 @@ def run(
     model, _ = load_model(inputs["hit_dir"])
     hit = find_hit(model).to(device).eval()
     ids = explained_samples(data, settings["n_images"])
-    images = to_m11(torch.from_numpy(data.array("images")[ids])).to(device)
+    images = to_m11(torch.from_numpy(data.rows("images", ids))).to(device)
     truth = data.array("labels")[ids]
     layers = layer_analysis(hit, images, truth, settings["batch_size"])
     summary: dict[str, Any] = {**labels, "n_images": len(ids)}

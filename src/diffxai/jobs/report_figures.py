@@ -47,7 +47,7 @@ def explanation_panels(store_path: str | Path, data: PreparedData, n_images: int
     """Columns (each (n, H, W[, C]) in [0, 1]) and their titles for the first explained images."""
     store = open_store(store_path, store_kinds.EXPLANATIONS)
     ids = store.read("sample_ids")[:n_images]
-    inputs = _to_unit(data.array("images")[ids].astype(np.float32) / 127.5 - 1)
+    inputs = _to_unit(data.rows("images", ids).astype(np.float32) / 127.5 - 1)
     counterfactuals = _to_unit(store.read("counterfactuals")[:n_images])
     difference = np.abs(counterfactuals - inputs).mean(axis=-1)
     columns, titles = (
@@ -67,7 +67,7 @@ def attribution_panels(store_path: str | Path, data: PreparedData, n_images: int
     """Input and |map| of the first mapped images."""
     store = open_store(store_path, store_kinds.ATTRIBUTIONS)
     ids = store.read("sample_ids")[:n_images]
-    inputs = _to_unit(data.array("images")[ids].astype(np.float32) / 127.5 - 1)
+    inputs = _to_unit(data.rows("images", ids).astype(np.float32) / 127.5 - 1)
     return [inputs, _normalised(store.read("maps")[:n_images])], ["input", "|map|"]
 
 

@@ -94,7 +94,7 @@ def run(
     if kind == "continuous":
         regressor, _ = load_model(inputs["regressor_dir"])
         regressor = regressor.to(device).requires_grad_(False)
-        test_values = batched_outputs(regressor, to_m11(torch.from_numpy(data.array("images")[test])), device)
+        test_values = batched_outputs(regressor, to_m11(torch.from_numpy(data.rows("images", test))), device)
         feature_std = float(test_values.std())
         by_source = dict(zip(test.tolist(), test_values.tolist(), strict=True))
         target = np.array([by_source[i] for i in source_index], dtype=np.float32)
@@ -114,7 +114,7 @@ def run(
         measured = batched_outputs(regressor, stored, device).numpy()
         accepted = accepted_samples(measured, target, sampling["tolerance"], feature_std)
     elif kind == "region":
-        known = to_m11(torch.from_numpy(data.array("images")[source_index]))
+        known = to_m11(torch.from_numpy(data.rows("images", source_index)))
         channel = data.mask_names.index(feature["mask"])
         masks = torch.from_numpy(data.array("masks")[source_index, channel][:, None])
         result = sample_with_region(

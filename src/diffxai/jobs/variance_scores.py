@@ -272,7 +272,7 @@ def run(
     classifier, _ = load_model(inputs["classifier_dir"])
     classifier = classifier.to(device)
     test = data.indices("test")
-    test_images = data.array("images")[test]
+    test_images = data.rows("images", test)
     test_logits = classifier_logits(classifier, test_images, device)
     encoder = None
     if inputs["encoder_dir"] is not None:

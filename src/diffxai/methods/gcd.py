@@ -29,6 +29,7 @@ finite-difference Latent Integrated Gradients map, zero where a pixel does not c
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from diffxai.methods.gcd_params import DIRECTION_PARAMS, TRANSFER_PARAMS
 from diffxai.models.blackbox import BlackBox
 from diffxai.models.diffae import DiffAECodec
 
+log = logging.getLogger(__name__)
 PARAMS = {**DIRECTION_PARAMS, **TRANSFER_PARAMS}
 
 
@@ -155,7 +157,12 @@ def directions_at(proxy: ProxyMLP, u0: torch.Tensor, lam: float, k: int) -> dict
     signs = torch.where(h @ gradient > 0, -1.0, 1.0).to(h.dtype)
     h *= signs[:, None]
     g_norm = gradient.norm()
-    g = -gradient / g_norm.clamp_min(1e-30)
+    if g_norm == 0:  # a constant proxy: the line search would walk a zero direction, never flipping
+        raise ExplanationError(
+            "the proxy's CF loss is flat at the source (zero gradient): no g-direction; "
+            "raise params.radius or params.proxy_samples"
+        )
+    g = -gradient / g_norm
     return {
         "g": g.float(),
         "h": h.float(),
@@ -344,14 +351,17 @@ def line_search(
     s = probe.lpips.reshape(n, k)
     f = probabilities.gather(2, sources[:, None, None].expand(n, k, 1))[..., 0]
     loss = f + params["lam"] * s
-    flipped = probabilities.argmax(2) != sources[:, None]
+    path = decoded.reshape(n, k, *images.shape[1:])
+    usable = path.flatten(2).isfinite().all(2) & probabilities.isfinite().all(2) & loss.isfinite()
+    if not usable.all():  # a diverged decode: argmax of NaN probabilities would count as a flip
+        log.warning("%d of %d line-search points decoded to non-finite values", (~usable).sum(), n * k)
+    flipped = (probabilities.argmax(2) != sources[:, None]) & usable
     flipped[:, 0] = False  # α = 0 is the reconstruction, never a CE
     candidate = torch.where(flipped, loss, torch.inf)
-    fallback = f.clone()
+    fallback = torch.where(usable, f, torch.inf)
     fallback[:, 0] = torch.inf
     index = torch.where(flipped.any(1), candidate.argmin(1), fallback.argmin(1))
     rows = torch.arange(n)
-    path = decoded.reshape(n, k, *images.shape[1:])
     return LineSearch(index, flipped[rows, index], loss[rows, index], path, probabilities, s)
 
 
@@ -456,17 +466,21 @@ def bb_lig(
 
 
 def bb_ig(
-    blackbox: BlackBox, images: torch.Tensor, targets: torch.Tensor, steps: int, eps: float
+    blackbox: BlackBox, images: torch.Tensor, targets: torch.Tensor, steps: int, eps: float, batch: int = 32
 ) -> torch.Tensor:
     """BB-IG maps (N, H, W): eq. 6 on the straight path from a black image (−1) to each image,
-    ``steps`` intervals, scores = black-box probability of ``targets``."""
+    ``steps`` intervals, scores = black-box probability of ``targets``; ``batch`` images'
+    paths at a time (a path is steps + 1 images, and the differences hold several copies)."""
     alphas = torch.linspace(0.0, 1.0, steps + 1)
-    baseline = -torch.ones_like(images)
-    path = torch.stack([images + a * (baseline - images) for a in alphas], 1)  # x̃_0 = x … x̃_m = black
-    n, k = path.shape[:2]
-    probabilities = blackbox(path.reshape(n * k, *images.shape[1:])).reshape(n, k, -1)
-    scores = probabilities.gather(2, targets[:, None, None].expand(n, k, 1))[..., 0]
-    return finite_difference_ig(images, path, scores, eps)
+    maps = []
+    for chunk, chunk_targets in zip(images.split(batch), targets.split(batch), strict=True):
+        baseline = -torch.ones_like(chunk)
+        path = torch.stack([chunk + a * (baseline - chunk) for a in alphas], 1)  # x̃_0 = x … x̃_m = black
+        n, k = path.shape[:2]
+        probabilities = blackbox(path.reshape(n * k, *chunk.shape[1:])).reshape(n, k, -1)
+        scores = probabilities.gather(2, chunk_targets[:, None, None].expand(n, k, 1))[..., 0]
+        maps.append(finite_difference_ig(chunk, path, scores, eps))
+    return torch.cat(maps) if maps else torch.zeros(0, *images.shape[2:])
 
 
 # ---------------------------------------------------------------------------- explain
@@ -512,6 +526,7 @@ def explain(
     baseline alpha of BB-LIG.
     """
     params = with_defaults(params)
+    images = images.cpu()  # the codec and the black box move their chunks to the models' device
     context = models.context
     codec = DiffAECodec(models.ddpm, models.scheduler_config)
     check_images(images, (models.ddpm.unet.config.in_channels, *images.shape[2:]), sample_ids)
