@@ -77,6 +77,25 @@ def test_partial_train_section_is_completed_with_defaults():
     assert config["models"]["classifier"]["train"]["patience"] == 4
 
 
+def test_key_order_and_written_out_defaults_do_not_change_what_a_job_sees():
+    """Snakemake compares params by repr, which follows key order: the validated config has
+    the schema's order whatever the order written, and a default written out changes nothing."""
+
+    def reorder(config: dict[str, Any]) -> None:
+        classifier = config["models"]["classifier"]
+        classifier["train"] = dict(reversed(classifier["train"].items()))
+        config["models"]["classifier"] = dict(reversed(classifier.items()))
+
+    default = validated()["models"]["classifier"]
+    assert repr(validated(reorder)["models"]["classifier"]) == repr(default)
+    explicit = validated(lambda c: c["models"]["classifier"]["train"].__setitem__("weight_decay", 0.0))
+    assert default["train"]["weight_decay"] == 0.0
+    assert repr(explicit["models"]["classifier"]) == repr(default)
+    datasets = list(DEFAULT["datasets"])
+    flipped = validated(lambda c: c.__setitem__("datasets", dict(reversed(c["datasets"].items()))))
+    assert list(flipped["datasets"]) == datasets[::-1]  # named entries keep the order written
+
+
 def test_flips_default_to_the_mirror_symmetric_datasets_and_are_refused_on_the_attributes():
     """The DDPM flips where the dataset kind is mirror-symmetric (auto); the t2i does not flip by
     default. The attributes data put the corner mark top left and the dot top right, so forced

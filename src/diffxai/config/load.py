@@ -41,7 +41,11 @@ def _parsed_schema() -> dict[str, Any]:
 
 
 def _with_defaults(validator_class):
-    """A validator class that fills ``default`` values of missing properties first."""
+    """A validator class that fills ``default`` values of missing properties first, then puts
+    an object's keys in the schema's order (names the schema does not list, such as datasets
+    and methods, after them in the order written). Snakemake compares a job's params by their
+    ``repr``, which follows key order: keys written in another order, or a default written
+    out, would otherwise re-run the job."""
     check_properties = validator_class.VALIDATORS["properties"]
 
     def fill_then_check(validator, properties, instance, schema):
@@ -51,6 +55,11 @@ def _with_defaults(validator_class):
                     subschema = validator._resolver.lookup(subschema["$ref"]).contents
                 if name not in instance and isinstance(subschema, dict) and "default" in subschema:
                     instance[name] = copy.deepcopy(subschema["default"])
+            order = [name for name in properties if name in instance]
+            order += [name for name in instance if name not in properties]
+            ordered = {name: instance[name] for name in order}
+            instance.clear()
+            instance.update(ordered)
         yield from check_properties(validator, properties, instance, schema)
 
     return validators.extend(validator_class, {"properties": fill_then_check})
