@@ -7,7 +7,7 @@ from diffxai.config.load import ConfigError, validate_config
 from diffxai.data.kinds import dataset_module, resolve_flips, source_files
 from diffxai.seeds import derive_seed
 from diffxai.methods.gcd_params import direction_params
-from diffxai.methods.registry import method_module
+from diffxai.methods.registry import method_modules
 from diffxai.provenance import source_hash
 
 try:
@@ -273,9 +273,10 @@ def dataset_code(dataset):
 
 
 def method_code(job_module, spec):
-    """Source hash of a job module and of the one method its spec runs (the registry imports
-    methods by name, so an edit of one method re-runs that method's jobs only)."""
-    return source_hash(job_module, method_module(spec["method"]))
+    """Source hash of a job module, of the one method its spec runs and of the modules that
+    build that method's context (the registry imports methods by name, so an edit of one
+    method re-runs that method's jobs only)."""
+    return source_hash(job_module, *method_modules(spec["method"]))
 
 
 def explain_inputs(wildcards):

@@ -172,7 +172,8 @@ def _shard(path, shard: int, shards: int, ids: list[int], params=None, extra: bo
     if extra:
         specs["masks"] = ArraySpec((2,), "|u1")
     attrs = {"method": "dime", "params": params or {"tau": 60}, "shard": shard, "shards": shards,
-             "batch_size": batch_size, "n_explained": n_explained, "provenance": {"config_hash": "c"}}  # fmt: skip
+             "batch_size": batch_size, "n_explained": n_explained,
+             "provenance": {"config_hash": "c"}}  # fmt: skip
     n = len(ids)
     arrays = {"sample_ids": np.array(ids), "success": np.ones(n, bool), "nfe": np.ones(n),
               "nfe_backward": np.zeros(n), "seconds": np.ones(n)}  # fmt: skip

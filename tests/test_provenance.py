@@ -161,3 +161,22 @@ def test_cuda_jobs_are_made_deterministic(monkeypatch):
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
+def test_the_context_a_shard_script_builds_is_hashed_with_its_method():
+    """The shard and ablation scripts build GCD's and TIME's context with functions of job modules
+    outside the method's own: those modules are in the method's hash, and only in its."""
+    from diffxai.jobs.distill import time_context
+    from diffxai.jobs.gcd_directions import gcd_context
+    from diffxai.methods.registry import METHOD_MODULES, method_modules
+
+    assert gcd_context.__module__ in method_modules("gcd")
+    assert time_context.__module__ in method_modules("time")
+    for script in ("explain_shard.py", "ablation_point.py"):
+        text = (Path(__file__).resolve().parents[1] / "scripts" / script).read_text()
+        for builder in ("gcd_context", "time_context"):
+            if builder in text:
+                assert f"import {builder}" in text  # the ones checked above
+    assert source_hash(*method_modules("gcd")) != source_hash(METHOD_MODULES["gcd"])
+    assert "diffxai.jobs.distill" not in module_closure(method_modules("dime"))
+    assert "diffxai.jobs.gcd_directions" not in module_closure(method_modules("dime"))

@@ -20,7 +20,7 @@ from diffxai.config.ablation_design import setting_label
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.common import write_json
 from diffxai.jobs.explain import explained_samples, load_models
-from diffxai.methods.registry import explainer, method_module
+from diffxai.methods.registry import explainer, method_modules
 from diffxai.metrics.counterfactual import distances
 from diffxai.metrics.realism import FeatureSpace, fid
 from diffxai.models.io import load_model
@@ -72,7 +72,7 @@ def run_point(
         "classifier_calls": float(result.classifier_calls.mean()),
         "seconds_per_ce": seconds,
     }
-    modules = [*MODULES, method_module(spec["method"])]
+    modules = [*MODULES, *method_modules(spec["method"])]
     record = provenance({**spec, "params": params}, modules, seed, str(device), time.perf_counter() - started)
     write_json(out_path, {**figures, "params": params, "provenance": record})
     log.info("ablation point %s: %s", setting, figures)

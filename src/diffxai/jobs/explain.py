@@ -20,7 +20,7 @@ from diffxai.data.prepared import PreparedData
 from diffxai.jobs.gather_explanations import STORE_KIND
 from diffxai.methods.base import Models
 from diffxai.methods.perceptual_features import encoder_layers, vgg_layers
-from diffxai.methods.registry import explainer, method_module
+from diffxai.methods.registry import explainer, method_modules
 from diffxai.models.io import load_model
 from diffxai.paths import resolve
 from diffxai.provenance import provenance
@@ -112,7 +112,7 @@ def run(
         if arrays:
             writer.append(**arrays)
         elapsed = time.perf_counter() - started
-        modules = [*MODULES, method_module(spec["method"])]
+        modules = [*MODULES, *method_modules(spec["method"])]
         writer.update_attrs(provenance=provenance(spec, modules, seed, str(device), elapsed))
         path = writer.finalize()
     log.info("wrote %s (%d batches) in %.1f s", out_path, len(batches), time.perf_counter() - started)

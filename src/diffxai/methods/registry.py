@@ -25,6 +25,20 @@ METHOD_MODULES: dict[str, str] = {
 }
 
 
+# the job modules whose functions build a method's inputs beyond the models (its ``context``:
+# GCD's directions and latents, TIME's tokens); the shard and ablation scripts call them
+CONTEXT_MODULES: dict[str, tuple[str, ...]] = {
+    "gcd": ("diffxai.jobs.gcd_directions",),
+    "time": ("diffxai.jobs.distill",),
+}
+
+
+def method_modules(name: str) -> tuple[str, ...]:
+    """Every module a job of method ``name`` runs beyond its job module: the method's own and
+    those that build its context (the workflow hashes them into the job's params)."""
+    return (method_module(name), *CONTEXT_MODULES.get(name, ()))
+
+
 def method_module(name: str) -> str:
     """The module that implements counterfactual method ``name``."""
     return module_for(METHOD_MODULES, name, "counterfactual method")
