@@ -8,6 +8,7 @@ from diffxai.data.kinds import dataset_module, resolve_flips, source_files
 from diffxai.seeds import derive_seed
 from diffxai.methods.gcd_params import direction_params
 from diffxai.methods.registry import method_modules
+from diffxai.paths import resolve
 from diffxai.provenance import source_hash
 
 try:
@@ -54,6 +55,24 @@ def model_files(dataset, name):
     """The weights and config.json of a trained model (inputs of its consumers)."""
     directory = model_dir(dataset, name)
     return [f"{directory}/model.safetensors", f"{directory}/config.json"]
+
+
+def local_files(**paths):
+    """The local files that config values name, those that are set (a checkpoint, network
+    weights), as named inputs: replacing one re-runs the jobs that read it."""
+    return {name: str(resolve(path, ".")) for name, path in paths.items() if path}
+
+
+def training_inputs(wildcards):
+    """A model's data and, where it loads one instead of training, its checkpoint."""
+    return {
+        "data": f"{R}/{wildcards.dataset}/data.zarr",
+        **local_files(checkpoint=config["models"][wildcards.name].get("checkpoint")),
+    }
+
+
+def lpips_inputs():
+    return local_files(lpips_weights=config["counterfactual_metrics"]["lpips_weights"])
 
 
 def model_cfg(wildcards):
@@ -311,6 +330,7 @@ def gcd_model_inputs(wildcards):
         "classifier": model_files(wildcards.dataset, entry["classifier"]),
         "diffae": model_files(wildcards.dataset, entry["diffae"]),
         "latents": latents_path(wildcards.dataset, entry["diffae"]),
+        **lpips_inputs(),
     }
 
 
@@ -382,6 +402,7 @@ def method_inputs(dataset, entry):
             "classifier": model_files(dataset, entry["classifier"]),
             "ddpm": model_files(dataset, entry["diffae"]),
             "latents": latents_path(dataset, entry["diffae"]),
+            **lpips_inputs(),
         }
     inputs = {
         "data": f"{R}/{dataset}/data.zarr",
@@ -391,6 +412,8 @@ def method_inputs(dataset, entry):
     perceptual = entry["perceptual"]
     if entry["method"] == "dime" and perceptual["network"] == "encoder":
         inputs["encoder"] = model_files(dataset, perceptual["encoder"])
+    if entry["method"] == "dime" and perceptual["network"] == "vgg":
+        inputs |= local_files(perceptual_weights=perceptual["weights"])
     return inputs
 
 
@@ -448,6 +471,10 @@ def cf_metrics_inputs(wildcards):
     oracle = settings["oracle"]
     if oracle and dataset in config["models"][oracle]["datasets"]:
         inputs["oracle"] = model_files(dataset, oracle)
+    inputs |= local_files(
+        lpips_weights=settings["lpips_weights"],
+        inception_weights=settings["inception_weights"],
+    )
     return inputs | cf_regressor_inputs(dataset)
 
 

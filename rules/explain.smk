@@ -74,7 +74,16 @@ rule cf_metrics:
         runtime=60,
         gpu=GPU,
     params:
-        settings=config["counterfactual_metrics"],
+        # what the job computes with; the models it names arrive as inputs
+        settings={
+            key: config["counterfactual_metrics"][key]
+            for key in (
+                "inception_weights",
+                "lpips_weights",
+                "cout_steps",
+                "sfid_splits",
+            )
+        },
         labels=lambda wildcards: {
             "dataset": wildcards.dataset,
             "classifier": config["explanations"][wildcards.method]["classifier"],

@@ -1,6 +1,6 @@
 rule train_supervised:
     input:
-        data=f"{R}/{{dataset}}/data.zarr",
+        unpack(training_inputs),
     output:
         weights=f"{R}/{{dataset}}/models/{{name}}/model.safetensors",
         config=f"{R}/{{dataset}}/models/{{name}}/config.json",
@@ -29,7 +29,7 @@ rule train_supervised:
 
 rule train_encoder:
     input:
-        data=f"{R}/{{dataset}}/data.zarr",
+        unpack(training_inputs),
     output:
         weights=f"{R}/{{dataset}}/models/{{name}}/model.safetensors",
         config=f"{R}/{{dataset}}/models/{{name}}/config.json",
@@ -58,7 +58,7 @@ rule train_encoder:
 
 rule train_ddpm:
     input:
-        data=f"{R}/{{dataset}}/data.zarr",
+        unpack(training_inputs),
     output:
         weights=f"{R}/{{dataset}}/models/{{name}}/model.safetensors",
         config=f"{R}/{{dataset}}/models/{{name}}/config.json",
@@ -117,7 +117,7 @@ rule evaluate_ddpm:
 
 rule train_diffae:
     input:
-        data=f"{R}/{{dataset}}/data.zarr",
+        unpack(training_inputs),
     output:
         weights=f"{R}/{{dataset}}/models/{{name}}/model.safetensors",
         config=f"{R}/{{dataset}}/models/{{name}}/config.json",
@@ -148,7 +148,7 @@ rule train_diffae:
 
 rule train_t2i:
     input:
-        data=f"{R}/{{dataset}}/data.zarr",
+        unpack(training_inputs),
     output:
         weights=f"{R}/{{dataset}}/models/{{name}}/model.safetensors",
         config=f"{R}/{{dataset}}/models/{{name}}/config.json",
@@ -179,6 +179,7 @@ rule train_t2i:
 
 rule encode_diffae:
     input:
+        **lpips_inputs(),
         data=f"{R}/{{dataset}}/data.zarr",
         diffae=model_files("{dataset}", "{name}"),
     output:

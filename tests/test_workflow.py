@@ -813,3 +813,52 @@ def test_a_failing_shard_leaves_no_store_and_spares_the_others(tiny_run, tmp_pat
     assert not (tmp_path / "1.zarr").exists()
     assert not list(tmp_path.glob(".1.zarr.tmp-*"))
     assert open_store(good).n_samples == 4
+
+
+def _job_inputs(dry_run_output: str) -> list[tuple[str, str, list[str]]]:
+    """(rule, wildcards, inputs) of every job a dry run lists."""
+    jobs: list[tuple[str, str, list[str]]] = []
+    for line in dry_run_output.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("rule ", "localrule ")) and stripped.endswith(":"):
+            jobs.append((stripped.split()[1].rstrip(":"), "", []))
+        elif jobs and stripped.startswith("input: "):
+            jobs[-1][2].extend(stripped.removeprefix("input: ").split(", "))
+        elif jobs and stripped.startswith("wildcards: "):
+            jobs[-1] = (jobs[-1][0], stripped.removeprefix("wildcards: "), jobs[-1][2])
+    return jobs
+
+
+def test_local_weights_and_checkpoints_named_in_the_config_are_inputs_of_the_jobs_that_read_them(tmp_path):
+    """Replacing a checkpoint or a weights file must re-run what read it: each is an input."""
+    files = {name: tmp_path / name for name in ("lpips.pth", "inception.pt", "vgg.pth")}
+    for path in files.values():
+        path.write_bytes(b"")
+    (tmp_path / "area_model").mkdir()
+    overlay = {
+        "counterfactual_metrics": {
+            "lpips_weights": str(files["lpips.pth"]),
+            "inception_weights": str(files["inception.pt"]),
+        },
+        "explanations": {"dime": {"perceptual": {"network": "vgg", "weights": str(files["vgg.pth"])}}},
+        "models": {"regressor_area": {"checkpoint": str(tmp_path / "area_model")}},
+    }
+    result = snakemake(tmp_path, "-n", configfiles=[write_overlay(tmp_path, overlay)])
+    assert result.returncode == 0, result.stderr
+    jobs = _job_inputs(result.stdout + result.stderr)
+    lpips, inception, vgg = (str(files[name]) for name in ("lpips.pth", "inception.pt", "vgg.pth"))
+    readers = {
+        lpips: {"cf_metrics", "encode_diffae", "gcd_directions", "gcd_globality", "explain_shard:gcd"},
+        inception: {"cf_metrics"},
+        vgg: {"explain_shard:dime"},
+        str(tmp_path / "area_model"): {"train_supervised:regressor_area"},
+    }
+    for path, expected in readers.items():
+        found = set()
+        for rule, wildcards, inputs in jobs:
+            if path in inputs:
+                method = next(
+                    (p.split("=")[1] for p in wildcards.split(", ") if p.startswith(("method=", "name="))), ""
+                )
+                found.add(f"{rule}:{method}" if f"{rule}:{method}" in expected else rule)
+        assert found == expected, path
