@@ -871,6 +871,42 @@ BAD_CONFIGS = {
         "attributes",
         "datasets the classifier 'hit' is trained on",
     ),
+    "split-leaving-no-training-image": (
+        lambda c: c["datasets"]["ellipses"].update(n_images=10, split={"val": 0.55, "test": 0.44}),
+        "datasets.ellipses.split",
+        "'val': 0.55",
+        "leaving at least one training image of n_images=10",
+    ),
+    "unet-heads-wider-than-a-level": (
+        _set("models", "ddpm", "unet", "attention_head_dim", 65),
+        "models.ddpm.unet.attention_head_dim",
+        "65",
+        "at most 64, the narrowest attention level's width",
+    ),
+    "unet-heads-wider-than-an-attending-level": (
+        lambda c: c["models"]["ddpm"]["unet"].update(attention=[False, True, False], attention_head_dim=48),
+        "models.ddpm.unet.attention_head_dim",
+        "48",
+        "at most 32",
+    ),
+    "t2i-text-heads-not-dividing-the-width": (
+        _set("models", "t2i", "network", "text_heads", 3),
+        "models.t2i.network.text_heads",
+        "3",
+        "a divisor of network.text_width (64)",
+    ),
+    "occlusion-window-larger-than-the-image": (
+        _set("attributions", "occlusion", "params", {"window": 33}),
+        "attributions.occlusion.params.window",
+        "33",
+        "at most the image size 32",
+    ),
+    "coverage-k-as-large-as-the-test-split": (
+        _set("variance", "ellipse_features", "coverage_k", [1, 2000]),
+        "variance.ellipse_features.coverage_k",
+        "[1, 2000]",
+        "below the smallest test split (2000 images)",
+    ),
     "missing-inception-file": (
         _set("counterfactual_metrics", {"inception_weights": "no/inception.pt"}),
         "counterfactual_metrics.inception_weights",

@@ -276,6 +276,9 @@ def test_random_split_sizes_are_the_rounded_fractions_and_never_empty():
     assert [(split == SPLITS[name]).sum() for name in ("train", "val", "test")] == [35, 5, 10]
     with pytest.raises(ValueError, match="no val or no test image"):
         random_split(10, {"val": 0.04, "test": 0.2}, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="no training image"):  # 6 + 4 of 10
+        random_split(10, {"val": 0.55, "test": 0.44}, np.random.default_rng(0))
+    assert (random_split(100, {"val": 0.55, "test": 0.44}, np.random.default_rng(0)) == 0).sum() == 1
 
 
 def test_the_centre_label_range_is_where_centres_are_drawn() -> None:

@@ -84,10 +84,14 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
     if split["val"] + split["test"] >= 1:
         errors.append(_msg(f"{key}.split", split, "allowed: val + test < 1 (some training data must remain)"))
     if "n_images" in dataset:  # generated data: the split's sizes are known now
+        n = dataset["n_images"]
         for part in ("val", "test"):
-            if round(dataset["n_images"] * split[part]) < 1:
-                allowed = f"allowed: at least one {part} image of n_images={dataset['n_images']}"
+            if round(n * split[part]) < 1:
+                allowed = f"allowed: at least one {part} image of n_images={n}"
                 errors.append(_msg(f"{key}.split.{part}", split[part], allowed))
+        if round(n * split["val"]) + round(n * split["test"]) >= n:
+            allowed = f"allowed: val and test leaving at least one training image of n_images={n}"
+            errors.append(_msg(f"{key}.split", split, allowed))
     if kind == "ellipses":
         params = dataset["ellipses"]
         for field in ("area_fraction", "aspect_ratio"):
@@ -320,6 +324,11 @@ def _check_unet(key: str, model: dict[str, Any], config: dict[str, Any]) -> list
     errors += _check_groups(
         f"{key}.unet.norm_num_groups", unet["norm_num_groups"], widths, "unet.block_out_channels"
     )
+    # diffusers gives a block width // attention_head_dim heads; the middle block always attends
+    attending = [w for w, a in zip(widths, attention, strict=False) if a] + [widths[-1]]
+    if unet["attention_head_dim"] > min(attending):
+        allowed = f"allowed: at most {min(attending)}, the narrowest attention level's width (no heads else)"
+        errors.append(_msg(f"{key}.unet.attention_head_dim", unet["attention_head_dim"], allowed))
     if model["kind"] == "diffae":  # the semantic encoder's GroupNorms: min(groups, width) groups
         groups = unet["norm_num_groups"]
         if any(width % min(groups, width) for width in model["encoder_widths"]):
@@ -508,9 +517,28 @@ def _check_attribution(name: str, entry: dict[str, Any], config: dict[str, Any])
         )
         return [_msg(f"{key}.classifier", entry["classifier"], allowed)]
     errors = _datasets_of(key, entry, model_key, config)
-    if errors or model_key == "classifier":
+    if errors:
         return errors
-    return _model_reference(f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config)
+    errors = _check_pixel_sizes(key, entry, config)
+    if model_key == "classifier":
+        return errors
+    return errors + _model_reference(
+        f"{key}.classifier", entry["classifier"], "classifier", entry["datasets"], config
+    )
+
+
+PIXEL_PARAMS = ("window", "stride", "cell")  # occlusion's square and stride, KernelSHAP's superpixel
+
+
+def _check_pixel_sizes(key: str, entry: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """Sizes in pixels fit the smallest image of the entry's datasets (Captum refuses a window
+    larger than the image only when the job runs)."""
+    smallest = min(config["datasets"][name]["image_size"] for name in entry["datasets"])
+    return [
+        _msg(f"{key}.params.{name}", entry["params"][name], f"allowed: at most the image size {smallest}")
+        for name in PIXEL_PARAMS
+        if entry["params"].get(name) is not None and entry["params"][name] > smallest
+    ]
 
 
 def _is_transformer(arch: str) -> bool:
@@ -615,6 +643,9 @@ def _check_t2i(key: str, model: dict[str, Any], datasets: dict[str, Any]) -> lis
         f"{key}.network.norm_num_groups", network["norm_num_groups"], network["block_out_channels"],
         "network.block_out_channels",
     )  # fmt: skip
+    if network["text_width"] % network["text_heads"]:
+        allowed = f"allowed: a divisor of network.text_width ({network['text_width']})"
+        errors.append(_msg(f"{key}.network.text_heads", network["text_heads"], allowed))
     if len(network["cross_attention"]) != len(network["block_out_channels"]):
         errors.append(
             _msg(
@@ -755,6 +786,12 @@ def _check_variance(name: str, entry: dict[str, Any], config: dict[str, Any]) ->
             errors += _model_reference(
                 f"{key}.encoder", entry["encoder"], "encoder", entry["datasets"], config
             )
+        generated = [config["datasets"][name] for name in entry["datasets"]]
+        test_sizes = [round(d["n_images"] * d["split"]["test"]) for d in generated if "n_images" in d]
+        if entry["encoder"] is not None and test_sizes and max(entry["coverage_k"]) >= min(test_sizes):
+            smallest = min(test_sizes)
+            allowed = f"allowed: below the smallest test split ({smallest} images): the k-NN radii need k + 1"
+            errors.append(_msg(f"{key}.coverage_k", entry["coverage_k"], allowed))
         per_value = entry["sampling"]["samples_per_value"]
         if entry["min_accepted"] > per_value:
             allowed = (

@@ -88,6 +88,8 @@ def random_split(n: int, fractions: dict[str, float], rng: np.random.Generator) 
         raise ValueError(
             f"split {fractions} of {n} images leaves no val or no test image: raise the fractions"
         )
+    if n_val + n_test >= n:
+        raise ValueError(f"split {fractions} of {n} images leaves no training image: lower the fractions")
     split = np.full(n, SPLITS["train"], dtype=np.int8)
     split[order[:n_val]] = SPLITS["val"]
     split[order[n_val : n_val + n_test]] = SPLITS["test"]
