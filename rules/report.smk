@@ -18,6 +18,7 @@ rule aggregate:
         f"{R}/logs/aggregate.log",
     benchmark:
         f"{R}/benchmarks/aggregate.tsv"
+    localrule: True  # tables of small files: not worth a cluster job
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -49,6 +50,7 @@ rule report_figures:
         f"{R}/logs/report_figures.log",
     benchmark:
         f"{R}/benchmarks/report_figures.tsv"
+    localrule: True
     conda:
         "../envs/data.yaml"
     threads: 1

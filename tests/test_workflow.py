@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -862,3 +863,13 @@ def test_local_weights_and_checkpoints_named_in_the_config_are_inputs_of_the_job
                 )
                 found.add(f"{rule}:{method}" if f"{rule}:{method}" in expected else rule)
         assert found == expected, path
+
+
+def test_the_rules_that_only_merge_small_files_run_on_the_submitting_host():
+    """Gathering shards, tables and figures: a cluster job each would wait in the queue for
+    seconds of work (SNAKEMAKE.md: aggregation and plot rules are local)."""
+    text = "\n".join(path.read_text() for path in sorted((REPO / "rules").glob("*.smk")))
+    blocks = dict(re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, flags=re.S | re.M))
+    local = {name for name, body in blocks.items() if re.search(r"^    localrule: True", body, flags=re.M)}
+    assert {"gather_explanations", "ablation_table", "aggregate", "report_figures"} <= local
+    assert not local & {"train_ddpm", "explain_shard", "cf_metrics", "attribute"}
