@@ -1004,11 +1004,9 @@ def test_a_celeba_task_must_be_a_column_of_its_attribute_file(tmp_path):
     (tmp_path / "celeba" / "img_align_celeba").mkdir(parents=True)
     (tmp_path / "celeba" / "list_attr_celeba.txt").write_text("1\nBald Smiling\n000001.jpg -1 1\n")
 
-    def faces(task: str, attr_file: str = "list_attr_celeba.txt"):
-        dataset = {
-            "kind": "celeba",
-            "celeba": {"root": "celeba/img_align_celeba", "task": task, "attr_file": attr_file},
-        }
+    def faces(task: str, attr_file: str = "list_attr_celeba.txt", partition_file: str | None = None):
+        celeba = {"root": "celeba/img_align_celeba", "task": task, "attr_file": attr_file}
+        dataset = {"kind": "celeba", "celeba": {**celeba, "partition_file": partition_file}}
         return mutated(_set("datasets", "faces", dataset))
 
     assert validate_config(faces("Smiling"), tmp_path)["datasets"]["faces"]["celeba"]["task"] == "Smiling"
@@ -1016,3 +1014,7 @@ def test_a_celeba_task_must_be_a_column_of_its_attribute_file(tmp_path):
         validate_config(faces("Young"), tmp_path)
     with pytest.raises(ConfigError, match=r"'datasets.faces.celeba.attr_file' has value 'attrs.txt'"):
         validate_config(faces("Smiling", "attrs.txt"), tmp_path)
+    with pytest.raises(ConfigError, match=r"'datasets.faces.celeba.partition_file' has value 'parts.txt'"):
+        validate_config(faces("Smiling", partition_file="parts.txt"), tmp_path)
+    (tmp_path / "celeba" / "parts.txt").write_text("000001.jpg 0\n")
+    assert validate_config(faces("Smiling", partition_file="parts.txt"), tmp_path)

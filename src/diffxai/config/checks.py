@@ -153,10 +153,13 @@ def _check_dataset(name: str, dataset: dict[str, Any], base_dir: Path) -> list[s
 
 
 def _check_celeba_task(key: str, params: dict[str, Any], base_dir: Path) -> list[str]:
-    """The task is a column of the attribute file (its second line names them; only the head is read)."""
+    """The attribute and partition files exist; the task is a column of the attribute file
+    (its second line names them; only the head is read)."""
+    allowed = "allowed: an existing file (relative to celeba.root's parent)"
+    if params["partition_file"] and not celeba_file(params, "partition_file", base_dir).is_file():
+        return [_msg(f"{key}.celeba.partition_file", params["partition_file"], allowed)]
     path = celeba_file(params, "attr_file", base_dir)
     if not path.is_file():
-        allowed = "allowed: an existing file (relative to celeba.root's parent)"
         return [_msg(f"{key}.celeba.attr_file", params["attr_file"], allowed)]
     with path.open() as lines:
         next(lines, "")  # the image count
