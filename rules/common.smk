@@ -6,6 +6,7 @@ from diffxai.config.ablation_design import ablation_settings as settings_of
 from diffxai.config.load import ConfigError, validate_config
 from diffxai.data.kinds import dataset_module, resolve_flips, source_files
 from diffxai.seeds import derive_seed
+from diffxai.jobs.persistence import PERSISTENCE_SETTINGS
 from diffxai.methods.gcd_params import direction_params
 from diffxai.methods.registry import method_modules
 from diffxai.paths import resolve
@@ -82,15 +83,17 @@ def model_cfg(wildcards):
     }
 
 
-def diffusion_cfg(wildcards, leave_out):
+def diffusion_cfg(wildcards, leave_out=None):
     """A diffusion model's training config on the job's dataset: minus the ``leave_out``
-    section (settings that do not change the weights), ``train.hflip: auto`` resolved.
+    section and the persistence settings (neither changes the weights; the job reads the
+    latter from the config), ``train.hflip: auto`` resolved.
     """
     cfg = {k: v for k, v in model_cfg(wildcards).items() if k != leave_out}
     kind = config["datasets"][wildcards.dataset]["kind"]
+    train = {k: v for k, v in cfg["train"].items() if k not in PERSISTENCE_SETTINGS}
     return {
         **cfg,
-        "train": {**cfg["train"], "hflip": resolve_flips(cfg["train"]["hflip"], kind)},
+        "train": {**train, "hflip": resolve_flips(cfg["train"]["hflip"], kind)},
     }
 
 

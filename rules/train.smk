@@ -168,7 +168,8 @@ rule train_t2i:
         runtime=240,
         gpu=GPU,
     params:
-        cfg=model_cfg,
+        # the persistence settings out: they do not change the weights
+        cfg=lambda wildcards: diffusion_cfg(wildcards),
         seed=job_seed,
         device=DEVICE,
         cache=lambda wildcards: f"{R}/{wildcards.dataset}/cache/{wildcards.name}",

@@ -104,6 +104,7 @@ def test_ddpm_resume_checkpoint_changes_with_training_settings_seed_and_code_not
 
     same = path()
     assert path(evaluation={**cfg["evaluation"], "samples": 3}) == same
+    assert path(train={**cfg["train"], "checkpoint_every": 3}) == same  # saved more often, same run
     assert path(train={**cfg["train"], "lr": 0.01}) != same
     assert path(seed=1) != same
     assert path(modules=["diffxai.jobs.train_diffae"]) != same
@@ -273,3 +274,23 @@ def test_balanced_accuracy_averages_the_classes_present_in_the_test_split():
     )
     assert metrics["accuracy"] == 0.75  # class c has no test image: not a recall of 0
     assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_a_training_job_reads_how_often_it_checkpoints_from_the_config_not_its_params(ellipses_store):
+    """The rule's params leave ``checkpoint_every`` out (changing it must re-train nothing);
+    the job still checkpoints as the config says."""
+    from types import SimpleNamespace
+
+    from diffxai.jobs.model_job import ModelJob
+
+    params_cfg = {"kind": "ddpm", "train": {"steps": 20, "hflip": False}}
+    sm = SimpleNamespace(
+        input=SimpleNamespace(data=str(ellipses_store)),
+        output=SimpleNamespace(weights="out/ddpm/model.safetensors"),
+        wildcards=SimpleNamespace(name="ddpm", dataset="ellipses"),
+        params=SimpleNamespace(cfg=params_cfg, seed=3),
+        config={"models": {"ddpm": {"train": {"steps": 20, "hflip": "auto", "checkpoint_every": 7}}}},
+    )
+    job = ModelJob.from_snakemake(sm, torch.device("cpu"))
+    assert job.model_cfg["train"] == {"steps": 20, "hflip": False, "checkpoint_every": 7}
+    assert params_cfg["train"] == {"steps": 20, "hflip": False}  # the params are not changed

@@ -292,6 +292,19 @@ def test_unchanged_second_run_does_nothing(tiny_run):
 
 
 @pytest.mark.slow
+def test_settings_that_change_no_result_rerun_nothing(tiny_run):
+    """How often a diffusion model checkpoints, and a default written out (its key now after
+    the others in the YAML), leave every job as it is."""
+    overlay = {
+        "models": {name: {"train": {"checkpoint_every": 3}} for name in ("ddpm", "diffae", "t2i")}
+        | {"classifier": {"train": {"weight_decay": 0.0}}},
+    }
+    result = snakemake(tiny_run, "-n", configfiles=[write_overlay(tiny_run, overlay)])
+    assert result.returncode == 0, result.stderr
+    assert planned_jobs(result.stdout + result.stderr) == set()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("overlay", "expected"),
     [

@@ -13,6 +13,7 @@ from torch import nn
 
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.common import write_json
+from diffxai.jobs.persistence import PERSISTENCE_SETTINGS
 from diffxai.models.io import load_model, save_model
 from diffxai.paths import resolve
 from diffxai.provenance import provenance
@@ -41,13 +42,20 @@ class ModelJob:
 
     @classmethod
     def from_snakemake(cls, sm: Any, device: torch.device) -> ModelJob:
-        """The job of a ``train_*`` rule: input ``data``, output ``weights``, params cfg and seed."""
+        """The job of a ``train_*`` rule: input ``data``, output ``weights``, params cfg and seed.
+        The settings that leave the weights unchanged (how often a checkpoint is saved) are read
+        from the config, not the params, so that changing them re-runs no training."""
+        cfg = dict(sm.params.cfg)
+        train = sm.config["models"][sm.wildcards.name].get("train", {})
+        persistence = {k: train[k] for k in PERSISTENCE_SETTINGS if k in train}
+        if persistence:
+            cfg["train"] = {**cfg["train"], **persistence}
         return cls(
             Path(sm.input.data),
             Path(sm.output.weights).parent,
             sm.wildcards.name,
             sm.wildcards.dataset,
-            sm.params.cfg,
+            cfg,
             sm.params.seed,
             device,
         )

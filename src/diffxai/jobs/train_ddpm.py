@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from diffxai.jobs.model_job import ModelJob
+from diffxai.jobs.persistence import PERSISTENCE_SETTINGS
 from diffxai.models.ddpm import build_unet, scheduler_config
 from diffxai.provenance import config_hash, source_hash
 from diffxai.training.diffusion import train_ddpm, unet_output
@@ -29,6 +30,8 @@ def resume_checkpoint(cache_dir: str | Path, job: ModelJob, modules: list[str]) 
     import) and the data's config and code, so a changed setting, seed, training code or
     dataset never resumes (or, once finished, reloads) a stale run."""
     training = {k: v for k, v in job.model_cfg.items() if k not in SAMPLING_SECTIONS}
+    if "train" in training:  # how often it is saved does not change what it trains
+        training["train"] = {k: v for k, v in training["train"].items() if k not in PERSISTENCE_SETTINGS}
     data = job.data.store.attrs.get("provenance", {})
     key = config_hash(
         [training, job.seed, source_hash(*modules), data.get("config_hash"), data.get("source_hash")]
