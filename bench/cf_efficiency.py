@@ -106,14 +106,14 @@ def main() -> None:
     for dataset in datasets:
         data = PreparedData(root / dataset / "data.zarr")
         ids = explained_samples(data, args.n_images)
-        images = to_m11(torch.from_numpy(data.array("images")[ids]))
+        images = to_m11(torch.from_numpy(data.rows("images", ids)))
         rows = {}
         for name, entry in compared.items():
             method, setting = name.split()
             if method not in args.methods or setting not in args.settings:
                 continue
-            perceptual = dict(entry["perceptual"])
-            if entry["method"] == "dime" and perceptual["network"] == "encoder":
+            perceptual = dict(entry["perceptual"]) if entry["method"] == "dime" else None
+            if perceptual and perceptual["network"] == "encoder":
                 perceptual["encoder_dir"] = str(root / dataset / "models" / perceptual["encoder"])
             models = load_models(
                 root / dataset / "models" / entry["classifier"], root / dataset / "models" / entry["ddpm"],

@@ -56,7 +56,7 @@ def run_setting(
     flips, discovery_nfe, discovery_s, transfer_nfe, transfer_s, queries = [], [], [], [], [], []
     for seed in seeds:
         source_id = source_index(data, params["source_split"], seed)
-        source = to_m11(torch.from_numpy(data.array("images")[[source_id]]))
+        source = to_m11(torch.from_numpy(data.rows("images", [source_id])))
         started, nfe0, q0 = time.perf_counter(), codec.nfe, blackbox.queries
         z_t_source = codec.encode(source, encode_steps)[1]
         found = gcd.discover(
@@ -155,7 +155,7 @@ def main() -> None:
         "lpips": Lpips(config["counterfactual_metrics"]["lpips_weights"], device),
         "space": space,
         "data": data,
-        "images": to_m11(torch.from_numpy(data.array("images")[ids])),
+        "images": to_m11(torch.from_numpy(data.rows("images", ids))),
         "u": space.to_u(torch.stack([cached[int(i)][0] for i in ids])),
         "z_t": torch.stack([cached[int(i)][1] for i in ids]),
     }

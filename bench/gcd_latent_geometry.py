@@ -35,7 +35,7 @@ def standardised_codes(data: PreparedData, diffae_dir: str, n_images: int) -> tu
     codec = load_codec(diffae_dir, torch.device("cpu"))
     space, _ = latent_space(Path(diffae_dir) / "latents.zarr")
     indices = data.indices("train")[:n_images]
-    z = codec.semantic(to_m11(torch.from_numpy(data.array("images")[indices])))
+    z = codec.semantic(to_m11(torch.from_numpy(data.rows("images", indices))))
     return space.to_u(z).numpy(), indices
 
 

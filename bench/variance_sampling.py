@@ -51,9 +51,7 @@ def main() -> None:
     regressor, _ = load_model(root / "models" / args.feature)
     regressor.requires_grad_(False)
     test = data.indices("test")
-    test_values = measure(
-        regressor, to_m11(torch.from_numpy(data.array("images")[test])), torch.device("cpu")
-    )
+    test_values = measure(regressor, to_m11(torch.from_numpy(data.rows("images", test))), torch.device("cpu"))
     std = float(test_values.std())
     chosen = draw_values(len(test), args.values, np.random.default_rng(0))
     targets = test_values[np.repeat(chosen, args.repeats)]

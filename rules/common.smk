@@ -277,11 +277,23 @@ def all_targets():
     return targets + [f"{R}/report/metrics.csv", f"{R}/report/figures"]
 
 
+# settings of an entry that one method alone reads (explanations: DiME's perceptual network;
+# attributions: FreeMCG's particle cache): only that method's specs carry them, so changing
+# one re-runs no other method's jobs
+METHOD_ONLY_SETTINGS = {"dime": "perceptual", "freemcg": "cache_particles"}
+
+
+def method_only_settings(entry):
+    """The entry's setting that its method alone reads, if the entry has one ({} otherwise)."""
+    key = METHOD_ONLY_SETTINGS.get(entry["method"])
+    return {key: entry[key]} if key in entry else {}
+
+
 def explanation_spec(wildcards):
     """What an explanation shard computes (its params: a change re-runs the method)."""
     entry = config["explanations"][wildcards.method]
-    keys = ("method", "params", "n_images", "shards", "batch_size", "perceptual")
-    spec = {key: entry[key] for key in keys}
+    keys = ("method", "params", "n_images", "shards", "batch_size")
+    spec = {key: entry[key] for key in keys} | method_only_settings(entry)
     if entry["method"] == "gcd":
         spec["lpips_weights"] = config["counterfactual_metrics"]["lpips_weights"]
     return spec
@@ -435,9 +447,10 @@ def ablation_spec(wildcards):
     """The ablated explanation's spec with the ablation's n_images."""
     ablation = config["ablations"][wildcards.ablation]
     entry = config["explanations"][ablation["explanation"]]
-    keys = ("method", "batch_size", "perceptual")
     return {
-        **{key: entry[key] for key in keys},
+        "method": entry["method"],
+        "batch_size": entry["batch_size"],
+        **method_only_settings(entry),
         "params": {**entry["params"], **ablation["params"]},
         "n_images": ablation["n_images"],
     }
@@ -457,8 +470,8 @@ def attribution_inputs(wildcards):
 def attribution_spec(wildcards):
     """What a maps job computes (a change re-runs it)."""
     entry = config["attributions"][wildcards.attribution]
-    keys = ("method", "params", "n_images", "batch_size", "cache_particles")
-    return {key: entry[key] for key in keys}
+    keys = ("method", "params", "n_images", "batch_size")
+    return {key: entry[key] for key in keys} | method_only_settings(entry)
 
 
 def cf_metrics_inputs(wildcards):

@@ -309,3 +309,16 @@ def test_entry_rows_keep_to_the_entrys_kind():
     frame = pd.DataFrame([{**row, "kind": "model", "value": 1.0}, {**row, "kind": "variance", "value": 2.0}])
     rows = aggregate.entry_rows(frame, {"dataset": "d", "method": "hit", "kind": "variance"})
     assert rows["value"].tolist() == [2.0]
+
+
+def test_one_method_name_under_two_classifiers_keeps_each_table_to_its_classifier(tmp_path):
+    """DiME explaining a ResNet (flip rate 0.9) and a ViT (0.1): each classifier's table shows
+    its own run, not the mean of both."""
+    records = {
+        name: write(tmp_path / f"{name}.json", {"n": 10, "flip_rate": rate, "provenance": PROVENANCE})
+        for name, rate in (("resnet", 0.9), ("vit", 0.1))
+    }
+    entries = [entry(path, "explanation", "dime", classifier=name) for name, path in records.items()]
+    tables = aggregate.report_tables(aggregate.tidy(entries), entries)
+    assert tables["counterfactuals_toy_resnet"][0].loc["dime", "flip_rate"] == 0.9
+    assert tables["counterfactuals_toy_vit"][0].loc["dime", "flip_rate"] == 0.1

@@ -15,6 +15,7 @@ from torch import nn
 
 from diffxai.metrics.attribution import (
     _imputation_system,
+    _pixel_ranks,
     _solve,
     auc,
     complexity,
@@ -26,6 +27,7 @@ from diffxai.metrics.attribution import (
     pointing_game,
     randomisation_check,
     road_curves,
+    scorable_masks,
     sensitivity,
     substrate,
 )
@@ -125,12 +127,26 @@ def test_step_k_moves_the_fraction_k_over_steps_of_the_pixels():
     np.testing.assert_allclose(curve[0], sigmoid([0, -4, -9, -10]), rtol=1e-6)
 
 
-def test_ties_are_broken_by_flattened_pixel_index():
-    weight = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 2, 2)
-    predict = probabilities(LinearSoftmax(weight))
-    flat = torch.ones(1, 2, 2)
-    curve = insertion_deletion_curves(predict, torch.zeros(1, 1, 2, 2), flat, [1], "deletion", steps=4)
-    np.testing.assert_allclose(curve[0], sigmoid([0, -1, -3, -6, -10]), rtol=1e-6)
+def test_a_map_that_ties_every_pixel_removes_them_in_one_fixed_random_order_not_raster_order():
+    """An all-zero map carries no information: deleting by it hurts a classifier that reads only
+    the top rows about as much as one that reads only the bottom rows (raster order would
+    delete the top rows first), and its pixel order is the same fixed shuffle for every image."""
+    top, bottom = torch.zeros(1, 16, 16), torch.zeros(1, 16, 16)
+    top[:, :8], bottom[:, 8:] = 0.1, 0.1
+    images, flat = torch.ones(2, 1, 16, 16), torch.zeros(2, 16, 16)
+    areas = {
+        name: auc(
+            insertion_deletion_curves(probabilities(LinearSoftmax(w)), images, flat, [1, 1], "deletion")
+        )
+        for name, w in (("top", top), ("bottom", bottom))
+    }
+    np.testing.assert_allclose(areas["top"], areas["bottom"], atol=0.03)
+    ranks = _pixel_ranks(flat, absolute=True)
+    assert torch.equal(ranks[0], ranks[1]) and not torch.equal(ranks[0], torch.arange(256))
+    # untied pixels keep their order: a strictly decreasing map is ranked in raster order
+    assert torch.equal(
+        _pixel_ranks(-torch.arange(256.0).view(1, 16, 16), absolute=False)[0], torch.arange(256)
+    )
 
 
 def test_oracle_curves_are_monotone_and_beat_the_reversed_map(toy):
@@ -732,3 +748,12 @@ def test_each_subset_metric_counts_the_images_it_averaged():
     }
     with_region = {**metrics, "mask_auroc": 0.8, "pointing_game": 0.6, "ground_truth_n": 45}
     assert subset_counts(with_region)["mask_auroc"] == subset_counts(with_region)["pointing_game"] == 45
+
+
+def test_only_masks_neither_empty_nor_whole_are_scorable_and_they_give_finite_auroc():
+    masks = np.zeros((3, 4, 4), bool)
+    masks[1, :2] = True
+    masks[2] = True
+    assert scorable_masks(masks).tolist() == [False, True, False]
+    aurocs = mask_auroc(torch.rand(3, 4, 4), masks)
+    assert np.isfinite(aurocs).tolist() == scorable_masks(masks).tolist()

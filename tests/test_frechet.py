@@ -97,3 +97,9 @@ def test_feature_statistics_are_mean_and_unbiased_covariance():
     assert mean.dtype == np.float64 and covariance.shape == (3, 3)
     np.testing.assert_allclose(mean, features.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(covariance, np.cov(features.astype(np.float64), rowvar=False), rtol=1e-10)
+
+
+def test_a_set_of_one_sample_has_no_covariance_and_gives_nan():
+    features = np.random.default_rng(0).normal(size=(5, 3))
+    assert np.isnan(fid_from_features(features[:1], features))
+    assert np.isnan(fid_from_features(features, features[:1]))

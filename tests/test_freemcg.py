@@ -89,6 +89,11 @@ def test_covariance_gradient_equals_cxx_times_the_gradient_for_a_linear_score():
     torch.testing.assert_close(freemcg.covariance_gradient(particles, scores), expected)
 
 
+def test_one_particle_is_refused_not_turned_into_a_zero_gradient():
+    with pytest.raises(ExplanationError, match=r"params\.particles=1"):
+        freemcg.covariance_gradient(torch.ones(2, 1, 4), torch.ones(2, 1, 3))
+
+
 def test_covariance_gradient_lies_in_the_span_of_the_particles():
     """Thm. 1: particles on a 2-D subspace give a gradient inside it, whatever f is."""
     g = torch.Generator().manual_seed(1)

@@ -14,6 +14,7 @@ from diffxai.data.prepared import write_prepared
 from diffxai.jobs import train_supervised, train_t2i
 from diffxai.jobs.model_job import ModelJob
 from diffxai.models.io import build_module, load_model
+from diffxai.training.supervised import to_m11
 from tests.workflow_helpers import REPO
 
 
@@ -146,6 +147,25 @@ def test_a_user_diffae_checkpoint_is_loaded_and_encoded(tmp_path, tiny_config, e
     assert store.attrs["encode_steps"] == latents_cfg["encode_steps"]
     assert metrics["reconstruction"]["same_steps"]["decode_steps"] == latents_cfg["encode_steps"]
     assert json.loads((tmp_path / "metrics.json").read_text())["n_images"] == latents_cfg["n_images"]
+    # batches of 3 (the last one short, the reconstruction images spanning two): the same
+    # codes, and the error of a direct decode of the first reconstruction_images
+    small = {**latents_cfg, "batch_size": 3}
+    batched = encode_diffae.run(
+        ellipses_store, tmp_path / "diffae", tmp_path / "b.zarr", tmp_path / "b.json", small, None, 0,
+        torch.device("cpu"),
+    )  # fmt: skip
+    again = open_store(tmp_path / "b.zarr", kind="latents")
+    for name in ("sample_ids", "z_sem", "z_t", "z_mean", "z_std"):
+        np.testing.assert_allclose(again.read(name), store.read(name), rtol=1e-5, atol=1e-5)
+    codec = encode_diffae.load_codec(tmp_path / "diffae", torch.device("cpu"))
+    n_rec = latents_cfg["reconstruction_images"]
+    images = to_m11(torch.from_numpy(data.array("images")[data.indices("test")[:n_rec]]))
+    steps = latents_cfg["decode_steps"]
+    decoded = codec.decode(
+        torch.from_numpy(store.read("z_sem")[:n_rec]), torch.from_numpy(store.read("z_t")[:n_rec]), steps
+    )
+    mse = float(((decoded.clamp(-1, 1) - images) ** 2).mean())
+    assert batched["reconstruction"]["decode_steps"]["mse"] == pytest.approx(mse, rel=1e-4)
 
 
 def test_regressor_dirs_are_the_model_directories_of_the_regressor_inputs():
@@ -176,7 +196,8 @@ def _shard(path, shard: int, shards: int, ids: list[int], params=None, extra: bo
              "batch_size": batch_size, "n_explained": n_explained,
              "provenance": {"config_hash": "c"}}  # fmt: skip
     n = len(ids)
-    arrays = {"sample_ids": np.array(ids), "success": np.ones(n, bool), "nfe": np.ones(n),
+    ids = np.array(ids, np.int64)  # the other arrays are functions of the id, to check the order
+    arrays = {"sample_ids": ids, "success": ids % 2 == 0, "nfe": 10.0 * ids,
               "nfe_backward": np.zeros(n), "seconds": np.ones(n)}  # fmt: skip
     if extra:
         arrays["masks"] = np.zeros((n, 2), np.uint8)
@@ -194,10 +215,14 @@ def test_gather_joins_one_runs_shards_in_order_and_refuses_shards_of_another_run
         return gather_explanations.run(list(shards), tmp_path / "out.zarr", {"run": "run0"})
 
     a, b = _shard(tmp_path / "a.zarr", 0, 2, [0, 1]), _shard(tmp_path / "b.zarr", 1, 2, [2, 3])
-    assert gather(a, b)["n"] == 4
-    np.testing.assert_array_equal(
-        open_store(tmp_path / "out.zarr", "explanations").read("sample_ids"), [0, 1, 2, 3]
-    )
+    figures = gather(a, b)
+    means = {"nfe_mean": 15.0, "nfe_backward_mean": 0.0, "seconds_per_ce": 1.0}
+    assert figures == {"n": 4, "flip_rate": 0.5, **means}
+    out = open_store(tmp_path / "out.zarr", "explanations")
+    assert out.attrs["summary"] == figures
+    np.testing.assert_array_equal(out.read("sample_ids"), [0, 1, 2, 3])
+    np.testing.assert_array_equal(out.read("nfe"), [0.0, 10.0, 20.0, 30.0])
+    np.testing.assert_array_equal(out.read("success"), [True, False, True, False])
     with pytest.raises(ValueError, match="shard 1 of 2, expected 0 of 2"):
         gather(b, a)
     with pytest.raises(ValueError, match="expected 0 of 1"):

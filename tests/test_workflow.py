@@ -293,11 +293,15 @@ def test_unchanged_second_run_does_nothing(tiny_run):
 
 @pytest.mark.slow
 def test_settings_that_change_no_result_rerun_nothing(tiny_run):
-    """How often a diffusion model checkpoints, and a default written out (its key now after
-    the others in the YAML), leave every job as it is."""
+    """How often a diffusion model checkpoints, a default written out (its key now after the
+    others in the YAML), and settings that only another method reads (DiME's perceptual
+    network on ACE and FreeMCG, FreeMCG's particle cache on RISE) leave every job as it is."""
+    unread_perceptual = {"perceptual": {"network": "encoder", "arch": "vgg16"}}
     overlay = {
         "models": {name: {"train": {"checkpoint_every": 3}} for name in ("ddpm", "diffae", "t2i")}
         | {"classifier": {"train": {"weight_decay": 0.0}}},
+        "explanations": {"ace_l1": unread_perceptual, "freemcg": unread_perceptual},
+        "attributions": {"rise": {"cache_particles": True}},
     }
     result = snakemake(tiny_run, "-n", configfiles=[write_overlay(tiny_run, overlay)])
     assert result.returncode == 0, result.stderr
@@ -380,6 +384,16 @@ def test_settings_that_change_no_result_rerun_nothing(tiny_run):
             {"explanations": {"ace_l1": {"params": {"threshold": 0.2}}}},
             explanation_jobs(methods=["ace_l1"]),
             id="method-parameter-reruns-that-method-only",
+        ),
+        pytest.param(
+            {"explanations": {"dime": {"perceptual": {"arch": "vgg16"}}}},
+            explanation_jobs(methods=["dime"]),
+            id="dime-perceptual-network-reruns-dime-only",
+        ),
+        pytest.param(
+            {"attributions": {"freemcg_map": {"cache_particles": True}}},
+            attribution_jobs(baseline_datasets=()),
+            id="freemcg-particle-cache-reruns-the-freemcg-maps-only",
         ),
         pytest.param(
             {"explanations": {"gcd": {"params": {"alpha_max": 6.0}}}},

@@ -49,7 +49,7 @@ def run_point(
     started = time.perf_counter()
     data = PreparedData(data_path)
     ids = explained_samples(data, spec["n_images"])
-    models = load_models(classifier_dir, ddpm_dir, spec["perceptual"], device)
+    models = load_models(classifier_dir, ddpm_dir, spec.get("perceptual"), device)
     models.context = dict(context or {})
     params = {**spec["params"], **setting}
     x = to_m11(torch.from_numpy(data.rows("images", ids))).to(device)

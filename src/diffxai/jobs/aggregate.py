@@ -309,7 +309,10 @@ def report_tables(
         ]
         kinds = {kind, "diversity"} if kind == "explanation" else {kind}  # σ_L joins the CE rows
         part = frame[
-            (frame["dataset"] == dataset) & frame["method"].isin(methods) & frame["kind"].isin(kinds)
+            (frame["dataset"] == dataset)
+            & (frame["classifier"].fillna("") == classifier)
+            & frame["method"].isin(methods)
+            & frame["kind"].isin(kinds)
         ]
         columns = family_columns(kind, part["metric"].unique(), label_factors.get(dataset))
         table = method_table(part, columns)

@@ -58,7 +58,7 @@ def predicted_maps(
         parts.append(
             compute_maps(
                 spec["method"], images[rows], targets[rows], models, spec["params"], seed, ids[rows],
-                keep_particles=spec["cache_particles"],
+                keep_particles=spec.get("cache_particles", False),
             )
         )  # fmt: skip
         seconds.append(np.full(len(rows), (time.perf_counter() - started) / len(rows), np.float32))
@@ -77,7 +77,8 @@ def run(
     seed: int,
     device: torch.device,
 ) -> Path:
-    """Write the maps store of ``spec`` (method, params, n_images, batch_size, cache_particles)."""
+    """Write the maps store of ``spec`` (method, params, n_images, batch_size and, for
+    FreeMCG, cache_particles)."""
     started = time.perf_counter()
     data = PreparedData(data_path)
     ids = explained_samples(data, spec["n_images"])

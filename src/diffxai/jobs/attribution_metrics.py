@@ -153,14 +153,14 @@ def compute(
     metrics.update(robustness_and_sanity(method, models, params, x, targets, ids, settings, seed))
     region = ground_truth_region(data, ids)
     if region is not None:
-        present = region.reshape(len(ids), -1).any(1)
-        metrics["ground_truth_n"] = int(present.sum())
-        if present.any():  # no image with its region: no ground-truth score, and n says why
+        scored = am.scorable_masks(region)  # n counts them; both scores average over them
+        metrics["ground_truth_n"] = int(scored.sum())
+        if scored.any():  # no image with such a region: no ground-truth score, and n says why
             metrics["mask_auroc"] = float(
-                np.nanmean(am.mask_auroc(maps[present], region[present], settings["absolute"]))
+                am.mask_auroc(maps[scored], region[scored], settings["absolute"]).mean()
             )
             metrics["pointing_game"] = float(
-                am.pointing_game(maps[present], region[present], settings["absolute"]).mean()
+                am.pointing_game(maps[scored], region[scored], settings["absolute"]).mean()
             )
     metrics["nfe_per_map"] = float(store.read("nfe").mean())
     metrics["classifier_calls_per_map"] = float(store.read("classifier_calls").mean())

@@ -6,13 +6,14 @@ of the first ``n_images`` test images (DDIM inversion over ``encode_steps``), an
 standardisation of z_sem used by GCD: ``z_mean`` and ``z_std`` (latent_dim,) over the
 training images (encoder only). Reconstruction MSE (on [-1, 1] pixels) and LPIPS are
 measured on the first ``reconstruction_images`` of them, decoding with as many steps as
-encoding (the exact inverse as steps grow) and with GCD's ``decode_steps``.
-"""
+encoding (``same_steps``: the exact inverse as steps grow) and with the latents'
+``decode_steps`` (``decode_steps``: set it to GCD's to see the error of GCD's decodes)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,12 @@ def reconstruction(
     }
 
 
+def image_batches(data: PreparedData, ids: np.ndarray, batch_size: int, desc: str) -> Iterator[torch.Tensor]:
+    """Images ``ids`` in [-1, 1] (B, C, H, W), read from the store ``batch_size`` at a time."""
+    for start in progress(range(0, len(ids), batch_size), desc=desc):
+        yield to_m11(torch.from_numpy(data.rows("images", ids[start : start + batch_size])))
+
+
 def run(
     data_path: str | Path,
     diffae_dir: str | Path,
@@ -67,24 +74,43 @@ def run(
     device: torch.device,
 ) -> dict[str, Any]:
     """Encode, write the latents store and the reconstruction metrics; returns the metrics.
-    ``cfg``: n_images, encode_steps, decode_steps, reconstruction_images, batch_size."""
+    ``cfg``: n_images, encode_steps, decode_steps, reconstruction_images, batch_size. Images
+    and codes are held one batch at a time (and the reconstruction images)."""
     started = time.perf_counter()
     data = PreparedData(data_path)
-    codec = load_codec(diffae_dir, device, cfg["batch_size"])
+    batch_size = cfg["batch_size"]
+    codec = load_codec(diffae_dir, device, batch_size)
     train_ids = data.indices("train")[:STAT_IMAGES]
-    train_codes = codec.semantic(to_m11(torch.from_numpy(data.rows("images", train_ids))))
+    train_codes = torch.cat(
+        [codec.semantic(x) for x in image_batches(data, train_ids, batch_size, "z_sem stats")]
+    )
     z_mean, z_std = train_codes.mean(0), train_codes.std(0).clamp_min(1e-6)
     ids = explained_samples(data, cfg["n_images"])
-    images = to_m11(torch.from_numpy(data.rows("images", ids)))
-    z_sem, z_t = [], []
-    for rows in progress(torch.arange(len(ids)).split(cfg["batch_size"]), desc="encode"):
-        codes, noise = codec.encode(images[rows].to(device), cfg["encode_steps"])
-        z_sem.append(codes.cpu())
-        z_t.append(noise.cpu())
-    z_sem_all, z_t_all = torch.cat(z_sem), torch.cat(z_t)
-    lpips = Lpips(lpips_weights, device)
     n_rec = min(cfg["reconstruction_images"], len(ids))
-    rec_args = (images[:n_rec].to(device), z_sem_all[:n_rec].to(device), z_t_all[:n_rec].to(device))
+    kept: dict[str, list[torch.Tensor]] = {"images": [], "z_sem": [], "z_t": []}  # the first n_rec
+    specs = {
+        "sample_ids": ArraySpec((), "<i8"),
+        "z_sem": ArraySpec(tuple(train_codes.shape[1:]), "<f4"),
+        "z_t": ArraySpec(tuple(data.array("images").shape[1:]), "<f4"),
+    }
+    attrs = {"encode_steps": cfg["encode_steps"]}
+    with StoreWriter(Path(store_path), STORE_KIND, specs, attrs=attrs) as writer:
+        writer.append(sample_ids=ids.astype(np.int64))
+        encoded = 0
+        for images in image_batches(data, ids, batch_size, "encode"):
+            z_sem, z_t = (code.cpu() for code in codec.encode(images.to(device), cfg["encode_steps"]))
+            writer.append(z_sem=z_sem.numpy(), z_t=z_t.numpy())
+            take = max(0, min(len(images), n_rec - encoded))
+            for name, value in (("images", images), ("z_sem", z_sem), ("z_t", z_t)):
+                kept[name].append(value[:take])
+            encoded += len(images)
+        writer.put("z_mean", z_mean.cpu().numpy())
+        writer.put("z_std", z_std.cpu().numpy())
+        elapsed = time.perf_counter() - started
+        writer.update_attrs(provenance=provenance(cfg, MODULES, seed, str(device), elapsed))
+        writer.finalize()
+    lpips = Lpips(lpips_weights, device)
+    rec_args = tuple(torch.cat(kept[name]).to(device) for name in ("images", "z_sem", "z_t"))
     metrics: dict[str, Any] = {
         "n_images": len(ids),
         "encode_steps": cfg["encode_steps"],
@@ -92,25 +118,10 @@ def run(
         "lpips_network": lpips.name,
         "reconstruction": {
             "same_steps": reconstruction(codec, *rec_args, cfg["encode_steps"], lpips),
-            "gcd_steps": reconstruction(codec, *rec_args, cfg["decode_steps"], lpips),
+            "decode_steps": reconstruction(codec, *rec_args, cfg["decode_steps"], lpips),
         },
         "z_sem_std_mean": float(z_std.mean()),
     }
-    arrays = {
-        "sample_ids": ids.astype(np.int64),
-        "z_sem": z_sem_all.numpy().astype(np.float32),
-        "z_t": z_t_all.numpy().astype(np.float32),
-    }
-    specs = {name: ArraySpec(tuple(a.shape[1:]), a.dtype.str) for name, a in arrays.items()}
-    with StoreWriter(
-        Path(store_path), STORE_KIND, specs, attrs={"encode_steps": cfg["encode_steps"]}
-    ) as writer:
-        writer.append(**arrays)
-        writer.put("z_mean", z_mean.cpu().numpy())
-        writer.put("z_std", z_std.cpu().numpy())
-        elapsed = time.perf_counter() - started
-        writer.update_attrs(provenance=provenance(cfg, MODULES, seed, str(device), elapsed))
-        writer.finalize()
     metrics["wall_time_s"] = time.perf_counter() - started
     metrics["provenance"] = provenance(cfg, MODULES, seed, str(device), metrics["wall_time_s"])
     write_json(metrics_path, metrics)

@@ -47,12 +47,18 @@ def shard_batches(n: int, batch_size: int, shards: int, shard: int) -> list[np.n
 
 
 def load_models(
-    classifier_dir: str | Path, ddpm_dir: str | Path, perceptual: dict[str, Any], device: torch.device
+    classifier_dir: str | Path,
+    ddpm_dir: str | Path,
+    perceptual: dict[str, Any] | None,
+    device: torch.device,
 ) -> Models:
-    """Classifier, DDPM and perceptual network on ``device``, frozen and in eval mode."""
+    """Classifier, DDPM and perceptual network on ``device``, frozen and in eval mode.
+    ``perceptual``: DiME's network settings (None: a method without one)."""
     classifier, _ = load_model(classifier_dir)
     ddpm, info = load_model(ddpm_dir)
-    if perceptual["network"] == "vgg":
+    if perceptual is None:
+        features = None
+    elif perceptual["network"] == "vgg":
         features = vgg_layers(resolve(perceptual["weights"]), perceptual["arch"])
     elif perceptual.get("encoder_dir"):
         encoder, _ = load_model(perceptual["encoder_dir"])
@@ -76,14 +82,14 @@ def run(
     device: torch.device,
     context: dict[str, Any] | None = None,
 ) -> Path:
-    """Explain shard ``shard`` of ``spec`` (method, params, n_images, shards, batch_size,
-    perceptual) and write its store; the noise of each sample is seeded by (seed, sample id).
+    """Explain shard ``shard`` of ``spec`` (method, params, n_images, shards, batch_size and,
+    for DiME, perceptual) and write its store; the noise of each sample is seeded by (seed, sample id).
     ``context``: method-specific inputs (GCD's directions and latents)."""
     started = time.perf_counter()
     data = PreparedData(data_path)
     samples = explained_samples(data, spec["n_images"])
     batches = shard_batches(len(samples), spec["batch_size"], spec["shards"], shard)
-    models = load_models(classifier_dir, ddpm_dir, spec["perceptual"], device)
+    models = load_models(classifier_dir, ddpm_dir, spec.get("perceptual"), device)
     models.context = dict(context or {})
     explain = explainer(spec["method"])
     attrs = {

@@ -18,6 +18,9 @@ MODULES = ["diffxai.jobs.gather_explanations"]
 STORE_KIND = store_kinds.EXPLANATIONS
 
 
+SUMMARY_ARRAYS = ("success", "nfe", "nfe_backward", "seconds")
+
+
 def summary(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """Headline figures of a run: samples, flip rate, mean NFE and time per CE."""
     if "success" not in arrays:
@@ -34,10 +37,11 @@ def summary(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
 RUN_SETTINGS = ("method", "params", "batch_size", "n_explained")
 
 
-def check_shards(shards: list, shard_paths: list[str | Path]) -> None:
+def check_shards(shards: list, shard_paths: list[str | Path]) -> np.ndarray:
     """Refuse shards that are not one run's: shard i of len(shards), one method, params, batch
     size and number of explained samples, the same per-sample arrays in every shard that holds
-    samples, and together exactly the run's samples, each once."""
+    samples, and together exactly the run's samples, each once. Returns their sample ids in
+    shard order (int64)."""
     first = shards[0].attrs
     for index, (shard, path) in enumerate(zip(shards, shard_paths, strict=True)):
         attrs = shard.attrs
@@ -55,27 +59,36 @@ def check_shards(shards: list, shard_paths: list[str | Path]) -> None:
         raise ValueError(f"shards {shard_paths[0]}… overlap: duplicate sample ids")
     if len(ids) != first["n_explained"]:
         raise ValueError(f"the shards hold {len(ids)} samples, their run explains {first['n_explained']}")
+    return ids
 
 
 def run(shard_paths: list[str | Path], out_path: str | Path, run_info: dict[str, Any]) -> dict[str, Any]:
+    """Write the run's store from its shards, one shard in memory at a time; returns the
+    run's :func:`summary`."""
     started = time.perf_counter()
     shards = [open_store(p, kind=STORE_KIND) for p in shard_paths]
-    check_shards(shards, shard_paths)
+    ids = check_shards(shards, shard_paths)
     filled = [s for s in shards if s.n_samples]
     names = sorted(filled[0].marker["per_sample"]) if filled else []
-    arrays = {name: np.concatenate([s.read(name) for s in filled]) for name in names}
-    specs = {name: ArraySpec(tuple(a.shape[1:]), a.dtype.str) for name, a in arrays.items()}
-    figures = summary(arrays)
+    specs = {name: ArraySpec(tuple(filled[0][name].shape[1:]), filled[0][name].dtype.str) for name in names}
     attrs = {
         **{k: shards[0].attrs[k] for k in ("method", "params", "shards")},
         **run_info,
-        "summary": figures,
         "shard_provenance": [s.attrs["provenance"] for s in shards],
     }
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in SUMMARY_ARRAYS if name in names}
     with StoreWriter(out_path, STORE_KIND, specs, attrs=attrs) as writer:
-        writer.append(**arrays)
+        if filled:
+            writer.append(sample_ids=ids)
+        for shard in filled:
+            batch = {name: shard.read(name) for name in names if name != "sample_ids"}
+            writer.append(**batch)
+            for name, parts in kept.items():
+                parts.append(batch[name])
+        figures = summary({name: np.concatenate(parts) for name, parts in kept.items()})
         writer.update_attrs(
-            provenance=provenance(run_info, MODULES, None, "cpu", time.perf_counter() - started)
+            summary=figures,
+            provenance=provenance(run_info, MODULES, None, "cpu", time.perf_counter() - started),
         )
         writer.finalize()
     log.info("gathered %d shards into %s: %s", len(shards), out_path, figures)

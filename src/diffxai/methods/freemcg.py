@@ -61,7 +61,10 @@ EPS = 1e-12
 
 
 def covariance_gradient(particles: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """C_xf (N, M, D) from particles (N, K, D) and their scores (N, K, M)."""
+    """C_xf (N, M, D) from particles (N, K, D) and their scores (N, K, M); K ≥ 2 (one particle
+    has no spread: the estimate would be 0 everywhere)."""
+    if particles.shape[1] < 2:
+        raise ExplanationError(f"params.particles={particles.shape[1]}: allowed 2 or more")
     dx = particles - particles.mean(1, keepdim=True)
     df = scores - scores.mean(1, keepdim=True)
     return torch.einsum("nkd,nkm->nmd", dx, df) / particles.shape[1]

@@ -93,9 +93,16 @@ def rank_scores(maps: MapLike, absolute: bool) -> torch.Tensor:
     return tensor.abs() if absolute else tensor
 
 
+TIE_ORDER_SEED = 0  # the fixed random order in which tied pixels are ranked
+
+
 def _pixel_ranks(maps: MapLike, absolute: bool) -> torch.Tensor:
-    """Rank (N, H·W) int64 of each flattened pixel, 0 = most important; ties go to the lower index."""
-    order = torch.argsort(rank_scores(maps, absolute).flatten(1), dim=1, descending=True, stable=True)
+    """Rank (N, H·W) int64 of each flattened pixel, 0 = most important. Tied pixels are ranked
+    in one fixed random order of the positions (not raster order, which would credit a map
+    that ties many pixels, all-zero included, with removing the top rows first)."""
+    scores = rank_scores(maps, absolute).flatten(1)
+    shuffle = torch.randperm(scores.shape[1], generator=torch.Generator().manual_seed(TIE_ORDER_SEED))
+    order = shuffle[torch.argsort(scores[:, shuffle], dim=1, descending=True, stable=True)]
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order).contiguous())
     return ranks
@@ -455,6 +462,13 @@ def randomisation_check(
 
 
 # --- ground truth -----------------------------------------------------------------------------------
+
+
+def scorable_masks(masks: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Bool (N,): the masks (N, H, W) that are neither empty nor the whole image, the ones
+    against which a map's AUROC is defined."""
+    flat = np.asarray(masks, dtype=bool).reshape(len(masks), -1)
+    return flat.any(1) & ~flat.all(1)
 
 
 def mask_auroc(maps: MapLike, masks: torch.Tensor | np.ndarray, absolute: bool = True) -> np.ndarray:

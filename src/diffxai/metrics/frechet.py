@@ -34,5 +34,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def fid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """Fréchet distance between two feature sets (N_a, D) and (N_b, D)."""
+    """Fréchet distance between two feature sets (N_a, D) and (N_b, D); NaN unless both hold
+    at least 2 samples (a covariance needs two)."""
+    if min(len(features_a), len(features_b)) < 2:
+        return float("nan")
     return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))
