@@ -69,7 +69,14 @@ def test_dps_step_moves_by_rho_against_the_normalised_gradient():
     targets = torch.full((4,), BRIGHT)
     steps = [
         dps_step(
-            two_level_data(), scheduler, MeanIntensity(), x, t, targets, rho, torch.Generator().manual_seed(2)
+            two_level_data(),
+            scheduler,
+            MeanIntensity(),
+            x,
+            t,
+            targets,
+            rho,
+            [torch.Generator().manual_seed(2 + i) for i in range(4)],
         )
         for rho in (0.0, 0.3)
     ]
@@ -117,3 +124,39 @@ def test_region_sampling_with_a_full_mask_returns_the_known_images(steps):
         torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert torch.equal(result.images, known)
+
+
+def test_each_sample_is_the_same_whatever_the_batch_size():
+    """A sample's noise comes from its own generator: batches of 3 (the last one short) give the
+    same images as one batch, for the value and the region constraints and plain sampling."""
+    from diffxai.diffusion.sampling import sample
+
+    def draws(batch_size):
+        generator = torch.Generator().manual_seed(5)
+        value = sample_with_value(
+            two_level_data(), SCHEDULER_CONFIG, MeanIntensity(), torch.zeros(7), SHAPE, 6, 0.1, generator,
+            batch_size=batch_size,
+        ).images  # fmt: skip
+        known, mask = torch.full((7, *SHAPE), BRIGHT), torch.zeros(7, 1, SIZE, SIZE)
+        mask[:, :, :3] = 1
+        region = sample_with_region(
+            two_level_data(), SCHEDULER_CONFIG, known, mask, 6, generator, resample=2, batch_size=batch_size
+        ).images
+        plain = {
+            sampler: sample(
+                two_level_data(),
+                SCHEDULER_CONFIG,
+                7,
+                SHAPE,
+                6,
+                sampler,
+                generator,
+                batch_size,
+                progress=False,
+            )[0]
+            for sampler in ("ddpm", "ddim")
+        }
+        return value, region, plain["ddpm"], plain["ddim"]
+
+    for one, batched in zip(draws(7), draws(3), strict=True):
+        torch.testing.assert_close(batched, one, rtol=1e-5, atol=1e-5)

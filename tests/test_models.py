@@ -18,7 +18,7 @@ import torch
 from diffusers import UNet2DModel
 from safetensors.torch import save_file
 
-from diffxai.diffusion.sampling import sample
+from diffxai.diffusion.sampling import per_sample_generators, per_sample_noise, sample
 from diffxai.models.blackbox import BlackBox, GradientRefused
 from diffxai.models.ddpm import build_scheduler, build_unet, scheduler_config
 from diffxai.models.encoder import SimSiam
@@ -737,7 +737,7 @@ def test_ddim_sampling_steps_with_the_noise_of_the_clipped_estimate_and_ends_in_
     images, _ = sample(ConstantNoise(), config, 2, (1, 4, 4), 2, "ddim", generator, progress=False)
     scheduler = build_scheduler(config, "ddim")
     scheduler.set_timesteps(2)
-    x = torch.randn((2, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    x = per_sample_noise(per_sample_generators(torch.Generator().manual_seed(0), 2), (1, 4, 4))
     timesteps = scheduler.timesteps.tolist()
     for index, t in enumerate(timesteps):
         alpha = scheduler.alphas_cumprod[t]

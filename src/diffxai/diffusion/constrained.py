@@ -12,7 +12,8 @@ Seed 002 §3.3 samples from p(X | V = v) with two constraints:
   repeated ``resample`` times, going back by forward noise in between (RePaint's resampling).
 
 Both run ``steps`` respaced steps of diffusers' ``DDPMScheduler`` (σ_t² = β̃_t, seed 002
-App. D) and count network evaluations (NFE: one per image per step).
+App. D) and count network evaluations (NFE: one per image per step). Each sample draws its
+noise from its own generator, so the samples do not depend on ``batch_size``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from diffxai.diffusion.parameterization import eps_and_x0
+from diffxai.diffusion.sampling import per_sample_generators, per_sample_noise
 from diffxai.models.ddpm import build_scheduler
 from diffxai.progress import progress
 
@@ -44,13 +46,19 @@ def _respaced(scheduler_config: dict[str, Any], steps: int):
 
 
 def _step(
-    scheduler, unet: nn.Module, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator
+    scheduler, unet: nn.Module, x: torch.Tensor, t: torch.Tensor, generators: list[torch.Generator]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One ancestral step; returns (x_{t−1}, the UNet output at x_t) (the latter keeps its graph)."""
+    """One ancestral step, sample i's noise from ``generators[i]``; returns (x_{t−1}, the UNet
+    output at x_t) (the latter keeps its graph)."""
     device = next(unet.parameters()).device
     output = unet(x, torch.full((len(x),), int(t), device=device, dtype=torch.long)).sample
-    previous = scheduler.step(output.detach().cpu(), t, x.detach().cpu(), generator=generator).prev_sample
+    previous = scheduler.step(output.detach().cpu(), t, x.detach().cpu(), generator=generators).prev_sample
     return previous.to(device), output
+
+
+def _noise_like(images: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """Standard normal noise shaped and placed like ``images`` (N, ...), row i from generator i."""
+    return per_sample_noise(generators, tuple(images.shape[1:])).to(images.device)
 
 
 def dps_step(
@@ -61,14 +69,15 @@ def dps_step(
     t: torch.Tensor,
     targets: torch.Tensor,
     rho: float,
-    generator: torch.Generator,
+    generators: list[torch.Generator],
 ) -> torch.Tensor:
-    """x_{t−1} (N, C, H, W) of one guided step at x_t = ``x``; ``targets`` (N,) in the feature's units."""
+    """x_{t−1} (N, C, H, W) of one guided step at x_t = ``x``; ``targets`` (N,) in the feature's
+    units; ``generators``: one per sample."""
     alpha_bar = scheduler.alphas_cumprod[int(t)].to(x.device)
     prediction_type = scheduler.config.prediction_type
     with torch.enable_grad():
         x_in = x.detach().requires_grad_(True)
-        previous, output = _step(scheduler, unet, x_in, t, generator)
+        previous, output = _step(scheduler, unet, x_in, t, generators)
         _, x0 = eps_and_x0(output, x_in, alpha_bar, prediction_type)
         loss = (targets - regressor(x0)).pow(2).sum()
         grad = torch.autograd.grad(loss, x_in)[0]
@@ -94,11 +103,13 @@ def sample_with_value(
     scheduler = _respaced(scheduler_config, steps)
     images, nfe = [], 0
     batches = targets.split(batch_size)
+    generators = per_sample_generators(generator, len(targets))
     bar = progress(total=len(batches) * steps, desc=desc)
-    for chunk in batches:
-        x = torch.randn((len(chunk), *shape), generator=generator).to(device)
+    for index, chunk in enumerate(batches):
+        rows = generators[index * batch_size : index * batch_size + len(chunk)]
+        x = per_sample_noise(rows, shape).to(device)
         for t in scheduler.timesteps:
-            x = dps_step(unet, scheduler, regressor, x, t, chunk.to(device), rho, generator)
+            x = dps_step(unet, scheduler, regressor, x, t, chunk.to(device), rho, rows)
             nfe += len(chunk)
             bar.update(1)
         images.append(x.clamp(-1, 1).cpu())
@@ -127,30 +138,29 @@ def sample_with_region(
     timesteps = [int(t) for t in scheduler.timesteps]
     images, nfe = [], 0
     pairs = list(zip(known.split(batch_size), mask.split(batch_size), strict=True))
+    generators = per_sample_generators(generator, len(known))
     bar = progress(total=len(pairs) * steps, desc=desc)
 
-    def noise_like(reference: torch.Tensor) -> torch.Tensor:
-        return torch.randn(reference.shape, generator=generator).to(device)
-
-    for chunk, region in pairs:
+    for batch, (chunk, region) in enumerate(pairs):
+        rows = generators[batch * batch_size : batch * batch_size + len(chunk)]
         chunk, region = chunk.to(device), region.to(device, chunk.dtype)
-        x = noise_like(chunk)
+        x = _noise_like(chunk, rows)
         for index, t in enumerate(scheduler.timesteps):
             last = index + 1 == len(timesteps)
             for repeat in range(1 if last else resample):
-                stepped, _ = _step(scheduler, unet, x, t, generator)
+                stepped, _ = _step(scheduler, unet, x, t, rows)
                 nfe += len(chunk)
                 if last:
                     x = region * chunk + (1 - region) * stepped
                     break
                 a_prev = alpha_bar[timesteps[index + 1]]
-                kept = a_prev.sqrt() * chunk + (1 - a_prev).sqrt() * noise_like(chunk)
+                kept = a_prev.sqrt() * chunk + (1 - a_prev).sqrt() * _noise_like(chunk, rows)
                 x_prev = region * kept + (1 - region) * stepped
                 if repeat + 1 == resample:
                     x = x_prev
                 else:  # back to t by the forward process, and step again
                     ratio = alpha_bar[int(t)] / a_prev
-                    x = ratio.sqrt() * x_prev + (1 - ratio).sqrt() * noise_like(chunk)
+                    x = ratio.sqrt() * x_prev + (1 - ratio).sqrt() * _noise_like(chunk, rows)
             bar.update(1)
         images.append(x.clamp(-1, 1).cpu())
     bar.close()
