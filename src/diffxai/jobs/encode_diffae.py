@@ -23,6 +23,7 @@ import torch
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.common import write_json
 from diffxai.jobs.explain import explained_samples
+from diffxai.methods.base import batches
 from diffxai.metrics.perceptual import Lpips
 from diffxai.models.diffae import DiffAECodec
 from diffxai.models.io import load_model
@@ -59,8 +60,8 @@ def reconstruction(
 
 def image_batches(data: PreparedData, ids: np.ndarray, batch_size: int, desc: str) -> Iterator[torch.Tensor]:
     """Images ``ids`` in [-1, 1] (B, C, H, W), read from the store ``batch_size`` at a time."""
-    for start in progress(range(0, len(ids), batch_size), desc=desc):
-        yield to_m11(torch.from_numpy(data.rows("images", ids[start : start + batch_size])))
+    for rows in progress(batches(ids, batch_size), desc=desc):
+        yield to_m11(torch.from_numpy(data.rows("images", rows)))
 
 
 def run(

@@ -467,7 +467,8 @@ def randomisation_check(
 def scorable_masks(masks: torch.Tensor | np.ndarray) -> np.ndarray:
     """Bool (N,): the masks (N, H, W) that are neither empty nor the whole image, the ones
     against which a map's AUROC is defined."""
-    flat = np.asarray(masks, dtype=bool).reshape(len(masks), -1)
+    masks = np.asarray(masks, dtype=bool)
+    flat = masks.reshape(len(masks), math.prod(masks.shape[1:]))
     return flat.any(1) & ~flat.all(1)
 
 
@@ -476,8 +477,9 @@ def mask_auroc(maps: MapLike, masks: torch.Tensor | np.ndarray, absolute: bool =
     scores = rank_scores(maps, absolute)
     truth = _as_masks(masks, tuple(scores.shape), "maps").reshape(len(scores), math.prod(scores.shape[1:]))
     scores = scores.flatten(1).double().numpy()
+    defined = scorable_masks(truth)
     return np.array(
-        [roc_auc_score(t, s) if 0 < t.sum() < t.size else np.nan for t, s in zip(truth, scores, strict=True)]
+        [roc_auc_score(t, s) if ok else np.nan for t, s, ok in zip(truth, scores, defined, strict=True)]
     )
 
 
