@@ -20,6 +20,7 @@ from torch import nn
 
 from diffxai.methods import gcd
 from diffxai.methods.base import ExplanationError, Models
+from diffxai.metrics import attribution as am
 from diffxai.models.blackbox import BlackBox, GradientRefused
 from diffxai.models.diffae import DiffAECodec
 
@@ -293,6 +294,28 @@ def test_fit_proxy_depends_on_its_generator_only_not_on_torchs_global_state():
         assert torch.equal(value, fits[1][name]), name
 
 
+def test_fit_proxy_refuses_a_split_without_training_rows_and_targets_it_cannot_fit():
+    """val_fraction 0.9 of 4 samples leaves none to train on (the targets' mean and std would be
+    NaN); a NaN target makes every validation loss NaN, so no epoch improves and the initial
+    weights would come back as the fit."""
+    u, targets = torch.randn(4, 3), torch.randn(4, 2)
+    params = gcd.with_defaults({"proxy_hidden": 8, "proxy_epochs": 3, "val_fraction": 0.9})
+    with pytest.raises(ExplanationError, match="leave 0 for training and 4 for validation"):
+        gcd.fit_proxy(u, targets, params, torch.Generator().manual_seed(0))
+    u, targets = torch.randn(20, 3), torch.randn(20, 2)
+    targets[3, 0] = float("nan")
+    with pytest.raises(ExplanationError, match="validation loss was never finite"):
+        gcd.fit_proxy(u, targets, {**params, "val_fraction": 0.2}, torch.Generator().manual_seed(0))
+
+
+def test_a_proxy_with_a_non_finite_gradient_gives_no_directions():
+    proxy = gcd.ProxyMLP(3, 4)
+    with torch.no_grad():
+        proxy.net[0].weight[0, 0] = float("nan")
+    with pytest.raises(ExplanationError, match="non-finite gradient"):
+        gcd.directions_at(proxy, torch.zeros(3), 0.5, 2)
+
+
 # --- finite-difference integrated gradients ---------------------------------------------------------
 
 
@@ -396,6 +419,35 @@ def test_bb_lig_integrates_up_to_the_first_point_at_or_below_the_baseline_probab
     assert (maps[:, 0, 0] == 0).all()
 
 
+def test_bb_lig_baseline_is_never_a_diverged_point_and_a_path_without_one_gets_a_zero_map():
+    """NaN points (a diverged decode) end a path's finite stretch. Row 0 never reaches 0.05 and
+    diverges from k = 3: baseline k = 2, not the NaN end; row 1 reaches 0.05 only past a NaN point
+    at k = 2: baseline k = 1; row 2 diverges at every k ≥ 1 and row 3's reconstruction diverged:
+    no baseline (0), zero maps. The attribution metrics then take every map."""
+    x = torch.full((4, 2, 2, 2), -0.5)
+    path = x[:, None] + 0.1 * torch.arange(5.0)[None, :, None, None, None] * torch.ones(2, 2, 2)
+    f = torch.tensor([
+        [0.9, 0.5, 0.3, 0.2, 0.1],
+        [0.9, 0.5, 0.3, 0.01, 0.0],
+        [0.9, 0.5, 0.3, 0.01, 0.0],
+        [0.9, 0.5, 0.3, 0.01, 0.0],
+    ])  # fmt: skip
+    diverged = torch.zeros(4, 5, dtype=torch.bool)
+    diverged[0, 3:], diverged[1, 2], diverged[2, 1:], diverged[3, 0] = True, True, True, True
+    path[diverged], f[diverged] = float("nan"), float("nan")
+    params = {"baseline_probability": 0.05, "lig_eps": 1e-3}
+    maps, end = gcd.bb_lig(x, search_of(path, f), torch.zeros(4, dtype=torch.long), params)
+    assert end.tolist() == [2, 1, 0, 0]
+    expected = torch.stack([torch.full((2, 2), 2 * float(f[i, 0] - f[i, e])) for i, e in [(0, 2), (1, 1)]])
+    torch.testing.assert_close(maps[:2], expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(maps[2:], torch.zeros(2, 2, 2))
+    region = torch.zeros(4, 2, 2, dtype=torch.bool)
+    region[:, 0] = True
+    assert (
+        np.isfinite(am.mask_auroc(maps, region)).all() and np.isfinite(am.pointing_game(maps, region)).all()
+    )
+
+
 # --- line search, explain and discovery on the brightness toy ---------------------------------------
 
 
@@ -443,10 +495,11 @@ class DivergingCodec(DiffAECodec):
         return images
 
 
-def test_line_search_never_takes_a_point_that_decoded_to_nan():
+def test_line_search_never_takes_a_point_that_decoded_to_nan(monkeypatch):
     """A bright image darkened along −e_0 flips from brightness < 0; beyond −0.1 its decodes
     are NaN, whose probabilities argmax would count as flipped and whose loss argmin would pick.
-    The CE is the least-loss flipped point among the finite ones."""
+    The CE is the least-loss flipped point among the finite ones; BB-LIG's path stops before
+    the NaN points (it never reaches p ≤ 0.05); explain (the same one-sided search) reports it."""
     images, sources = toy_images((0.3,)), torch.tensor([1])
     z, z_t = exact_latents(images)
     direction, params = torch.tensor([-1.0, 0.0]), transfer_params()
@@ -464,6 +517,50 @@ def test_line_search_never_takes_a_point_that_decoded_to_nan():
     assert int(clean.index[0]) != expected  # the clean search goes further
     assert int(diverged.index[0]) == expected and bool(diverged.success[0])
     assert diverged.path[0, expected].isfinite().all() and diverged.cf_loss.isfinite().all()
+    maps, end = gcd.bb_lig(images, diverged, sources, params)
+    assert maps.isfinite().all() and finite[: int(end[0]) + 1].all() and int(end[0]) >= expected
+    monkeypatch.setattr(gcd, "DiffAECodec", DivergingCodec)
+    context = {"directions": directions(torch.eye(2)[1:]), "space": SPACE, "encode_steps": 4,
+               "latents": {0: (z[0], z_t[0])}, "lpips": lpips}  # fmt: skip
+    models = Models(BrightnessClassifier(), BrightnessDiffAE(), SCHEDULE, context=context)
+    result = gcd.explain(images, np.array([0]), models, transfer_params(sides="oriented"), seed=0)
+    assert result.success.tolist() == [True] and result.targets.tolist() == [0]
+    np.testing.assert_allclose(result.counterfactuals[0], diverged.path[0, expected].numpy(), atol=1e-6)
+    np.testing.assert_allclose(result.extras["bb_lig"], maps.numpy(), atol=1e-6)
+
+
+def test_an_image_without_a_finite_point_beyond_alpha_0_gets_no_ce(monkeypatch):
+    """Image 0 (class 1, mean 0.03) reconstructs darker, as class 0 (an imperfect autoencoder);
+    darkened (−e_0), every decode beyond α = 0 diverges; brightened it stays class 1. That side
+    with no CE must not win on its reconstruction's low f, nor count as a flip. Image 1 (0.3)
+    flips when darkened, before its decodes diverge. One-sided, image 0 searches −e_0 only:
+    no CE at all, the input comes back unchanged and unflipped, with a zero BB-LIG map."""
+    images = toy_images((0.03, 0.3))
+    z, z_t = exact_latents(images, torch.tensor([-0.1, 0.0]))
+    monkeypatch.setattr(gcd, "DiffAECodec", DivergingCodec)
+    context = {"directions": directions(torch.eye(2)[1:]), "space": SPACE, "encode_steps": 4,
+               "latents": {0: (z[0], z_t[0]), 1: (z[1], z_t[1])}, "lpips": lpips}  # fmt: skip
+    models = Models(BrightnessClassifier(), BrightnessDiffAE(), SCHEDULE, context=context)
+    darkened = gcd.line_search(
+        DivergingCodec(BrightnessDiffAE(), SCHEDULE), BlackBox(BrightnessClassifier()), lpips, SPACE,
+        images[:1], SPACE.to_u(z[:1]), z_t[:1], -torch.eye(2)[0], torch.tensor([1]), transfer_params(),
+    )  # fmt: skip
+    assert darkened.path[0, 1:].isnan().all() and int(darkened.probabilities[0, 0].argmax()) == 0
+    assert darkened.index.tolist() == [0] and darkened.success.tolist() == [False]
+
+    both = gcd.explain(images, np.array([0, 1]), models, transfer_params(), seed=0)
+    assert both.sources.tolist() == [1, 1] and both.success.tolist() == [False, True]
+    assert both.extras["alpha"][0] > 0 > both.extras["alpha"][1]  # image 0: the brightened side
+    assert np.isfinite(both.counterfactuals).all() and np.isfinite(both.extras["bb_lig"]).all()
+
+    one_side = gcd.explain(images[:1], np.array([0]), models, transfer_params(sides="oriented"), seed=0)
+    assert one_side.success.tolist() == [False] and one_side.targets.tolist() == [0]
+    np.testing.assert_array_equal(one_side.counterfactuals, images[:1].numpy())
+    np.testing.assert_allclose(one_side.logits_after, one_side.logits_before)
+    extras = one_side.extras
+    assert extras["alpha"].tolist() == extras["bb_lig_baseline_alpha"].tolist() == [0.0]
+    assert np.isnan(extras["cf_loss"]).all() and np.isnan(extras["lpips"]).all()
+    assert (extras["bb_lig"] == 0).all()
 
 
 def test_two_sided_transfer_keeps_the_side_that_flips_with_the_least_cf_loss():
@@ -481,9 +578,11 @@ def test_two_sided_transfer_keeps_the_side_that_flips_with_the_least_cf_loss():
     assert signs.tolist() == [1.0, -1.0, 1.0, -1.0] and both.success.all()
     plus = brute_force(images, torch.zeros(4), direction, sources, transfer_params())
     minus = brute_force(images, torch.zeros(4), -direction, sources, transfer_params())
-    expected = torch.stack([plus["path"][0, plus["index"][0]], minus["path"][1, minus["index"][1]]])
+    side = [plus, minus, plus, minus]
+    assert both.index.tolist() == [int(side[i]["index"][i]) for i in range(4)]
+    expected = torch.stack([side[i]["path"][i, side[i]["index"][i]] for i in range(4)])
     chosen = both.path[torch.arange(4), both.index]
-    torch.testing.assert_close(chosen[:2], expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(chosen, expected, rtol=0, atol=1e-5)
     points = transfer_params()["alpha_steps"] + 1
     assert codec.nfe == 2 * 4 * points * 3 and blackbox.queries == 2 * 4 * points
     one_side, one_signs = gcd.transfer(*args, transfer_params(sides="oriented"))
@@ -592,13 +691,16 @@ def test_explain_in_batches_bounds_each_decode_and_changes_no_result():
     np.testing.assert_array_equal(batched.nfe, whole.nfe)
 
 
+DISCOVERY = {"proxy_samples": 128, "decode_steps": 2, "radius": 1.0, "lam": 0.1, "h_directions": 2,
+             "score": "probability", "proxy_hidden": 32, "proxy_epochs": 150, "proxy_patience": 60,
+             "proxy_batch": 16}  # fmt: skip
+
+
 def test_discover_finds_the_brightening_direction_and_counts_decode_nfe_only():
     """Source: dark (class 0). Only z_0 changes the image, brightening lowers f, so g ≈ +e_0.
     The source's encoding is the caller's: discover costs proxy_samples × decode_steps NFE."""
     source = toy_images()[:1] + 0.1  # mean −0.1: p(class 0) = sigmoid(2)
-    params = {"proxy_samples": 128, "decode_steps": 2, "radius": 1.0, "lam": 0.1, "h_directions": 2,
-              "score": "probability", "proxy_hidden": 32, "proxy_epochs": 150, "proxy_patience": 60,
-              "proxy_batch": 16}  # fmt: skip
+    params = DISCOVERY
     codec = DiffAECodec(BrightnessDiffAE(), SCHEDULE, batch=50)
     blackbox = BlackBox(BrightnessClassifier())
     _, z_t = codec.encode(source, 5)
@@ -619,6 +721,37 @@ def test_discover_finds_the_brightening_direction_and_counts_decode_nfe_only():
     torch.testing.assert_close(found.proxy_f, 1 - p_class1(decoded), atol=1e-4, rtol=0)
     torch.testing.assert_close(found.proxy_s, lpips(source.expand_as(decoded), decoded), atol=1e-4, rtol=0)
     assert float(found.g[0]) > 0.9
+
+
+class RarelyDivergingCodec(DivergingCodec):
+    """Diverges for codes darker than −0.32 only: some of the proxy samples around a −0.1 source."""
+
+    limit = -0.32
+
+
+def test_discover_leaves_out_the_proxy_samples_that_diverged_and_refuses_when_none_is_left(caplog):
+    """Codes darker than −0.32 decode to NaN: those samples (their f and s NaN) are left out
+    of the proxy data and fit, with a warning, and the direction is still found (g ≈ +e_0);
+    every decode counts towards the NFE. Where every sample diverges, discover refuses."""
+    source = toy_images()[:1] + 0.1
+    codec = RarelyDivergingCodec(BrightnessDiffAE(), SCHEDULE, batch=50)
+    blackbox = BlackBox(BrightnessClassifier())
+    _, z_t = codec.encode(source, 5)
+    torch.manual_seed(8)
+    found = gcd.discover(
+        codec, blackbox, lpips, SPACE, source, 42, z_t, DISCOVERY, torch.Generator().manual_seed(9)
+    )
+    kept = len(found.proxy_u)
+    assert 0 < kept < 128 and f"{128 - kept} of 128 proxy samples decoded to non-finite values" in caplog.text
+    assert (SPACE.to_z(found.proxy_u)[:, 0] >= RarelyDivergingCodec.limit).all()
+    assert found.proxy_f.isfinite().all() and found.proxy_s.isfinite().all() and len(found.proxy_f) == kept
+    assert found.fit.epochs >= 1 and math.isfinite(found.fit.val_loss)
+    assert float(found.g[0]) > 0.9 and found.nfe == 128 * 2
+    codec.limit = 10.0  # every code diverges
+    with pytest.raises(ExplanationError, match="0 proxy samples"):
+        gcd.discover(
+            codec, blackbox, lpips, SPACE, source, 42, z_t, DISCOVERY, torch.Generator().manual_seed(9)
+        )
 
 
 def test_globality_measures_what_each_directions_flipped_counterfactuals_change():
@@ -709,3 +842,47 @@ def test_a_flat_proxy_gives_no_g_direction_instead_of_a_zero_one():
     torch.nn.init.zeros_(proxy.net[-1].weight)  # output = bias, whatever u
     with pytest.raises(ExplanationError, match="flat at the source"):
         gcd.directions_at(proxy, torch.zeros(3), 0.5, 2)
+
+
+def test_the_directions_store_records_the_direction_settings_in_effect_only(tmp_path, monkeypatch):
+    """Rule gcd_directions passes the config's direction settings only: the store (and its
+    provenance) records them with the defaults of the others, and no line-search setting, which
+    the job never sees (its default there would claim a value the CEs may not use)."""
+    from diffxai.jobs import gcd_directions as job
+    from diffxai.methods.gcd_params import DIRECTION_PARAMS
+    from diffxai.store import open_store
+
+    pixels = np.full((1, *SHAPE), 115, np.uint8)  # brightness −0.1 in [−1, 1]
+    data = SimpleNamespace(indices=lambda split: np.array([3]), rows=lambda name, ids: pixels)
+    monkeypatch.setattr(job, "PreparedData", lambda path: data)
+    monkeypatch.setattr(job, "load_codec", lambda path, device: DiffAECodec(BrightnessDiffAE(), SCHEDULE))
+    monkeypatch.setattr(job, "load_blackbox", lambda path, device: BlackBox(BrightnessClassifier()))
+    monkeypatch.setattr(job, "latent_space", lambda path: (SPACE, 4))
+    monkeypatch.setattr(job, "Lpips", lambda weights, device: lpips)
+    configured = {**DISCOVERY, "proxy_samples": 32, "proxy_epochs": 5}
+    cpu = torch.device("cpu")
+    found = job.run("data", "classifier", "diffae", "latents", tmp_path / "d.zarr", configured, None, 0, cpu)
+    store = open_store(tmp_path / "d.zarr", job.STORE_KIND)
+    assert store.attrs["params"] == {**DIRECTION_PARAMS, **configured}
+    assert store.attrs["provenance"]["config"] == store.attrs["params"]
+    assert store.attrs["source_id"] == found.source_id == 3
+    np.testing.assert_array_equal(store.read("g"), found.g.numpy())
+
+
+def test_across_runs_counts_only_the_runs_a_metric_is_finite_in():
+    """A NaN metric (e.g. no successful CE in that run) is left out of the mean, the std and
+    the count, and the CSV's n is that count."""
+    from diffxai.jobs.common import COUNTS_KEY
+    from diffxai.jobs.gcd_summary import _csv_rows, across_runs
+
+    table = across_runs([{"fid": 2.0, "flip_rate": 0.5}, {"fid": math.nan, "flip_rate": 0.7}, {"fid": 4.0}])
+    assert table == {"fid": {"mean": 3.0, "std": 1.0, "n_runs": 2}}
+    none = across_runs([{"fid": math.nan}])["fid"]
+    assert math.isnan(none["mean"]) and math.isnan(none["std"]) and none["n_runs"] == 0
+    summary = {"sources": {"across_runs": table}, "globality": {"flip_rate": {}}, "attribution": {},
+               "efficiency": {}, COUNTS_KEY: {"globality": 0, "attribution": 0, "efficiency": 3}}  # fmt: skip
+    rows = _csv_rows(summary, {}, "tag")
+    assert [(row["metric"], row["n"]) for row in rows] == [
+        ("fid_mean_over_sources", 2),
+        ("fid_std_over_sources", 2),
+    ]

@@ -3,10 +3,11 @@ proxy data behind them, in ``directions.zarr``.
 
 Each run has its own source image, drawn (by the run's seed) from ``source_split``; the
 five-run default is the seed's Table 3 protocol (one direction per source image). The
-store holds the proxy training set (per row ``proxy_u`` (dim,), ``proxy_f``, ``proxy_s``)
-and, as whole arrays, ``u0``, ``g`` (dim,), ``h`` (k, dim) and ``eigenvalues`` (k,); its
-attrs the source, the proxy fit, NFE and black-box queries. Codes are standardised
-(u-space) with the latents store's ``z_mean`` / ``z_std``.
+store holds the proxy training set (per sample that decoded to finite values ``proxy_u``
+(dim,), ``proxy_f``, ``proxy_s``) and, as whole arrays, ``u0``, ``g`` (dim,), ``h`` (k, dim)
+and ``eigenvalues`` (k,); its attrs the source, the proxy fit, NFE, black-box queries and
+the direction settings in effect. Codes are standardised (u-space) with the latents store's
+``z_mean`` / ``z_std``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from diffxai.data.prepared import PreparedData
 from diffxai.jobs.encode_diffae import load_codec
 from diffxai.methods.gcd import Directions, LatentSpace, ProxyFit, discover, with_defaults
+from diffxai.methods.gcd_params import direction_params
 from diffxai.metrics.perceptual import Lpips
 from diffxai.models.blackbox import BlackBox
 from diffxai.models.io import load_model
@@ -86,9 +88,10 @@ def run(
     earlier_seeds: Sequence[int] = (),
 ) -> Directions:
     """Find and store one run's directions; ``earlier_seeds``: the seeds of the runs before
-    this one, whose sources this run's differs from."""
+    this one, whose sources this run's differs from. The store's params are the direction
+    settings in effect (``params`` with defaults, transfer settings left out)."""
     started = time.perf_counter()
-    params = with_defaults(params)
+    params = direction_params(with_defaults(params))
     data = PreparedData(data_path)
     codec = load_codec(diffae_dir, device)
     blackbox = load_blackbox(classifier_dir, device)

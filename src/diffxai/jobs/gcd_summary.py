@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -56,13 +57,15 @@ def numeric_leaves(record: dict[str, Any], prefix: str = "") -> dict[str, float]
 
 
 def across_runs(per_run: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """{metric: {mean, std (ddof 0), n_runs}} of the metrics every run reports."""
+    """{metric: {mean, std (ddof 0), n_runs}} of the metrics every run reports, over the runs
+    where it is finite (n_runs of them; mean and std NaN where there is none)."""
     shared = set.intersection(*(set(run) for run in per_run)) if per_run else set()
     table = {}
     for key in sorted(shared):
         values = np.array([run[key] for run in per_run])
-        mean, std = float(np.nanmean(values)), float(np.nanstd(values))
-        table[key] = {"mean": mean, "std": std, "n_runs": len(values)}
+        finite = values[np.isfinite(values)]
+        mean, std = (float(finite.mean()), float(finite.std())) if finite.size else (math.nan, math.nan)
+        table[key] = {"mean": mean, "std": std, "n_runs": int(finite.size)}
     return table
 
 

@@ -4,11 +4,15 @@ semantic space, found from one source image, applied to any image by a line sear
 Discovery (one source image x with codes z_sem, z_T):
 
 1. δ uniform in the n-ball of radius r; x̃ = DAE(z_sem + δ, z_T); record the black-box
-   probability f(x̃) of x's predicted class and s = LPIPS(x, x̃);
+   score f(x̃) of x's predicted class (``params.score``: its log-odds by default, or its
+   probability) and s = LPIPS(x, x̃); samples that decode to non-finite values are left out;
 2. a proxy MLP p (5 linear layers, sigmoid activations, outputs (p_f, p_s)) fitted to
    (z̃ → (f, s)) with validation early stopping;
 3. g-direction ∇_z (p_f + λ p_s) at z_sem (eq. 3) and h-directions, eigenvectors of the
-   Hessian of the same function sorted by |eigenvalue| (eq. 4).
+   Hessian of the same function sorted by |eigenvalue| (eq. 4). p_f is in the score's
+   units: with log-odds (d log-odds / dp = 1 / (p (1 − p))) the direction weighs LPIPS as
+   the probability loss p + λ p (1 − p) s would, near the source's probability p, not as
+   the line search's f + λ s — much less where p is close to 1.
 
 All of it runs in standardised coordinates u = (z_sem − μ) / σ (μ, σ per latent
 dimension over training images), and the radius and step sizes are in units of √dim, the
@@ -17,13 +21,19 @@ the latent size. Directions are unit vectors pointing downhill on the proxy's CF
 (−g, and each h signed so that it does not climb the proxy's gradient).
 
 Transfer (eq. 5): for every image, x̃_k = DAE(z_sem + α_k d, z_T) on a grid of α in one
-batch, d oriented against the image's predicted class (−d for images not of the source
-image's class); the CE is the flipped x̃_k of smallest CF loss f + λ·LPIPS(x, x̃_k).
+batch; the CE is the flipped x̃_k of smallest CF loss f + λ·LPIPS(x, x̃_k), f the
+probability of the image's predicted class. ``sides: both`` (the default) searches +d and
+−d and keeps the better side per image; ``sides: oriented`` searches one side, d oriented
+against the image's predicted class (−d for images not of the source image's class).
+Points that decode to non-finite values are never taken; an image without a finite point
+beyond α = 0 gets no CE.
 
-BB-LIG (eq. 6): the same line-search images up to the baseline (first α whose
-probability of the source class is at most ``baseline_probability``) give a
-finite-difference Latent Integrated Gradients map, zero where a pixel does not change
-(|Δ| ≤ ``lig_eps``). BB-IG is the same quotient on the straight path from a black image.
+BB-LIG (eq. 6): the same line-search images up to the baseline give a finite-difference
+Latent Integrated Gradients map, zero where a pixel does not change (|Δ| ≤ ``lig_eps``).
+The baseline is the first point beyond α = 0 whose probability of the source class is at
+most ``baseline_probability``, else the last point, both within the path's finite stretch
+from α = 0 (up to its first non-finite point); a path without a finite point beyond α = 0
+gets a zero map. BB-IG is the same quotient on the straight path from a black image.
 """
 
 from __future__ import annotations
@@ -95,11 +105,18 @@ def fit_proxy(
 ) -> ProxyFit:
     """Fit a :class:`ProxyMLP` to targets (N, 2) = (f, s) at points u (N, dim): Adam on the
     MSE of standardised targets, the weights of the best validation epoch, stopped after
-    ``proxy_patience`` epochs without improvement."""
+    ``proxy_patience`` epochs without improvement. Refuses a split without 2 training rows
+    (the targets' std needs them) and 1 validation row, and a fit whose validation loss was
+    never finite."""
     n = len(u)
     order = torch.randperm(n, generator=generator)
     n_val = max(1, round(params["val_fraction"] * n))
     val, train = order[:n_val], order[n_val:]
+    if len(train) < 2 or len(val) < 1:
+        raise ExplanationError(
+            f"{n} proxy samples with params.val_fraction={params['val_fraction']} leave {len(train)} "
+            f"for training and {len(val)} for validation (at least 2 and 1): raise params.proxy_samples"
+        )
     with torch.random.fork_rng(devices=[]):  # initial weights from ``generator``, not the global state
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         proxy = ProxyMLP(u.shape[1], params["proxy_hidden"])
@@ -126,6 +143,11 @@ def fit_proxy(
             best = (val_loss, train_loss, epoch + 1, {k: v.clone() for k, v in proxy.state_dict().items()})
         elif epoch + 1 - best[2] >= params["proxy_patience"]:
             break
+    if best[2] == 0:  # NaN/inf targets or a diverging fit: the initial weights would be returned
+        raise ExplanationError(
+            "the proxy's validation loss was never finite: non-finite targets or a diverging fit "
+            "(lower params.proxy_lr)"
+        )
     proxy.load_state_dict(best[3])
     return ProxyFit(proxy.eval().requires_grad_(False), best[1], best[0], best[2])
 
@@ -151,6 +173,8 @@ def directions_at(proxy: ProxyMLP, u0: torch.Tensor, lam: float, k: int) -> dict
         hessian = torch.autograd.functional.hessian(loss, u0.detach().double())
     finally:
         proxy.float()
+    if not (gradient.isfinite().all() and hessian.isfinite().all()):
+        raise ExplanationError("the proxy's CF loss has a non-finite gradient or Hessian at the source")
     eigenvalues, eigenvectors = torch.linalg.eigh((hessian + hessian.T) / 2)
     order = eigenvalues.abs().argsort(descending=True)[:k]
     h = eigenvectors[:, order].T.clone()
@@ -242,7 +266,7 @@ class Directions:
     h: torch.Tensor  # (k, dim)
     eigenvalues: torch.Tensor  # (k,)
     gradient_norm: float
-    proxy_u: torch.Tensor  # (n, dim)
+    proxy_u: torch.Tensor  # (n, dim): the finite samples the proxy was fitted on
     proxy_f: torch.Tensor  # (n,)
     proxy_s: torch.Tensor  # (n,)
     fit: ProxyFit
@@ -256,6 +280,17 @@ class Directions:
         if name.startswith("h") and name[1:].isdigit() and 1 <= int(name[1:]) <= len(self.h):
             return self.h[int(name[1:]) - 1]
         raise ExplanationError(f"params.direction={name!r}: allowed g or h1..h{len(self.h)}")
+
+
+def finite_samples(
+    u: torch.Tensor, f: torch.Tensor, s: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The proxy samples u (n, dim), f (n,), s (n,) whose score and LPIPS are finite (a
+    diverging decode gives NaN), with a warning counting the others."""
+    keep = f.isfinite() & s.isfinite()
+    if not keep.all():
+        log.warning("%d of %d proxy samples decoded to non-finite values: left out", (~keep).sum(), len(keep))
+    return u[keep], f[keep], s[keep]
 
 
 def discover(
@@ -284,7 +319,7 @@ def discover(
         )  # fmt: skip
         f.append(class_score(probe.probabilities, source_class, params["score"]))
         s.append(probe.lpips)
-    f_all, s_all = torch.cat(f).float(), torch.cat(s).float()
+    u, f_all, s_all = finite_samples(u, torch.cat(f).float(), torch.cat(s).float())
     fit = fit_proxy(u, torch.stack([f_all, s_all], 1), params, generator)
     found = directions_at(fit.proxy, u0, params["lam"], params["h_directions"])
     return Directions(
@@ -312,8 +347,9 @@ def alpha_grid(params: dict[str, Any], dim: int) -> torch.Tensor:
 
 @dataclass
 class LineSearch:
-    """Per image (N,): the chosen grid index (≥ 1), whether it flips, its CF loss, and the
-    whole path: images (N, K + 1, C, H, W), source-class probability (N, K + 1), LPIPS."""
+    """Per image (N,): the chosen grid index (≥ 1; 0 where no point beyond α = 0 decoded to
+    finite values: no CE), whether it flips, its CF loss, and the whole path: images
+    (N, K + 1, C, H, W), probabilities (N, K + 1, classes), LPIPS (N, K + 1)."""
 
     index: torch.Tensor
     success: torch.Tensor
@@ -321,6 +357,17 @@ class LineSearch:
     path: torch.Tensor
     probabilities: torch.Tensor  # (N, K + 1, classes)
     lpips: torch.Tensor  # (N, K + 1)
+
+    @property
+    def found(self) -> torch.Tensor:
+        """(N,) bool: whether the image has a CE (flipped or not), a finite point beyond α = 0."""
+        return self.index > 0
+
+
+def finite_points(path: torch.Tensor, probabilities: torch.Tensor, lpips: torch.Tensor) -> torch.Tensor:
+    """(N, K + 1) bool: the path points (N, K + 1, C, H, W) whose image, probabilities
+    (N, K + 1, classes) and LPIPS (N, K + 1) are all finite (a diverged decode is not)."""
+    return path.flatten(2).isfinite().all(2) & probabilities.isfinite().all(2) & lpips.isfinite()
 
 
 def line_search(
@@ -338,7 +385,8 @@ def line_search(
     """Eq. 5 for images (N, C, H, W) with codes u (N, dim), z_T (N, C, H, W) along unit
     directions (dim,) or one per image (N, dim): every α of :func:`alpha_grid` decoded in
     one batch; the CE is the flipped point of least CF loss f + λ s, else (no flip) the
-    point of least f (f: probability of the image's own predicted class ``sources``)."""
+    point of least f (f: probability of the image's own predicted class ``sources``), among
+    the finite points beyond α = 0; without one, index 0 and no success."""
     alphas = alpha_grid(params, u.shape[1])
     n, k = len(images), len(alphas)
     per_image = direction.expand(n, -1)
@@ -352,15 +400,18 @@ def line_search(
     f = probabilities.gather(2, sources[:, None, None].expand(n, k, 1))[..., 0]
     loss = f + params["lam"] * s
     path = decoded.reshape(n, k, *images.shape[1:])
-    usable = path.flatten(2).isfinite().all(2) & probabilities.isfinite().all(2) & loss.isfinite()
+    usable = finite_points(path, probabilities, s)
     if not usable.all():  # a diverged decode: argmax of NaN probabilities would count as a flip
         log.warning("%d of %d line-search points decoded to non-finite values", (~usable).sum(), n * k)
+    usable[:, 0] = False  # α = 0 is the reconstruction, never a CE
+    found = usable.any(1)
+    if not found.all():
+        log.warning("%d of %d images have no finite line-search point beyond α = 0: no CE", (~found).sum(), n)
     flipped = (probabilities.argmax(2) != sources[:, None]) & usable
-    flipped[:, 0] = False  # α = 0 is the reconstruction, never a CE
     candidate = torch.where(flipped, loss, torch.inf)
     fallback = torch.where(usable, f, torch.inf)
-    fallback[:, 0] = torch.inf
-    index = torch.where(flipped.any(1), candidate.argmin(1), fallback.argmin(1))
+    least_f = torch.where(found, fallback.argmin(1), 0)
+    index = torch.where(flipped.any(1), candidate.argmin(1), least_f)
     rows = torch.arange(n)
     return LineSearch(index, flipped[rows, index], loss[rows, index], path, probabilities, s)
 
@@ -388,9 +439,9 @@ def transfer(
 ) -> tuple[LineSearch, torch.Tensor]:
     """A direction (dim,) applied to images by :func:`line_search`, on the side(s) ``params.sides``
     says: ``both`` searches +d and −d and keeps, per image, the side whose CE flips with
-    the least CF loss (else the lower source-class probability); ``oriented`` searches +d
-    for images of the source image's class and −d for the others. Returns the chosen
-    searches and each image's side (N,) as ±1."""
+    the least CF loss (else the lower source-class probability; a side without a CE loses
+    to one with a CE); ``oriented`` searches +d for images of the source image's class and
+    −d for the others. Returns the chosen searches and each image's side (N,) as ±1."""
     n = len(images)
     if params["sides"] == "oriented":
         per_image = oriented(direction, sources, source_class)
@@ -415,6 +466,7 @@ def transfer(
     rows = torch.arange(2 * n)
     f = search.probabilities[rows, search.index, two(sources)]
     key = torch.where(search.success, search.cf_loss, f)  # compared only within flipped / unflipped
+    key = torch.where(search.found, key, torch.inf)  # a side without a CE loses to one with a CE
     plus_ok, minus_ok = search.success[:n], search.success[n:]
     minus = (minus_ok & ~plus_ok) | ((minus_ok == plus_ok) & (key[n:] < key[:n]))
     chosen = torch.arange(n) + n * minus.long()
@@ -442,17 +494,30 @@ def finite_difference_ig(
     return maps.sum(1)
 
 
+def baseline_index(f: torch.Tensor, usable: torch.Tensor, threshold: float) -> torch.Tensor:
+    """BB-LIG's baseline per path (N,) from source probabilities f and finite points usable
+    (N, K + 1), within the path's finite stretch from α = 0 (up to its first non-finite
+    point): the first point beyond α = 0 with f ≤ ``threshold``, else the stretch's last;
+    0 (no baseline) where the stretch has no point beyond α = 0."""
+    stretch = usable.cumprod(1).bool()
+    below = stretch & (f <= threshold)
+    below[:, 0] = False
+    last = (stretch.sum(1) - 1).clamp_min(0)
+    return torch.where(below.any(1), below.float().argmax(1), last)
+
+
 def bb_lig(
     originals: torch.Tensor, search: LineSearch, sources: torch.Tensor, params: dict[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BB-LIG maps (N, H, W) along each image's line-search path up to its baseline, and
-    the baseline's grid index (N,): the first α with source probability ≤
-    ``baseline_probability``, else the end of the grid."""
+    """BB-LIG maps (N, H, W) along each image's line-search path up to its baseline
+    (:func:`baseline_index`, so through finite points only), and the baseline's grid index
+    (N,). A path without a baseline (index 0) gets a zero map."""
     n, k = search.probabilities.shape[:2]
     f = search.probabilities.gather(2, sources[:, None, None].expand(n, k, 1))[..., 0]
-    below = f <= params["baseline_probability"]
-    below[:, 0] = False
-    end = torch.where(below.any(1), below.float().argmax(1), torch.full((n,), k - 1))
+    usable = finite_points(search.path, search.probabilities, search.lpips)
+    end = baseline_index(f, usable, params["baseline_probability"])
+    if (end == 0).any():
+        log.warning("%d of %d images have no finite BB-LIG baseline: zero maps", (end == 0).sum(), n)
     maps = [
         finite_difference_ig(
             originals[i : i + 1],
@@ -523,7 +588,9 @@ def explain(
     :class:`Directions`), ``space`` (:class:`LatentSpace`), ``latents`` ({sample id: (z_sem,
     z_T)}, the cached codes; images without one are encoded here at ``encode_steps``),
     ``encode_steps`` and ``lpips``. Extras: alpha, cf_loss, lpips, bb_lig (N, H, W) and the
-    baseline alpha of BB-LIG.
+    baseline alpha of BB-LIG. An image whose search has no finite point beyond α = 0 gets no
+    CE: the input itself as its counterfactual, alpha 0, NaN cf_loss and lpips, a zero BB-LIG
+    map with baseline alpha 0.
     """
     params = with_defaults(params)
     images = images.cpu()  # the codec and the black box move their chunks to the models' device
@@ -545,8 +612,10 @@ def explain(
         directions.source_class, sources, params,
     )  # fmt: skip
     rows = torch.arange(len(images))
-    counterfactuals = search.path[rows, search.index]
-    after = search.probabilities[rows, search.index]
+    found = search.found  # else no CE: the input comes back unchanged, with no CF loss or LPIPS
+    counterfactuals = torch.where(found[:, None, None, None], search.path[rows, search.index], images)
+    after = torch.where(found[:, None], search.probabilities[rows, search.index], before)
+    of_ce = lambda x: torch.where(found, x, torch.nan).numpy().astype(np.float32)  # noqa: E731
     maps, end = bb_lig(images, search, sources, params)
     alphas = alpha_grid(params, 1)  # in the configured units (multiples of √dim)
     sides = 2 if params["sides"] == "both" else 1
@@ -554,16 +623,15 @@ def explain(
     k = len(alphas) - 1
     extras = {
         "alpha": (signs * alphas[search.index]).numpy().astype(np.float32),  # signed: the side taken
-        "cf_loss": search.cf_loss.numpy().astype(np.float32),
-        "lpips": search.lpips[rows, search.index].numpy().astype(np.float32),
+        "cf_loss": of_ce(search.cf_loss),
+        "lpips": of_ce(search.lpips[rows, search.index]),
         "bb_lig": maps.numpy().astype(np.float32),
         "bb_lig_baseline_alpha": (signs * alphas[end]).numpy().astype(np.float32),
     }
     # the log of a probability is a logit up to a per-sample constant: argmax and softmax agree
     logits = lambda p: p.clamp_min(1e-12).log().numpy().astype(np.float32)  # noqa: E731
-    flipped = after.argmax(1) != sources
     runner_up = before.topk(2, dim=1).indices[:, 1]
-    targets = torch.where(flipped, after.argmax(1), runner_up)
+    targets = torch.where(search.success, after.argmax(1), runner_up)
     return Explanations(
         counterfactuals=counterfactuals.numpy().astype(np.float32),
         sources=sources.numpy(),
