@@ -380,6 +380,19 @@ def test_hdf5_labels_become_consecutive_classes_named_by_their_values(tmp_path: 
     assert flags.class_names == ["0", "1"] and flags.labels.tolist() == [1, 0, 1, 1]  # booleans as 0/1
 
 
+@pytest.mark.parametrize("column", ["labels", "split"])
+def test_infinite_hdf5_labels_and_split_codes_are_refused(tmp_path: Path, column: str) -> None:
+    """+inf equals its rounding: it must not pass as an integer (INT64_MIN: an extra class, or train)."""
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["images"] = np.zeros((4, 8, 8), dtype=np.uint8)
+        f["labels"], f["split"] = np.array([0.0, 1.0, 0.0, 1.0]), np.array([0.0, 1.0, 2.0, 0.0])
+        f["bad"] = np.array([0.0, 1.0, 2.0, np.inf])
+    params = hdf5_params(tmp_path / "d.h5", split="split")
+    assert adapters.load_hdf5(params, 8, tmp_path).split.tolist() == [0, 1, 2, 0]
+    with pytest.raises(ValueError, match="'bad' must hold finite non-negative integers"):
+        adapters.load_hdf5({**params, column: "bad"}, 8, tmp_path)
+
+
 def test_class_labels_that_are_not_finite_or_spell_one_number_twice_are_refused() -> None:
     assert adapters.sorted_classes(["10", "2", "1"]) == ["1", "2", "10"]
     assert adapters.sorted_classes(["cat", "dog", "cat"]) == ["cat", "dog"]

@@ -27,7 +27,7 @@ from diffxai.models.registry import create_network
 from diffxai.models.simple_cnn import SimpleCNN
 from diffxai.training.diffusion import train_ddpm
 from diffxai.training.simsiam import feature_spread, train_simsiam
-from diffxai.training.supervised import TASKS, fit, predict, without_single_batch
+from diffxai.training.supervised import TASKS, Task, fit, predict, without_single_batch
 
 torch.set_num_threads(1)
 
@@ -232,6 +232,54 @@ def test_batch_norm_trains_when_the_training_set_leaves_one_image_over() -> None
     assert history["epochs"] == 1
 
 
+def mean_target_fit(targets: torch.Tensor, **params) -> dict:
+    """The history of a fit whose loss is the batch's mean target (8 x 8 black images, score 0)."""
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1))
+    task = Task("mean target", lambda outputs, batch: 0 * outputs.sum() + batch.mean(), lambda o, t: 0.0)
+    images = torch.zeros(len(targets), 1, 8, 8, dtype=torch.uint8)
+    train, val = (images, targets), (images[:2], targets[:2])
+    return fit(network, task, train, val, fit_params(**params), CPU, torch.Generator().manual_seed(0))[1]
+
+
+def test_the_training_loss_is_the_mean_over_the_images_not_over_the_batches() -> None:
+    """17 images in batches of 8 run as 8 + 9: one target of 1 gives 1/17, not the mean of the
+    batch means (1/16 or 1/18)."""
+    targets = torch.zeros(17)
+    targets[3] = 1.0
+    history = mean_target_fit(targets, max_epochs=2, batch_size=8)
+    assert history["train_loss"] == pytest.approx([1 / 17, 1 / 17])
+
+
+def test_warmup_counts_the_batches_an_epoch_runs() -> None:
+    """17 images in batches of 8 are two steps an epoch (8 + 9), not three: two warm-up epochs are
+    four steps, lr·(s+1)/5, at full rate after the second epoch."""
+    history = mean_target_fit(torch.zeros(17), max_epochs=2, batch_size=8, lr=1e-3, warmup_epochs=2)
+    np.testing.assert_allclose(history["lr"], [1e-3 * 3 / 5, 1e-3], rtol=1e-6)
+
+
+def test_early_stopping_restores_the_weights_of_the_best_validation_epoch() -> None:
+    """Scores 0.1, 0.5, 0.3, 0.2 with patience 2 stop after epoch 4; the network returned gives the
+    validation outputs epoch 2 was scored on, in eval mode."""
+    scores, scored = iter([0.1, 0.5, 0.3, 0.2]), []
+
+    def score(outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        scored.append(outputs.clone())
+        return next(scores)
+
+    torch.manual_seed(0)
+    val = brightness_images(16, seed=2)
+    params, generator = fit_params(max_epochs=10, patience=2, lr=1e-2), torch.Generator().manual_seed(0)
+    network, history = fit(
+        SimpleCNN(1, 1, **TINY_CNN), Task("scripted", TASKS["regressor"].loss, score),
+        brightness_images(64, seed=1), val, params, CPU, generator,
+    )  # fmt: skip
+    assert history["val_score"] == [0.1, 0.5, 0.3, 0.2] and history["best_val_score"] == 0.5
+    assert not network.training
+    restored = predict(network, val[0], CPU)
+    assert torch.equal(restored, scored[1]) and not torch.equal(restored, scored[-1])
+
+
 def test_simsiam_refuses_a_single_training_image() -> None:
     images = torch.zeros(1, 1, 16, 16, dtype=torch.uint8)
     with pytest.raises(ValueError, match="at least 2 training images"):
@@ -358,6 +406,23 @@ def test_resumed_training_with_dropout_draws_the_same_masks(tmp_path: Path) -> N
     full = run(6, None, seed=0)
     run(3, tmp_path / "checkpoint.pt", seed=0)
     resumed = run(6, tmp_path / "checkpoint.pt", seed=0)
+    for name, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_a_run_stopped_early_resumes_bit_exact_with_the_cosine_schedule_and_min_snr(tmp_path: Path) -> None:
+    """``stop_at`` 7 of 12 steps (checkpoints every 5): the resumed run continues the cosine decay over
+    all 12 steps with Min-SNR weights, and ends with the uninterrupted run's EMA weights."""
+    params = {**ddpm_params(12, checkpoint_every=5), "lr_schedule": "cosine", "min_snr_gamma": 5.0}
+    images, checkpoint = square_images(), tmp_path / "checkpoint.pt"
+
+    def run(seed: int, **resume) -> torch.nn.Module:
+        generator = torch.Generator().manual_seed(seed)
+        return train_ddpm(tiny_unet(seed), SCHEDULE, images, params, CPU, generator, **resume)[0]
+
+    full = run(1)
+    run(1, checkpoint=checkpoint, stop_at=7)
+    resumed = run(9, checkpoint=checkpoint)  # weights and generator must come from the checkpoint
     for name, value in full.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
 
@@ -527,6 +592,21 @@ def test_a_checkpoint_with_raw_and_ema_weights_loads_the_ema_ones(tmp_path: Path
     assert not torch.equal(outputs(raw, "classifier"), outputs(module, "classifier"))
 
 
+@pytest.mark.parametrize("raw_key", ["model", "state_dict"])
+@pytest.mark.parametrize("ema_key", ["ema", "state_dict_ema", "model_ema"])
+def test_the_ema_weights_win_over_the_raw_ones_whatever_their_keys(
+    tmp_path: Path, raw_key: str, ema_key: str
+) -> None:
+    """Training loops, Lightning and timm's train.py ({state_dict, state_dict_ema}, bare networks)."""
+    module, spec = build("classifier")
+    torch.manual_seed(1)
+    raw = build_module(SPECS["classifier"]).eval()
+    state = {raw_key: raw.network.state_dict(), ema_key: module.network.state_dict(), "epoch": 3}
+    torch.save(state, tmp_path / "loop.pt")
+    loaded, _ = load_model(tmp_path / "loop.pt", spec=spec)
+    assert torch.equal(outputs(loaded, "classifier"), outputs(module, "classifier"))
+
+
 def test_data_parallel_prefix_is_removed(tmp_path: Path) -> None:
     module, spec = build("encoder")
     torch.save({f"module.{k}": v for k, v in module.state_dict().items()}, tmp_path / "encoder.pth")
@@ -616,6 +696,67 @@ def test_state_dict_that_does_not_fit_the_architecture_is_refused(tmp_path: Path
     torch.save(module.state_dict(), tmp_path / "weights.pt")
     with pytest.raises(CheckpointError, match="does not fit the configured architecture"):
         load_model(tmp_path / "weights.pt", spec=classifier_spec(hidden=16))
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor", "oracle", "encoder", "ddpm"])
+def test_a_model_directory_loads_with_the_spec_it_was_saved_with(tmp_path: Path, kind: str) -> None:
+    """The job's spec (tuples, diffusers' private keys in any order) equals its JSON copy."""
+    module, spec = build(kind)
+    save_model(tmp_path / "model", module, spec)
+    if kind == "ddpm":  # set order differs between processes
+        spec["unet_config"]["_use_default_values"] = spec["unet_config"]["_use_default_values"][::-1]
+    loaded, _ = load_model(tmp_path / "model", spec=spec)
+    assert torch.equal(outputs(loaded, kind), outputs(module, kind))
+
+
+def test_a_unet_config_of_another_diffusers_version_is_compared_on_the_keys_both_hold(
+    tmp_path: Path,
+) -> None:
+    """A key only one diffusers version writes is no difference; a shared key that differs is."""
+    module, spec = build("ddpm")
+    save_model(tmp_path / "model", module, spec)
+    newer = {**spec, "unet_config": {**spec["unet_config"], "a_key_of_a_newer_diffusers": 1}}
+    load_model(tmp_path / "model", spec=newer)
+    other = {**spec, "unet_config": {**spec["unet_config"], "layers_per_block": 3}}
+    with pytest.raises(CheckpointError, match=r"unet_config\.layers_per_block: job 3"):
+        load_model(tmp_path / "model", spec=other)
+
+
+@pytest.mark.parametrize(
+    ("change", "differing"),
+    [
+        ({"arch_params": {"channels": [4, 8]}}, "arch_params.hidden: job absent, checkpoint 8"),
+        ({"arch_params": {**TINY_CNN, "hidden": 16}}, "arch_params.hidden: job 16, checkpoint 8"),
+        ({"class_names": ["a", "c"]}, "class_names: job ['a', 'c'], checkpoint ['a', 'b']"),
+        ({"in_channels": 3, "image_size": 32}, "image_size: job 32, checkpoint 16; in_channels: job 3"),
+        ({"kind": "oracle"}, "kind: job 'oracle', checkpoint 'classifier'"),
+    ],
+)
+def test_a_model_directory_that_differs_from_the_jobs_spec_is_refused(
+    tmp_path: Path, change: dict, differing: str
+) -> None:
+    """The job would save the weights under its own spec, which does not rebuild them."""
+    module, spec = build("classifier")
+    save_model(tmp_path / "model", module, spec)
+    with pytest.raises(CheckpointError) as refused:
+        load_model(tmp_path / "model", spec={**spec, **change})
+    assert str(tmp_path / "model") in str(refused.value) and differing in str(refused.value)
+
+
+def test_a_diffusers_unet_that_does_not_fit_the_jobs_images_is_refused(tmp_path: Path) -> None:
+    module, spec = build("ddpm")  # 1 channel, 8 px
+    module.save_pretrained(tmp_path / "unet")
+    loaded, info = load_model(tmp_path / "unet", spec={**spec, "unet_config": {}})
+    assert info["unet_config"]["in_channels"] == 1 and torch.equal(
+        outputs(loaded, "ddpm"), outputs(module, "ddpm")
+    )
+    with pytest.raises(CheckpointError) as refused:
+        load_model(tmp_path / "unet", spec={**spec, "in_channels": 3, "image_size": 16})
+    message = str(refused.value)
+    assert str(tmp_path / "unet") in message
+    assert (
+        "image_size: job 16, checkpoint 8; in_channels: job 3, checkpoint 1; out_channels: job 3" in message
+    )
 
 
 def test_directory_without_config_is_refused(tmp_path: Path) -> None:

@@ -340,11 +340,16 @@ def read_column(file: h5py.File, name: str, n: int) -> np.ndarray:
 
 
 def as_integers(values: np.ndarray, name: str) -> np.ndarray:
-    """``values`` as int64, if they are (integral) non-negative integers (or booleans)."""
+    """``values`` as int64, if they are finite, integral and non-negative (or booleans)."""
     if values.dtype == np.bool_:
         return values.astype(np.int64)
-    if not np.issubdtype(values.dtype, np.number) or np.any(values != np.round(values)) or np.any(values < 0):
-        raise ValueError(f"dataset {name!r} must hold non-negative integers")
+    if (
+        not np.issubdtype(values.dtype, np.number)
+        or not np.all(np.isfinite(values))
+        or np.any(values != np.round(values))
+        or np.any(values < 0)
+    ):
+        raise ValueError(f"dataset {name!r} must hold finite non-negative integers")
     return values.astype(np.int64)
 
 

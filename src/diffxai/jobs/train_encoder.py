@@ -44,7 +44,7 @@ def run(job: ModelJob) -> dict[str, Any]:
         model, _ = job.load_checkpoint(spec)
     else:
         torch.manual_seed(job.seed)
-        subset = train[: cfg["train"]["max_train_samples"]] if cfg["train"]["max_train_samples"] else train
+        subset = data.subset("train", cfg["train"]["max_train_samples"], job.seed)
         model, history = train_simsiam(
             build_module(spec),
             images[subset],

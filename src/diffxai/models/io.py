@@ -35,6 +35,19 @@ PIPELINE_INDEX = "model_index.json"
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 
+class _Absent:
+    """A key one side of a comparison lacks, shown as ``absent``."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+ABSENT = _Absent()
+# configs a library writes (diffusers, transformers): their key sets follow the library's version,
+# so only the keys both sides hold are compared
+LIBRARY_CONFIGS = ("unet_config", "scheduler_config", "text_config", "vae_config")
+
+
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, of unknown format, or does not fit."""
 
@@ -101,9 +114,9 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
         raise
     except Exception as error:  # corrupt files raise many types; report them as one
         raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from error
-    # common wrappers (Lightning, training loops); a loop's checkpoint with both the raw and the EMA
-    # weights gives the EMA ones, which it samples and evaluates with
-    for key in ("state_dict", "ema", "model"):
+    # common wrappers (Lightning, timm, training loops); a loop's checkpoint with both the raw and
+    # the EMA weights gives the EMA ones, which it samples and evaluates with
+    for key in ("ema", "state_dict_ema", "model_ema", "state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             log.info("checkpoint %s: the weights under %r", path, key)
             state = state[key]
@@ -123,6 +136,59 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], source: Path)
         raise CheckpointError(
             f"checkpoint {source} does not fit the configured architecture: {error}"
         ) from error
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A JSON value as {dotted key: leaf}, without diffusers' private (``_``) keys."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        if not str(key).startswith("_"):
+            flat.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _check_fits(path: Path, spec: dict[str, Any], info: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose ``info`` differs from the job's ``spec`` in a key the spec
+    states: the job would save the weights under a config that does not rebuild them."""
+    as_json = json.loads(json.dumps([spec, {key: info.get(key) for key in spec}], default=str))
+    wanted, found = map(_flat, as_json)
+    keys = [
+        key
+        for key in sorted(wanted.keys() | found.keys())
+        if key.split(".")[0] not in LIBRARY_CONFIGS or (key in wanted and key in found)
+    ]
+    differing = [
+        f"{key}: job {wanted.get(key, ABSENT)!r}, checkpoint {found.get(key, ABSENT)!r}"
+        for key in keys
+        if wanted.get(key, ABSENT) != found.get(key, ABSENT)
+    ]
+    if differing:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this job's data and model config "
+            f"({'; '.join(differing)}): set the config to the checkpoint's, or use another checkpoint"
+        )
+
+
+def _check_unet_fits(path: Path, spec: dict[str, Any], unet_config: dict[str, Any]) -> None:
+    """Refuse a diffusers UNet that does not take and predict the job's images (channels, side)."""
+    size = unet_config.get("sample_size")
+    if isinstance(size, list | tuple) and len(set(size)) == 1:  # a square (H, W)
+        size = size[0]
+    wanted = {
+        "kind": spec["kind"],
+        "in_channels": spec.get("in_channels"),
+        "out_channels": spec.get("in_channels"),
+        "image_size": spec.get("image_size"),
+    }
+    found = {
+        "kind": "ddpm",
+        "in_channels": unet_config.get("in_channels"),
+        "out_channels": unet_config.get("out_channels"),
+        "image_size": size,
+    }
+    _check_fits(path, wanted, found)
 
 
 def _load_diffusers_unet(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -148,7 +214,9 @@ def load_model(
 
     ``path``: a directory this pipeline wrote, a diffusers UNet directory (or the
     directory of a saved diffusers pipeline, whose ``unet/`` it loads), or a weights file;
-    for a weights file ``spec`` (the info dict of the module to build) is required.
+    for a weights file ``spec`` (the info dict of the module to build) is required. Given a
+    ``spec``, a directory of this pipeline must agree with every key it states, and a diffusers
+    UNet with its kind, channels and image size; :class:`CheckpointError` names the differences.
     """
     path = Path(path)
     if not path.exists():
@@ -168,12 +236,15 @@ def load_model(
                 raise CheckpointError(
                     f"{path}: model format version {info.get('format_version')}, expected {FORMAT_VERSION}"
                 )
+            if spec:
+                _check_fits(path, spec, info)
             module = build_module(info)
             _load_state(module, _read_state(path / WEIGHTS), path / WEIGHTS)
             return module.eval(), info
         if info.get("_class_name") == "UNet2DModel":
             module, info = _load_diffusers_unet(path)
             if spec:
+                _check_unet_fits(path, spec, info["unet_config"])
                 info = {**spec, **info}
             return module.eval(), info
         raise CheckpointError(f"{path}: {CONFIG} is neither a diffxai model nor a diffusers UNet2DModel")

@@ -89,11 +89,13 @@ def fit(
     ``train``/``val``: (uint8 images (N, C, H, W), targets). params: max_epochs,
     batch_size, lr, weight_decay, patience, noise_std, warmup_epochs (the learning rate
     rises linearly over their steps, as transformers need), min_epochs (no early stop before).
+    History per epoch: train_loss (mean per training image), val_score, lr.
     """
     network = network.to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
     images, targets = train
-    warmup_steps = params["warmup_epochs"] * -(-len(images) // params["batch_size"])
+    steps_per_epoch = len(without_single_batch(torch.arange(len(images)).split(params["batch_size"])))
+    warmup_steps = params["warmup_epochs"] * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1))
     )
@@ -113,15 +115,15 @@ def fit(
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += loss.item()
+            total += loss.item() * len(index)
         score = task.score(predict(network, val[0], device), val[1])
-        history["train_loss"].append(total / len(batches))
+        history["train_loss"].append(total / len(images))  # per image: the last batch may be larger
         history["val_score"].append(score)
         history["lr"].append(optimizer.param_groups[0]["lr"])
         log.info(
             "epoch %d: train loss %.4f, validation %s score %.4f",
             epoch + 1,
-            total / len(batches),
+            history["train_loss"][-1],
             task.name,
             score,
         )
