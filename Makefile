@@ -6,6 +6,7 @@ PRESET ?=
 CONFIGS := config.yaml $(foreach preset,$(PRESET),presets/$(preset).yaml)  # PRESET: names, applied in order
 SNAKEMAKE := $(VENV)/bin/snakemake --profile profiles/local --configfile $(CONFIGS) --cores $(CORES)
 
+# every preset sets `results: results/<its name>`, so the last one named says where the run wrote
 REPORT := $(if $(PRESET),results/$(lastword $(PRESET)),results)/report/report.html
 
 .PHONY: install run report dry-run lint test test-fast bench clean

@@ -40,11 +40,18 @@ rule report_figures:
         stores=[entry["path"] for entry in figure_entries()],
         curves=list(variance_curves().values()),
     output:
-        report(
+        figures=report(
             directory(f"{R}/report/figures"),
             patterns=["{name}.png"],
             caption="captions/figure.rst",
             category="Figures",
+        ),
+        # the validated config; rewritten when the report's figures are (a setting that
+        # changes no result reruns nothing, so it does not rewrite this either)
+        config=report(
+            f"{R}/report/config.yaml",
+            caption="captions/config.rst",
+            category="Configuration",
         ),
     log:
         f"{R}/logs/report_figures.log",
@@ -61,6 +68,9 @@ rule report_figures:
         entries=figure_entries(),
         data={dataset: f"{R}/{dataset}/data.zarr" for dataset in config["datasets"]},
         curves=variance_curves(),
+        ablations={
+            name: entry["explanation"] for name, entry in config["ablations"].items()
+        },
         n_images=config["report"]["n_images"],
         code=source_hash("diffxai.jobs.report_figures"),
     script:

@@ -9,7 +9,9 @@ report_figures.run(
     list(sm.params.entries),
     dict(sm.params.data),
     sm.input.metrics,
-    sm.output[0],
+    sm.output.figures,
     sm.params.n_images,
     curves=dict(sm.params.curves),
+    ablations=dict(sm.params.ablations),
 )
+report_figures.write_config(dict(sm.config), sm.output.config)

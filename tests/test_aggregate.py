@@ -22,6 +22,12 @@ def entry(path, kind, method, setting="run0", dataset="toy", classifier="clf"):
             "setting": setting}  # fmt: skip
 
 
+def table_and_markdown(entries, name, label_factors=None):
+    """The named table of the entries' report (metric keys as columns) and its markdown."""
+    table = aggregate.report_tables(aggregate.tidy(entries), entries, label_factors)[name]
+    return table.table, aggregate.markdown(*table)
+
+
 def test_numeric_leaves_flatten_nested_numbers_and_skip_lists_flags_and_provenance():
     record = {
         "a": 1,
@@ -36,7 +42,7 @@ def test_numeric_leaves_flatten_nested_numbers_and_skip_lists_flags_and_provenan
 def test_tidy_rows_carry_labels_count_and_a_provenance_hash(tmp_path):
     dime = write(tmp_path / "dime.json", {"n": 10, "flip_rate": 0.9, "nfe": 100, "provenance": PROVENANCE})
     frame = aggregate.tidy([entry(dime, "explanation", "dime")])
-    assert list(frame.columns) == [*aggregate.COLUMNS, "kind"]
+    assert list(frame.columns) == list(aggregate.COLUMNS)
     row = frame.set_index("metric").loc["flip_rate"]
     assert (row["dataset"], row["classifier"], row["method"], row["setting"]) == (
         "toy",
@@ -93,13 +99,18 @@ def test_variance_records_give_a_setting_per_feature(tmp_path):
     assert len(frame) == 2  # local score lists are left out
 
 
-def test_ablation_tables_give_a_setting_per_row(tmp_path):
+def ablation_csv(tmp_path):
+    """An ablation table.csv (``jobs.ablation_table``) of two settings."""
     table = tmp_path / "table.csv"
     header = "setting,particles,beta,flip_rate,l2,fid,nfe,classifier_calls,seconds_per_ce,n,n_successful"
     table.write_text(
         f"{header}\nparticles=10,10,0.01,0.5,0.3,,110,1,0.2,20,10\nbeta=0.0,100,0.0,0.75,0.2,4.0,260,1,0.3,20,15\n"
     )
-    frame = aggregate.tidy([entry(str(table), "ablation", "abl", setting=None)])
+    return str(table)
+
+
+def test_ablation_tables_give_a_setting_per_row(tmp_path):
+    frame = aggregate.tidy([entry(ablation_csv(tmp_path), "ablation", "abl", setting=None)])
     values = frame.set_index(["setting", "metric"])["value"]
     assert values[("particles=10", "flip_rate")] == 0.5 and values[("beta=0.0", "nfe")] == 260
     counts = frame.set_index(["setting", "metric"])["n"]
@@ -116,6 +127,14 @@ def test_ablation_tables_give_a_setting_per_row(tmp_path):
     }  # not the parameters, nor the counts
 
 
+def test_an_ablation_table_titles_its_columns_and_marks_their_directions(tmp_path):
+    entries = [entry(ablation_csv(tmp_path), "ablation", "abl", setting=None)]
+    table, text = table_and_markdown(entries, "ablation_abl_toy")
+    assert list(table.index) == ["particles=10", "beta=0.0"]
+    assert "| setting | flip rate ↑ | ℓ2 ↓ | FID ↓ | NFE ↓ | queries ↓ | s / CE ↓ |" in text
+    assert "| beta=0.0 | **0.750** | **0.200** | 4.000 | 260 | 1.000 | 0.300 |" in text
+
+
 def test_tables_average_runs_and_bold_the_best_per_column(tmp_path):
     entries = []
     for method, runs in {"fast": [(0.8, 10), (1.0, 10)], "slow": [(0.95, 1000)]}.items():
@@ -124,8 +143,7 @@ def test_tables_average_runs_and_bold_the_best_per_column(tmp_path):
             entries.append(
                 entry(write(tmp_path / f"{method}{index}.json", record), "explanation", method, f"run{index}")
             )
-    tables = aggregate.report_tables(aggregate.tidy(entries), entries)
-    table, text = tables["counterfactuals_toy_clf"]
+    table, text = table_and_markdown(entries, "counterfactuals_toy_clf")
     assert table.loc["fast", "flip_rate"] == pytest.approx(0.9)
     assert "| fast | 0.900 | **10.000** |" in text  # lower NFE is better
     assert "| slow | **0.950** | 1000 |" in text  # higher flip rate is better
@@ -138,7 +156,7 @@ def test_a_column_of_equal_values_marks_no_best(tmp_path):
               "explanation", m, "run0")
         for m, nfe in (("a", 10), ("b", 20))
     ]  # fmt: skip
-    _, text = aggregate.report_tables(aggregate.tidy(entries), entries)["counterfactuals_toy_clf"]
+    _, text = table_and_markdown(entries, "counterfactuals_toy_clf")
     assert "| a | 0.000 | **10.000** |" in text and "| b | 0.000 | 20.000 |" in text
 
 
@@ -147,8 +165,10 @@ def test_run_writes_the_tidy_csv_tables_and_markdown(tmp_path):
     entries = [entry(write(tmp_path / "a.json", record), "explanation", "dime")]
     outputs = (tmp_path / "out/metrics.csv", tmp_path / "out/tables", tmp_path / "out/tables.md")
     aggregate.run(entries, {"toy": None}, *outputs)
-    assert pd.read_csv(tmp_path / "out/metrics.csv").shape == (2, len(aggregate.COLUMNS))
-    assert (tmp_path / "out/tables/counterfactuals_toy_clf.csv").exists()
+    metrics = pd.read_csv(tmp_path / "out/metrics.csv")
+    assert list(metrics.columns) == list(aggregate.COLUMNS) and set(metrics["kind"]) == {"explanation"}
+    table = pd.read_csv(tmp_path / "out/tables/counterfactuals_toy_clf.csv")  # titled as the markdown
+    assert list(table.columns) == ["counterfactual", "flip rate ↑"] and table["flip rate ↑"].tolist() == [1.0]
     assert "## Counterfactuals: toy, classifier clf" in (tmp_path / "out/tables.md").read_text()
 
 
@@ -169,8 +189,7 @@ def test_gcd_summary_gives_a_table_of_its_directions_flip_rates_and_factor_chang
         "provenance": PROVENANCE,
     }
     entries = [entry(write(tmp_path / "gcd.json", record), "gcd_summary", "gcd", setting="all")]
-    tables = aggregate.report_tables(aggregate.tidy(entries), entries)
-    table, text = tables["gcd_directions_gcd_toy"]
+    table, text = table_and_markdown(entries, "gcd_directions_gcd_toy")
     assert list(table.index) == ["g", "h1", "h2", "others combined"]
     assert list(table.columns) == ["flip_rate", "area", "log_aspect_ratio"]
     assert table.loc["h1", "log_aspect_ratio"] == 1.5 and table.loc["g", "area"] == 1.8
@@ -206,8 +225,7 @@ ASPECT_BEST = "| a | 1.000 | **1.500** | **0.100** |"
 def test_the_label_factor_is_the_one_counterfactuals_should_change(tmp_path, label_factor, header, best):
     changes = {"a": {"log_aspect_ratio": 1.5, "area": 0.1}, "b": {"log_aspect_ratio": 0.5, "area": 2.0}}
     entries = counterfactual_entries(tmp_path, changes)
-    tables = aggregate.report_tables(aggregate.tidy(entries), entries, {"toy": label_factor})
-    _, text = tables["counterfactuals_toy_clf"]
+    _, text = table_and_markdown(entries, "counterfactuals_toy_clf", {"toy": label_factor})
     assert f"| counterfactual | flip rate ↑ {header}" in text
     assert best in text
 
@@ -221,7 +239,7 @@ def test_the_model_table_has_a_ks_column_per_measured_factor(tmp_path):
         entry(write(tmp_path / "ddpm.json", record), "model", "ddpm", "model", classifier=None),
         entry(write(tmp_path / "clf.json", other), "model", "clf", "model", classifier=None),
     ]
-    table, text = aggregate.report_tables(aggregate.tidy(entries), entries)["models_toy"]
+    table, text = table_and_markdown(entries, "models_toy")
     assert list(table.columns) == ["test.accuracy", "ks.angle.ks", "ks.area.ks", "wall_time_s"]
     assert "| model | accuracy ↑ | KS angle ↓ | KS area ↓ | time (s) ↓ |" in text
     assert "| ddpm | – | 0.400 | 0.200 | 3.000 |" in text
@@ -272,7 +290,7 @@ def test_values_that_print_as_the_best_are_all_bold_and_sigma_l_joins_its_method
         entry(write(tmp_path / "div.json", {"n": 4, "runs": 2, "sigma_l": 0.012, "provenance": PROVENANCE}),
               "diversity", "a", "diversity")
     )  # fmt: skip
-    table, text = aggregate.report_tables(aggregate.tidy(entries), entries)["counterfactuals_toy_clf"]
+    table, text = table_and_markdown(entries, "counterfactuals_toy_clf")
     assert list(table.columns) == ["sigma_l", "seconds_per_ce"]
     assert (
         "| a | 0.012 | **0.466** |" in text

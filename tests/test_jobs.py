@@ -243,33 +243,123 @@ def test_gather_joins_one_runs_shards_in_order_and_refuses_shards_of_another_run
     assert gather(_shard(tmp_path / "j.zarr", 0, 2, [0, 1], n_explained=2), empty)["n"] == 2
 
 
+def _explanation_store(path, ids, counterfactuals, **maps):
+    """An explanation store of ``ids`` with their counterfactuals (N, 1, 16, 16) and ``maps``."""
+    from diffxai.store import ArraySpec, StoreWriter
+
+    specs = {"sample_ids": ArraySpec((), "<i8"), "counterfactuals": ArraySpec((1, 16, 16), "<f4")}
+    specs |= {name: ArraySpec(array.shape[1:], "<f4") for name, array in maps.items()}
+    with StoreWriter(path, "explanations", specs, attrs={}) as writer:
+        writer.append(sample_ids=ids, counterfactuals=counterfactuals, **maps)
+        writer.finalize()
+    return path
+
+
 def test_report_grids_show_each_images_input_ce_difference_and_mask_and_refuse_other_stores(
     tmp_path, ellipses_store
 ):
     from diffxai.data.prepared import PreparedData
     from diffxai.jobs import report_figures
-    from diffxai.store import ArraySpec, StoreError, StoreWriter
+    from diffxai.store import StoreError
 
     data = PreparedData(ellipses_store)
     ids = data.indices("test")[[3, 1]]
     inputs = data.array("images")[ids].astype(np.float32) / 127.5 - 1  # (2, 1, 16, 16)
-    counterfactuals = -inputs  # |difference| = |2 x|, brightest where the input is brightest
+    counterfactuals = inputs / 2  # |difference| on [0, 1]: |x| / 4, at most a quarter of the scale
     masks = np.zeros((2, 1, 16, 16), np.float32)
     masks[:, :, 4:8, 4:8] = 0.5
-    specs = {"sample_ids": ArraySpec((), "<i8"), "counterfactuals": ArraySpec((1, 16, 16), "<f4"),
-             "masks": ArraySpec((1, 16, 16), "<f4")}  # fmt: skip
-    with StoreWriter(tmp_path / "e.zarr", "explanations", specs, attrs={}) as writer:
-        writer.append(sample_ids=ids, counterfactuals=counterfactuals, masks=masks)
-        writer.finalize()
-    columns, titles = report_figures.explanation_panels(tmp_path / "e.zarr", data, 2)
-    assert titles == ["input", "counterfactual", "|difference|", "mask"]
-    np.testing.assert_allclose(columns[0], ((inputs + 1) / 2).transpose(0, 2, 3, 1), atol=1e-6)
-    np.testing.assert_allclose(columns[1], ((1 - inputs) / 2).transpose(0, 2, 3, 1), atol=1e-6)
-    peak = np.abs(inputs).reshape(2, -1).max(axis=1).reshape(2, 1, 1)
-    np.testing.assert_allclose(columns[2], np.abs(inputs[:, 0]) / peak, atol=1e-6)
-    assert columns[3].max() == 1 and columns[3][:, 4:8, 4:8].min() == 1 and columns[3].sum() == 2 * 16
+    store = _explanation_store(tmp_path / "e.zarr", ids, counterfactuals, masks=masks)
+    panels = report_figures.explanation_panels(store, data, 2)
+    assert [panel.title for panel in panels] == ["input", "counterfactual", "|difference|", "mask"]
+    assert not any(panel.signed for panel in panels)
+    np.testing.assert_allclose(panels[0].images, ((inputs + 1) / 2).transpose(0, 2, 3, 1), atol=1e-6)
+    np.testing.assert_allclose(panels[1].images, ((inputs / 2 + 1) / 2).transpose(0, 2, 3, 1), atol=1e-6)
+    np.testing.assert_allclose(panels[2].images, np.abs(inputs[:, 0]) / 4, atol=1e-6)  # not rescaled
+    np.testing.assert_array_equal(panels[3].images, masks[:, 0])
+    shown = report_figures.display(panels[2].images[0], panels[2].signed)
+    assert (shown["cmap"], shown["vmin"], shown["vmax"]) == ("gray", 0, 1)  # the images' own scale
     with pytest.raises(StoreError, match="expected 'attributions'"):
-        report_figures.attribution_panels(tmp_path / "e.zarr", data, 2)
+        report_figures.attribution_panels(store, data, 2)
+
+
+def test_gcds_bb_lig_map_is_drawn_signed_symmetric_about_zero(tmp_path, ellipses_store):
+    from diffxai.data.prepared import PreparedData
+    from diffxai.jobs import report_figures
+
+    data = PreparedData(ellipses_store)
+    ids = data.indices("test")[:2]
+    inputs = data.array("images")[ids].astype(np.float32) / 127.5 - 1
+    bb_lig = np.zeros((2, 16, 16), np.float32)
+    bb_lig[0, 2, 2], bb_lig[0, 5, 5], bb_lig[1, 3, 3] = -0.4, 0.1, 2.0
+    store = _explanation_store(tmp_path / "g.zarr", ids, inputs, bb_lig=bb_lig)
+    panel = report_figures.explanation_panels(store, data, 2)[-1]
+    assert panel.title == "BB-LIG" and panel.signed
+    np.testing.assert_array_equal(panel.images, bb_lig)  # the sign kept
+    shown = [report_figures.display(image, panel.signed) for image in panel.images]
+    assert [(s["cmap"], s["vmin"], s["vmax"]) for s in shown] == [
+        (report_figures.DIVERGING, pytest.approx(-0.4), pytest.approx(0.4)),
+        (report_figures.DIVERGING, -2.0, 2.0),
+    ]  # each image on ±its own largest |value|
+
+
+def test_the_reports_config_is_the_validated_config_with_its_defaults(tmp_path, tiny_config):
+    import yaml
+
+    from diffxai.jobs import report_figures
+
+    report_figures.write_config(tiny_config, tmp_path / "config.yaml")
+    written = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert written == tiny_config and list(written) == list(tiny_config)  # in the config's order
+    assert written["results"] == "results/tiny" and written["report"] == {"n_images": 6}  # a default
+
+
+def metric_rows(dataset, kind, method, setting, flip_rate, nfe):
+    """metrics.csv rows of one run or ablation point: flip rate, NFE and an ℓ2 the plot ignores."""
+    return [
+        {
+            "dataset": dataset,
+            "kind": kind,
+            "method": method,
+            "setting": setting,
+            "metric": metric,
+            "value": value,
+        }
+        for metric, value in (("flip_rate", flip_rate), ("nfe", nfe), ("l2", 0.5))
+    ]
+
+
+def test_the_efficiency_plot_shows_explanation_runs_and_their_ablations_points_only():
+    """A model, an attribution and an ablation that share DiME's name stay out; the points of an
+    ablation of DiME join DiME's runs under its name, those of an ablation of ACE ACE's."""
+    import pandas as pd
+
+    from diffxai.jobs import report_figures
+
+    rows = [
+        *metric_rows("toy", "explanation", "dime", "run0", 0.8, 100),
+        *metric_rows("toy", "explanation", "dime", "run1", 0.6, 100),
+        *metric_rows("toy", "explanation", "ace", "run0", 0.9, 50),
+        *metric_rows("other", "explanation", "dime", "run0", 0.1, 7),
+        *metric_rows("toy", "model", "dime", "model", 0.0, 1),
+        *metric_rows("toy", "attribution", "dime", "maps", 0.0, 2),
+        *metric_rows("toy", "ablation", "dime", "tau=1", 0.0, 3),  # an ablation of ACE named dime
+        *metric_rows("toy", "ablation", "dime_steps", "steps=10", 0.3, 20),
+        *metric_rows("toy", "ablation", "dime_steps", "steps=400", 1.0, 4000),
+        *metric_rows("toy", "ablation", "not_configured", "x=1", 0.5, 5),
+    ]
+    points = report_figures.efficiency_points(
+        pd.DataFrame(rows), "toy", {"dime_steps": "dime", "dime": "ace"}
+    )
+    assert points.to_dict("index") == {
+        ("ace", "dime:tau=1"): {"flip_rate": 0.0, "nfe": 3.0},
+        ("ace", "run0"): {"flip_rate": 0.9, "nfe": 50.0},
+        ("dime", "dime_steps:steps=10"): {"flip_rate": 0.3, "nfe": 20.0},
+        ("dime", "dime_steps:steps=400"): {"flip_rate": 1.0, "nfe": 4000.0},
+        ("dime", "run0"): {"flip_rate": 0.8, "nfe": 100.0},
+        ("dime", "run1"): {"flip_rate": 0.6, "nfe": 100.0},
+    }
+    front = report_figures.pareto_front(points.loc["dime"])
+    assert list(front.index) == ["dime_steps:steps=10", "run0", "dime_steps:steps=400"]  # not run1
 
 
 def test_a_training_subset_is_drawn_at_random_not_the_first_rows(ellipses_store):

@@ -9,8 +9,8 @@ provenance are left out), with the record's sample count ``n`` and a provenance 
 config and source hashes; of the file for CSV tables).
 
 Outputs: ``metrics.csv`` (columns :data:`COLUMNS`), one CSV per method table under ``tables/``
-and all of them in ``tables.md``: rows = methods, columns = metrics with ↑/↓, the best value of
-each column in bold.
+(columns titled as in the markdown, with ↑/↓) and all of them in ``tables.md``, where the best
+value of each column is in bold.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -31,7 +31,9 @@ from diffxai.jobs.common import COUNTS_KEY, sample_count, write_json
 from diffxai.jobs.markdown import table_lines
 
 log = logging.getLogger(__name__)
-COLUMNS = ("dataset", "classifier", "method", "setting", "metric", "value", "n", "provenance")
+# ``kind``: the entry's, as names are shared across kinds (a model, an attribution and an
+# interpretable analysis may all be called ``hit``; an ablation may share its explanation's name)
+COLUMNS = ("dataset", "classifier", "kind", "method", "setting", "metric", "value", "n", "provenance")
 SKIPPED_KEYS = {"provenance", "params", "config", COUNTS_KEY}
 
 # (metric, title, True when higher is better) per table family
@@ -75,6 +77,7 @@ MODEL_COLUMNS = (
     ("reconstruction.mse", "reconstruction MSE", False),
 )  # then the KS distance of each measured factor (DDPM samples vs test), then the time
 MODEL_TIME_COLUMN = ("wall_time_s", "time (s)", False)
+ABLATION_COLUMNS = (*COUNTERFACTUAL_COLUMNS, *COUNTERFACTUAL_COST_COLUMNS)  # those an ablation table has
 FACTOR_CHANGE = "factor_changes.{factor}.mean_abs_change_in_std"  # metric name per measured factor
 FACTOR_KS = "ks.{factor}.ks"
 VARIANCE_COLUMNS = (
@@ -168,13 +171,12 @@ def ablation_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def tidy(entries: list[dict[str, Any]]) -> pd.DataFrame:
-    """The long table (COLUMNS, then the entry's ``kind``, which names share across kinds: a
-    model, an attribution and an interpretable analysis may all be called ``hit``)."""
+    """The long table (:data:`COLUMNS`) of every entry."""
     rows = []
     for entry in entries:
         parts = ablation_rows(entry) if entry["kind"] == "ablation" else json_rows(entry)
         rows += [{**row, "kind": entry["kind"]} for row in parts]
-    return pd.DataFrame(rows, columns=[*COLUMNS, "kind"])
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def method_table(
@@ -189,19 +191,23 @@ def method_table(
     return table[present]
 
 
+def column_titles(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], ...]) -> list[str]:
+    """The title of each of the table's metrics, with ↑ where higher is better, ↓ where lower is."""
+    directions = {metric: (name, higher) for metric, name, higher in columns}
+    arrows = {True: " ↑", False: " ↓", None: ""}
+    return [directions[metric][0] + arrows[directions[metric][1]] for metric in table.columns]
+
+
 def markdown(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], ...], title: str) -> str:
     """The table with titled ↑/↓ columns and the best value per column in bold (where the
     column holds two or more distinct values), and every value that prints as the best."""
-    directions = {metric: (name, higher) for metric, name, higher in columns}
-    header = [table.index.name or ""] + [
-        f"{directions[m][0]} {'' if directions[m][1] is None else '↑' if directions[m][1] else '↓'}".strip()
-        for m in table.columns
-    ]
+    directions = {metric: higher for metric, _, higher in columns}
+    header = [table.index.name or "", *column_titles(table, columns)]
     rows = []
     for label, row in table.iterrows():
         cells = [str(label)]
         for metric in table.columns:
-            value, higher = row[metric], directions[metric][1]
+            value, higher = row[metric], directions[metric]
             column = table[metric].dropna()
             ranked = higher is not None and column.nunique() > 1  # not all tied, not one row
             best = _format(column.max() if higher else column.min()) if ranked else None
@@ -289,10 +295,24 @@ def family_columns(
     return ATTRIBUTION_COLUMNS
 
 
+class ReportTable(NamedTuple):
+    """One table of the report: its values (metric keys as columns), their columns (metric,
+    title, True when higher is better) and its title; the arguments of :func:`markdown`."""
+
+    table: pd.DataFrame
+    columns: tuple[tuple[str, str, bool | None], ...]
+    title: str
+
+
+def titled(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], ...]) -> pd.DataFrame:
+    """The table with its columns titled as in its markdown (↑/↓), as tables/<name>.csv holds it."""
+    return table.set_axis(column_titles(table, columns), axis=1)
+
+
 def report_tables(
     frame: pd.DataFrame, entries: list[dict[str, Any]], label_factors: dict[str, str | None] | None = None
-) -> dict[str, tuple[pd.DataFrame, str]]:
-    """{table name: (table, markdown)} of every table family present, per dataset.
+) -> dict[str, ReportTable]:
+    """{table name: table} of every table family present, per dataset.
     ``label_factors``: {dataset: the factor its label thresholds, None where it is no factor}."""
     label_factors = label_factors or {}
     groups = sorted({(entry["kind"], entry["dataset"], entry["classifier"] or "") for entry in entries})
@@ -321,7 +341,7 @@ def report_tables(
         table.index.name = family.rstrip("s")
         name = "_".join(filter(None, (family, dataset, classifier)))
         title = f"{family.capitalize()}: {dataset}" + (f", classifier {classifier}" if classifier else "")
-        tables[name] = (table, markdown(table, columns, title))
+        tables[name] = ReportTable(table, columns, title)
     for entry in entries:
         if entry["kind"] == "variance":
             part = entry_rows(frame, entry)
@@ -329,24 +349,20 @@ def report_tables(
             table.index.name = "feature"
             name = f"variance_{entry['method']}_{entry['dataset']}"
             title = f"Variance-based feature importance: {entry['method']} on {entry['dataset']}"
-            tables[name] = (table, markdown(table, VARIANCE_COLUMNS, title))
+            tables[name] = ReportTable(table, VARIANCE_COLUMNS, title)
         if entry["kind"] == "gcd_summary":
             part = entry_rows(frame, entry)
             table, columns = gcd_direction_table(part)
             if not table.empty:
                 title = f"GCD directions of the first source: {entry['method']} on {entry['dataset']}"
-                tables[f"gcd_directions_{entry['method']}_{entry['dataset']}"] = (
-                    table,
-                    markdown(table, columns, title),
+                tables[f"gcd_directions_{entry['method']}_{entry['dataset']}"] = ReportTable(
+                    table, columns, title
                 )
         if entry["kind"] == "ablation":
-            part = entry_rows(frame, entry)
-            table = part.pivot_table(index="setting", columns="metric", values="value", sort=False)
-            columns = tuple((metric, metric, None) for metric in table.columns)
+            table = method_table(entry_rows(frame, entry), ABLATION_COLUMNS, "setting")
             title = f"Ablation {entry['method']} on {entry['dataset']}"
-            tables[f"ablation_{entry['method']}_{entry['dataset']}"] = (
-                table,
-                markdown(table, columns, title),
+            tables[f"ablation_{entry['method']}_{entry['dataset']}"] = ReportTable(
+                table, ABLATION_COLUMNS, title
             )
     return tables
 
@@ -371,13 +387,13 @@ def run(
     ``label_factors`` as in :func:`report_tables`."""
     frame = tidy(entries)
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(metrics_path, index=False, columns=list(COLUMNS))
+    frame.to_csv(metrics_path, index=False)
     tables = report_tables(frame, entries, label_factors)
     tables_dir = Path(tables_dir)
     tables_dir.mkdir(parents=True, exist_ok=True)
-    for name, (table, _) in tables.items():
-        table.to_csv(tables_dir / f"{name}.csv")
-    text = "# diffxai report: method tables\n\n" + "\n".join(text for _, text in tables.values())
+    for name, (table, columns, _) in tables.items():
+        titled(table, columns).to_csv(tables_dir / f"{name}.csv")
+    text = "# diffxai report: method tables\n\n" + "\n".join(markdown(*table) for table in tables.values())
     Path(markdown_path).write_text(text)
     write_json(tables_dir / "index.json", {"tables": sorted(tables), "n_rows": len(frame)})
     log.info("aggregated %d rows from %d artifacts into %d tables", len(frame), len(entries), len(tables))
