@@ -70,17 +70,38 @@ def test_check_fits_names_the_key_and_the_length_a_prompt_needs() -> None:
         model.check_fits(["a round ellipse", too_long], "models.t2i.network.max_length")
 
 
+def _concepts(n_tokens: int):
+    from diffxai.jobs.distill import concept_names
+    from diffxai.methods.time import Concepts
+
+    return Concepts(*concept_names(n_tokens, 2))
+
+
 def test_distillation_refuses_prompts_whose_last_tokens_the_encoder_would_not_read() -> None:
     """Class prompt 'a <context x n> image with a <class x n>': 2n + 4 words + BOS/EOS. At n = 3
     it is 12 tokens (fits 12); at n = 4, 14, and the last class tokens would never be learned.
     The new tokens count as one each, as once they are added (a BPE tokenizer would split them)."""
-    from diffxai.jobs.distill import check_prompts_fit, concept_names
+    from diffxai.jobs.distill import check_prompts_fit
 
-    model = _model()
-    check_prompts_fit(model, *concept_names(3, 2), "t2i")
+    torch.manual_seed(0)
+    model = build_text_to_image([*WORDS, "image", "with", "an"], SIZE, 1, TINY)
+    check_prompts_fit(model, _concepts(3), "t2i")
     assert "<context_0>" not in model.tokenizer.get_vocab()  # the check adds no token to the model
     with pytest.raises(ValueError, match=r"models\.t2i\.network\.max_length = 12 .* >= 14"):
-        check_prompts_fit(model, *concept_names(4, 2), "t2i")
+        check_prompts_fit(model, _concepts(4), "t2i")
+
+
+def test_distillation_refuses_prompt_words_outside_the_vocabulary() -> None:
+    """Captions of one phrasing ('{}') never hold 'image', 'with' or 'an': TIME's prompts would
+    carry untrained <unk> rows. The refusal names the key and the words; the new tokens count as
+    known."""
+    from diffxai.jobs.distill import check_prompts_fit
+
+    model = _model()  # WORDS: no "image", "with" or "an"
+    assert model.unknown_words(["a <context_0> picture"], ["<context_0>"]) == []
+    assert model.unknown_words(["a <context_0> picture"]) == ["<context_0>"]
+    with pytest.raises(ValueError, match=r"models\.t2i\.captions\.templates: .*\['image', 'with', 'an'\]"):
+        check_prompts_fit(model, _concepts(1), "t2i")
 
 
 def test_tokenizer_added_tokens_and_round_trip(tmp_path: Path) -> None:
@@ -368,6 +389,29 @@ def test_learn_concept_draws_its_timesteps_from_the_asked_range():
     assert len(timesteps) == 20 * 8
     assert timesteps.min() >= round(0.4 * total) and timesteps.max() < round(0.7 * total)
     assert timesteps.max() - timesteps.min() > 0.2 * total  # spread over the range, not one value
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_inversion_loss_is_the_noise_error_whatever_the_prediction_type(prediction_type):
+    """``epsilon`` (eq. 5.5) is ‖ε − ε̂‖² with ε̂ converted from the model's output; for a
+    v-model, ``prediction`` (the v error) is that divided by ᾱ_t, sample by sample."""
+    from diffxai.models.ddpm import build_scheduler
+    from diffxai.training.textual_inversion import inversion_loss
+
+    scheduler = build_scheduler({"num_train_timesteps": 1000, "prediction_type": prediction_type})
+    g = torch.Generator().manual_seed(0)
+    x0, noise, output = (torch.randn(4, 1, 8, 8, generator=g) for _ in range(3))
+    t = torch.tensor([10, 300, 600, 950])
+    x_t = scheduler.add_noise(x0, noise, t)
+    perfect = noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+    assert float(inversion_loss(perfect, x_t, x0, noise, t, scheduler, "epsilon")) < 1e-10
+    for i in range(4):
+        args = (output[i : i + 1], x_t[i : i + 1], x0[i : i + 1], noise[i : i + 1], t[i : i + 1], scheduler)
+        eps_loss, own_loss = inversion_loss(*args, "epsilon"), inversion_loss(*args, "prediction")
+        weight = 1.0 if prediction_type == "epsilon" else float(scheduler.alphas_cumprod[t[i]])
+        assert float(eps_loss) == pytest.approx(weight * float(own_loss), rel=1e-4)
+    with pytest.raises(ValueError, match="allowed: epsilon, prediction"):
+        inversion_loss(output, x_t, x0, noise, t, scheduler, "v")
 
 
 def test_class_images_are_the_predicted_ones_or_the_most_probable_up_to_the_minimum():

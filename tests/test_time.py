@@ -34,6 +34,7 @@ class ToyTextToImage:
             0.5: ExactDenoiser(torch.stack([a, b])),
         }
         self.scheduler_config = dict(SCHEDULER_CONFIG)
+        self.image_shape = tuple(a.shape)
         self.prompts: list[str] = []
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
@@ -240,3 +241,38 @@ def test_with_three_classes_an_attempt_that_lands_on_a_third_class_has_not_flipp
     )
     assert attempt.tolist() == [1] and queries.tolist() == [2]
     torch.testing.assert_close(counterfactuals, torch.full_like(images, -0.5))
+
+
+def _tiny_t2i_models() -> tuple[Models, torch.Tensor]:
+    """A real (random) pixel-space v-prediction TextToImage at 16 px, random token embeddings
+    handed over as distill's context, a linear classifier, and 4 images in [-1, 1]."""
+    from diffxai.models.t2i import build_text_to_image
+    from tests.test_t2i import SIZE, TINY
+
+    torch.manual_seed(0)
+    words = ["a", "image", "with", "an", "picture", "round", "ellipse"]
+    t2i = build_text_to_image(words, SIZE, 1, {**TINY, "prediction_type": "v_prediction"})
+    names = [*CONCEPTS.context, *CONCEPTS.classes[0], *CONCEPTS.classes[1]]
+    embeddings = {name: torch.randn(TINY["text_width"]) for name in names}
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 2))
+    models = Models(classifier.eval(), t2i.eval(), context={"concepts": CONCEPTS, "embeddings": embeddings})
+    images = torch.rand(4, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return models, images
+
+
+def test_time_on_a_real_text_to_image_model_is_batch_free_and_refuses_other_shapes():
+    """With a diffusers UNet and CLIP text encoder (v-prediction, converted to ε): the learned
+    tokens are set into the model, the CEs do not depend on the image or UNet batch size, and
+    images of another size or channel count than the model makes are refused up front."""
+    models, images = _tiny_t2i_models()
+    params = {**PARAMS, "attempts": [[5, 3.0], [8, 4.0]]}
+    ids = np.arange(4)
+    whole = time_method.explain(images, ids, models, params, 0)
+    assert "<class1_0>" in models.ddpm.tokenizer.get_vocab()
+    one_by_one = time_method.explain(images, ids, models, {**params, "unet_batch": 1}, 0, batch_size=1)
+    assert np.abs(whole.counterfactuals - one_by_one.counterfactuals).max() < 1e-5
+    assert np.isfinite(whole.counterfactuals).all() and (whole.nfe > 0).all()
+    assert np.abs(whole.counterfactuals - images.numpy()).max() > 1e-2  # the edit did something
+    for wrong in (torch.zeros(2, 1, 32, 32), torch.zeros(2, 3, 16, 16)):
+        with pytest.raises(ExplanationError, match=r"expects \(1, 16, 16\)"):
+            time_method.explain(wrong, np.arange(2), models, params, 0)

@@ -48,18 +48,24 @@ def context_prompt(context: list[str]) -> str:
     return f"a {' '.join(context)} picture"
 
 
-def class_prompt(context: list[str], tokens: list[str]) -> str:
-    return f"a {' '.join(context)} image with a {' '.join(tokens)}"
-
-
-def check_prompts_fit(
-    t2i: TextToImage, context: list[str], classes: dict[int, list[str]], t2i_name: str
-) -> None:
-    """Refuse, before any training, prompts longer than the text encoder reads: the tokens cut
-    off would get no gradient and be saved at their initial embedding."""
-    prompts = [context_prompt(context)] + [class_prompt(context, tokens) for tokens in classes.values()]
-    new_tokens = [*context, *(token for tokens in classes.values() for token in tokens)]
+def check_prompts_fit(t2i: TextToImage, concepts: Concepts, t2i_name: str) -> None:
+    """Refuse, before any training, prompts that the text encoder cannot read whole: longer than
+    it reads (the tokens cut off would get no gradient and be saved at their initial embedding),
+    or with words outside the vocabulary (an untrained row beside the learned tokens). Checks the
+    distillation's prompts and TIME's without the context token."""
+    prompts = [context_prompt(concepts.context)] + [
+        concepts.prompt(cls, with_context) for cls in concepts.classes for with_context in (True, False)
+    ]
+    new_tokens = [*concepts.context, *(token for tokens in concepts.classes.values() for token in tokens)]
     t2i.check_fits(prompts, f"models.{t2i_name}.network.max_length", new_tokens)
+    unknown = t2i.unknown_words(prompts, new_tokens)
+    if unknown:
+        raise ValueError(
+            f"models.{t2i_name}.captions.templates: TIME's prompts use words the t2i model's "
+            f"vocabulary lacks: {unknown} (its vocabulary is built from the training captions); "
+            f"allowed: templates whose phrasings contain them, e.g. 'an image with {{}}' and "
+            f"'a picture of {{}}'"
+        )
 
 
 @torch.no_grad()
@@ -103,7 +109,8 @@ def run(
     images = to_m11(torch.from_numpy(data.array("images")[train])).to(device)
     probabilities = class_probabilities(blackbox, images).cpu()
     context, classes = concept_names(settings["n_tokens"], data.num_classes)
-    check_prompts_fit(t2i, context, classes, Path(t2i_dir).name)
+    concepts = Concepts(context, classes)
+    check_prompts_fit(t2i, concepts, Path(t2i_dir).name)
     generator = torch.Generator().manual_seed(seed)
     embeddings, record = {}, {"context": context, "classes": {}, "class_images": {}, "history": {}}
     learned, history = learn_concept(
@@ -118,7 +125,7 @@ def run(
             message = "the classifier predicts %d of %d images as class %d: tokens from the %d most probable"
             log.warning(message, predicted, len(images), cls, len(rows))
         chosen = images[rows.to(images.device)]
-        prompt = class_prompt(context, tokens)
+        prompt = concepts.prompt(cls, with_context=True)
         learned, history = learn_concept(t2i, chosen, prompt, tokens, settings["classes"], generator, device)
         embeddings.update(learned)
         record["classes"][str(cls)] = tokens

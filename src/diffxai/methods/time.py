@@ -1,8 +1,9 @@
 """TIME (thesis ch. 5): black-box counterfactuals with a text-to-image diffusion model.
 
-The classifier is only queried for its predicted classes, through
-:class:`~diffxai.models.blackbox.BlackBox`. Its knowledge reaches the generator as learned text
-tokens (textual inversion on the images it predicts as each class; ``methods.textual_inversion``).
+The classifier is only queried, for probabilities (never weights or gradients), through
+:class:`~diffxai.models.blackbox.BlackBox`; the edit uses only the predicted class. Its
+knowledge reaches the generator as learned text tokens (textual inversion on the images it
+predicts as each class; ``training.textual_inversion``).
 For an image predicted as class i with target j:
 
 1. EDICT inversion (eqs. 5.6–5.8, mixing weight ``p``) of the image from clean to step τ of a
@@ -169,7 +170,7 @@ def explain(
     t2i, concepts = models.ddpm, models.context["concepts"]
     if models.context.get("embeddings"):
         set_token_embeddings(t2i, models.context["embeddings"])
-    check_images(images, tuple(images.shape[1:]), sample_ids)
+    check_images(images, t2i.image_shape, sample_ids)
     blackbox = BlackBox(models.classifier)
     probabilities = blackbox(images)
     logits_before = probabilities.clamp_min(1e-12).log()

@@ -122,16 +122,21 @@ class TextToImage(nn.Module):
             return_tensors="pt",
         ).input_ids
 
+    def _with_tokens(self, new_tokens: list[str]) -> PreTrainedTokenizerBase:
+        """The tokenizer, or a copy of it with ``new_tokens`` added (as textual inversion adds them)."""
+        if not new_tokens:
+            return self.tokenizer
+        tokenizer = copy.deepcopy(self.tokenizer)
+        tokenizer.add_tokens(list(new_tokens))
+        return tokenizer
+
     def check_fits(self, prompts: list[str], key: str, new_tokens: list[str] = ()) -> None:
         """Raise ValueError naming config ``key`` when a prompt has more tokens (BOS and EOS
         included) than ``tokenizer.model_max_length``: :meth:`token_ids` would cut it silently.
         ``new_tokens``: count them as single tokens, as once they are added (textual inversion)."""
         if not prompts:
             return
-        tokenizer = self.tokenizer
-        if new_tokens:
-            tokenizer = copy.deepcopy(tokenizer)
-            tokenizer.add_tokens(list(new_tokens))
+        tokenizer = self._with_tokens(new_tokens)
         length, prompt = max(
             (len(ids), p) for ids, p in zip(tokenizer(prompts).input_ids, prompts, strict=True)
         )
@@ -141,10 +146,31 @@ class TextToImage(nn.Module):
                 f"tokens; allowed: {key} >= {length}"
             )
 
+    def unknown_words(self, prompts: list[str], new_tokens: list[str] = ()) -> list[str]:
+        """Words of ``prompts`` (split on whitespace) that the tokenizer maps to its unknown token:
+        an embedding row no training ever updated. ``new_tokens`` count as known."""
+        tokenizer = self._with_tokens(new_tokens)
+        unk = tokenizer.unk_token_id
+        if unk is None:
+            return []
+        words = dict.fromkeys(word for prompt in prompts for word in prompt.split())
+        return [w for w in words if unk in tokenizer(w, add_special_tokens=False).input_ids]
+
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """(N, L, D) last hidden states of the text encoder (differentiable, no mask: as in SD)."""
         ids = self.token_ids(prompts).to(self.text_encoder.device)
         return self.text_encoder(input_ids=ids).last_hidden_state
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model makes: the UNet's input size, times the VAE's
+        downsampling (2 per block after the first) where there is one."""
+        size = self.unet.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        if self.vae is None:
+            return self.unet.config.in_channels, height, width
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.vae.config.in_channels, height * factor, width * factor
 
     def to_latent(self, images_m11: torch.Tensor) -> torch.Tensor:
         """(N, c, h, w) UNet inputs for (N, C, H, W) images in [-1, 1]: the scaled VAE posterior mean."""

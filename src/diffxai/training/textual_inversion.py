@@ -1,8 +1,9 @@
 """Textual inversion (Gal et al. 2023; TIME eq. 5.5): new token embeddings, everything else frozen.
 
 A concept is a list of new tokens; only their rows of the text encoder's token-embedding matrix
-are trained, with the denoising loss of the text-to-image model (its own prediction type) on
-images paired with a prompt that contains the tokens.
+are trained, with the denoising loss of the text-to-image model on images paired with a prompt
+that contains the tokens: eq. 5.5's noise-prediction error, or optionally the error in the
+model's own prediction type (:func:`inversion_loss`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from diffxai.diffusion.parameterization import eps_and_x0
 from diffxai.models.ddpm import build_scheduler
 from diffxai.models.t2i import (
     TextToImage,
@@ -40,6 +42,31 @@ def timestep_range(num_train_timesteps: int, fractions: tuple[float, float]) -> 
     return low, max(round(fractions[1] * num_train_timesteps), low + 1)
 
 
+def inversion_loss(
+    output: torch.Tensor,
+    x_t: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    scheduler,
+    kind: str,
+) -> torch.Tensor:
+    """Mean squared error of the model's ``output`` (N, c, h, w) at (x_t, t).
+
+    ``epsilon``: against the noise, the output converted to ε whatever the prediction type
+    (eq. 5.5). ``prediction``: against the model's own training target; for a v-prediction model
+    that weights timestep t by 1/ᾱ_t relative to eq. 5.5 (the ε error is √ᾱ_t times the v error),
+    so almost all of the loss comes from the noisiest steps.
+    """
+    if kind == "prediction":
+        return torch.nn.functional.mse_loss(output, training_target(scheduler, x0, noise, t))
+    if kind != "epsilon":
+        raise ValueError(f"textual inversion loss {kind!r}; allowed: epsilon, prediction")
+    alpha_bar = scheduler.alphas_cumprod.to(x_t.device)[t].to(x_t.dtype)
+    eps, _ = eps_and_x0(output, x_t, alpha_bar, scheduler.config.prediction_type)
+    return torch.nn.functional.mse_loss(eps, noise)
+
+
 def learn_concept(
     model: TextToImage,
     images_m11: torch.Tensor,
@@ -52,9 +79,9 @@ def learn_concept(
     """Learn the embeddings of ``tokens`` (new to ``model``) from images (N, C, H, W) in [-1, 1]
     paired with ``prompt``; returns {token: embedding (D,)} and the loss history.
 
-    params: steps, batch_size, lr, weight_decay (AdamW), max_norm, timesteps. Timesteps are
+    params: steps, batch_size, lr, weight_decay (AdamW), max_norm, timesteps, loss. Timesteps are
     uniform over the fractions ``timesteps`` (a, b) of the training schedule; (0, 1), the whole
-    schedule, is eq. 5.5. ``max_norm`` (None: unconstrained) caps each learned row's
+    schedule, with ``loss: epsilon`` is eq. 5.5. ``max_norm`` (None: unconstrained) caps each learned row's
     norm after every step at that multiple of the mean norm of the vocabulary's rows.
     """
     norm_cap = vocabulary_norm(model) * params["max_norm"] if params.get("max_norm") is not None else None
@@ -75,7 +102,7 @@ def learn_concept(
         x_t = scheduler.add_noise(x0, noise, t.to(device))
         hidden = model.text_encoder(prompt_ids.expand(len(index), -1)).last_hidden_state
         output = model.eps(x_t, t.to(device), hidden)
-        loss = torch.nn.functional.mse_loss(output, training_target(scheduler, x0, noise, t.to(device)))
+        loss = inversion_loss(output, x_t, x0, noise, t.to(device), scheduler, params.get("loss", "epsilon"))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
