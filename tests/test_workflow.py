@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from diffxai.data.prepared import PreparedData
@@ -619,7 +621,9 @@ def test_tiny_run_writes_gcd_latents_directions_counterfactuals_and_summary(tiny
     for run in ("run0", "run1"):
         directions = open_store(root / "gcd" / run / "directions.zarr", kind="gcd_directions")
         assert directions.read("proxy_u").shape == (32, 8) and directions.read("proxy_f").shape == (32,)
-        assert np.all((directions.read("proxy_f") >= 0) & (directions.read("proxy_f") <= 1))
+        # the default score, log-odds, is unbounded; discovery keeps the samples that decoded finitely only
+        assert directions.attrs["params"]["score"] == "log_odds"
+        assert np.all(np.isfinite(directions.read("proxy_f")))
         g, h = directions.read("g"), directions.read("h")
         assert np.linalg.norm(g) == pytest.approx(1, abs=1e-5)
         assert h.shape == (4, 8) and np.allclose(h @ h.T, np.eye(4), atol=1e-5)
@@ -755,6 +759,7 @@ def test_tiny_run_writes_the_report_and_its_html_renders(tiny_run):
     assert list(frame.columns) == [
         "dataset",
         "classifier",
+        "kind",
         "method",
         "setting",
         "metric",
@@ -780,6 +785,13 @@ def test_tiny_run_writes_the_report_and_its_html_renders(tiny_run):
     text = html.read_text()
     for name in tables:  # every method table is in the self-contained report
         assert f"{name}.csv" in text
+    assert '"Configuration": {' in text  # the category of report/config.yaml
+    embedded = re.search(r"filename=config\.yaml;base64,([A-Za-z0-9+/=]+)", text)  # report() embeds base64
+    config = yaml.safe_load(base64.b64decode(embedded[1]))
+    assert config == yaml.safe_load((report / "config.yaml").read_text())
+    assert config["results"] == "results/tiny" and config["report"] == {"n_images": 6}  # a default filled in
+    header = pd.read_csv(report / "tables" / "counterfactuals_ellipses_classifier.csv", nrows=0).columns
+    assert list(header[:2]) == ["counterfactual", "flip rate ↑"]
     screenshot = tiny_run / "report.png"
     subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
