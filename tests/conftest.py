@@ -1,6 +1,6 @@
-"""Fixtures shared by the workflow test modules: the tiny preset run end to end, a local SLURM
-cluster where one can start, and a second clean tiny run (through that cluster when it runs), started
-in the background so that it overlaps the first."""
+"""Fixtures shared by the test modules: the tiny preset's config and its ellipses store (per module);
+the tiny preset run end to end, a local SLURM cluster where one can start, and a second clean tiny
+run (through that cluster when it runs), started in the background so that it overlaps the first."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from diffxai.config.load import load_config
+from diffxai.data.prepare import build_dataset
+from diffxai.data.prepared import write_prepared
 from tests.workflow_helpers import (
+    REPO,
     SLURM_CLUSTER,
     TINY_CONFIGS,
     slurm_command,
@@ -21,6 +25,18 @@ from tests.workflow_helpers import (
     snakemake,
     snakemake_command,
 )
+
+
+@pytest.fixture(scope="module")
+def tiny_config():
+    return load_config([REPO / "config.yaml", REPO / "presets" / "tiny.yaml"], base_dir=REPO)
+
+
+@pytest.fixture(scope="module")
+def ellipses_store(tmp_path_factory, tiny_config):
+    path = tmp_path_factory.mktemp("data") / "data.zarr"
+    write_prepared(path, build_dataset(tiny_config["datasets"]["ellipses"]), attrs={})
+    return path
 
 
 @pytest.fixture(scope="session")

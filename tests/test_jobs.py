@@ -8,26 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from diffxai.config.load import load_config
 from diffxai.data.prepare import build_dataset
 from diffxai.data.prepared import write_prepared
 from diffxai.jobs import train_supervised, train_t2i
 from diffxai.jobs.model_job import ModelJob
 from diffxai.models.io import build_module, load_model
 from diffxai.training.supervised import to_m11
-from tests.workflow_helpers import REPO
-
-
-@pytest.fixture(scope="module")
-def tiny_config():
-    return load_config([REPO / "config.yaml", REPO / "presets" / "tiny.yaml"], base_dir=REPO)
-
-
-@pytest.fixture(scope="module")
-def ellipses_store(tmp_path_factory, tiny_config):
-    path = tmp_path_factory.mktemp("data") / "data.zarr"
-    write_prepared(path, build_dataset(tiny_config["datasets"]["ellipses"]), attrs={})
-    return path
 
 
 def test_a_text_to_image_model_trains_on_rgb_attribute_captions(tmp_path, tiny_config):

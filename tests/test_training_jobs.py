@@ -9,9 +9,8 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from diffxai.config.load import ConfigError, load_config, validate_config
-from diffxai.data.prepare import build_dataset
-from diffxai.data.prepared import PreparedData, write_prepared
+from diffxai.config.load import ConfigError, validate_config
+from diffxai.data.prepared import PreparedData
 from diffxai.jobs import train_ddpm, train_diffae, train_encoder, train_supervised
 from diffxai.jobs.model_job import ModelJob
 from diffxai.models.ddpm import scheduler_config
@@ -20,18 +19,6 @@ from diffxai.models.io import CheckpointError, build_module, load_model, save_mo
 from tests.workflow_helpers import REPO
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny_config():
-    return load_config([REPO / "config.yaml", REPO / "presets" / "tiny.yaml"], base_dir=REPO)
-
-
-@pytest.fixture(scope="module")
-def ellipses_store(tmp_path_factory, tiny_config):
-    path = tmp_path_factory.mktemp("data") / "data.zarr"
-    write_prepared(path, build_dataset(tiny_config["datasets"]["ellipses"]), attrs={})
-    return path
 
 
 def job(store, out, name: str, cfg: dict, checkpoint=None) -> ModelJob:
