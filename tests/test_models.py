@@ -5,6 +5,7 @@ Everything runs on CPU with tiny images (8-16 px) and tiny networks.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import copy
 import logging
@@ -602,6 +603,7 @@ def test_the_ema_weights_win_over_the_raw_ones_whatever_their_keys(
     torch.manual_seed(1)
     raw = build_module(SPECS["classifier"]).eval()
     state = {raw_key: raw.network.state_dict(), ema_key: module.network.state_dict(), "epoch": 3}
+    state["args"] = argparse.Namespace(lr=0.1, model="resnet18")  # as timm's train.py saves it
     torch.save(state, tmp_path / "loop.pt")
     loaded, _ = load_model(tmp_path / "loop.pt", spec=spec)
     assert torch.equal(outputs(loaded, "classifier"), outputs(module, "classifier"))

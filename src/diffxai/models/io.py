@@ -11,6 +11,7 @@ are read with ``weights_only=True`` only.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -104,7 +105,9 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(path)
         if path.suffix in TORCH_SUFFIXES:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # timm's train.py also pickles its argparse arguments: plain values, safe to allow
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                state = torch.load(path, map_location="cpu", weights_only=True)
         else:
             raise CheckpointError(
                 f"{path}: unknown checkpoint format; allowed: a model directory, .safetensors, "
