@@ -299,6 +299,19 @@ def test_values_that_print_as_the_best_are_all_bold_and_sigma_l_joins_its_method
     )
 
 
+def test_the_randomisation_correlation_closest_to_zero_is_the_best(tmp_path):
+    """A map that depends on the weights decorrelates when they are randomised: ρ near 0 is best,
+    a strongly negative ρ (still tied to the trained map) is not."""
+    entries = [
+        entry(write(tmp_path / f"{m}.json", {"n": 4, "randomisation_spearman_all_layers": rho,
+                                              "provenance": PROVENANCE}), "attribution", m, "maps")
+        for m, rho in (("anti", -0.9), ("free", 0.05), ("same", 0.8))
+    ]  # fmt: skip
+    _, text = table_and_markdown(entries, "attributions_toy_clf")
+    assert "rank corr. randomised → 0" in text
+    assert "| free | **0.050** |" in text and "| anti | -0.900 |" in text
+
+
 def test_a_name_shared_by_a_model_and_an_attribution_keeps_each_table_to_its_kind(tmp_path):
     """A classifier and its maps both called hit: the models table has no attribution time, the
     attributions table no accuracy."""

@@ -378,10 +378,30 @@ def _metrics_file(directory, name, classifier, **values):
 def test_faithfulness_table_marks_the_best_per_classifier_and_compares_hit_with_posthoc(tmp_path):
     paths = [
         _metrics_file(
-            tmp_path, "hit", "hit", insertion_nauc_zero=0.9, deletion_nauc_zero=0.2, mask_auroc=0.85
+            tmp_path,
+            "hit",
+            "hit",
+            insertion_nauc_zero=0.9,
+            deletion_nauc_zero=0.2,
+            mask_auroc=0.85,
+            randomisation_spearman_all_layers=0.2,
         ),
-        _metrics_file(tmp_path, "hit_gradcam", "hit", insertion_nauc_zero=0.7, deletion_nauc_zero=0.1),
-        _metrics_file(tmp_path, "hit_rollout", "hit", insertion_nauc_zero=0.8, deletion_nauc_zero=0.3),
+        _metrics_file(
+            tmp_path,
+            "hit_gradcam",
+            "hit",
+            insertion_nauc_zero=0.7,
+            deletion_nauc_zero=0.1,
+            randomisation_spearman_all_layers=0.4,
+        ),
+        _metrics_file(
+            tmp_path,
+            "hit_rollout",
+            "hit",
+            insertion_nauc_zero=0.8,
+            deletion_nauc_zero=0.3,
+            randomisation_spearman_all_layers=-0.3,
+        ),
         _metrics_file(tmp_path, "vit_gradcam", "vit", insertion_nauc_zero=0.95, deletion_nauc_zero=0.05),
     ]
     rows = hit_summary.faithfulness_table(paths)
@@ -392,9 +412,14 @@ def test_faithfulness_table_marks_the_best_per_classifier_and_compares_hit_with_
     assert versus["hit.deletion_nauc_zero"]["best_posthoc_on_hit"] == 0.1  # lower is better; ViT not counted
     assert not versus["hit.deletion_nauc_zero"]["hit_better"]
     assert "hit.mask_auroc" not in versus  # no post-hoc value to compare with
+    # closest to 0 is best: rollout's -0.3 beats GradCAM's 0.4, and HiT's 0.2 beats both
+    assert versus["hit.randomisation_spearman_all_layers"] == {
+        "hit": 0.2, "best_posthoc_on_hit": -0.3, "hit_better": True,
+    }  # fmt: skip
     table = hit_summary.markdown_table(rows, "T")
     lines = table.splitlines()
-    assert "Ins Z ↑" in lines[2] and "Del Z ↓" in lines[2]
+    assert "Ins Z ↑" in lines[2] and "Del Z ↓" in lines[2] and "rank corr. randomised → 0" in lines[2]
+    assert "| 0.850 | – | **0.200** |" in lines[4]  # HiT's ρ, the closest to 0 on the HiT
     assert "| hit | hit | **0.900** |" in table and "| **0.100** |" in lines[5]
     assert "| vit_gradcam | vit | 0.950 |" in table  # alone in its group: not bold
 

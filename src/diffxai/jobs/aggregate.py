@@ -37,6 +37,11 @@ COLUMNS = ("dataset", "classifier", "kind", "method", "setting", "metric", "valu
 SKIPPED_KEYS = {"provenance", "params", "config", COUNTS_KEY}
 
 # (metric, title, True when higher is better) per table family
+ZERO = "zero"  # a column's best value is the one closest to 0 (a signed correlation)
+# (metric key, title, direction): True higher is better (↑), False lower (↓), ZERO closest to 0
+# (→ 0), None neither
+Columns = tuple[tuple[str, str, bool | str | None], ...]
+ARROWS = {True: " ↑", False: " ↓", ZERO: " → 0", None: ""}
 COUNTERFACTUAL_COLUMNS = (
     ("flip_rate", "flip rate", True),
     ("bkl", "BKL", False),
@@ -64,7 +69,7 @@ ATTRIBUTION_COLUMNS = (
     ("road_lerf_minus_morf", "ROAD LeRF−MoRF", True),
     ("mask_auroc", "mask AUROC", True),
     ("pointing_game", "pointing game", True),
-    ("randomisation_spearman_all_layers", "rank corr. randomised", False),
+    ("randomisation_spearman_all_layers", "rank corr. randomised", ZERO),
     ("avg_sensitivity", "avg sens.", False),
     ("max_sensitivity", "max sens.", False),
     ("complexity", "complexity", False),
@@ -179,9 +184,7 @@ def tidy(entries: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def method_table(
-    frame: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], ...], row_key: str = "method"
-) -> pd.DataFrame:
+def method_table(frame: pd.DataFrame, columns: Columns, row_key: str = "method") -> pd.DataFrame:
     """Rows = ``row_key`` values (mean over settings such as runs), columns = the metrics present."""
     wanted = frame[frame["metric"].isin([metric for metric, _, _ in columns])]
     if wanted.empty:
@@ -191,14 +194,14 @@ def method_table(
     return table[present]
 
 
-def column_titles(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], ...]) -> list[str]:
-    """The title of each of the table's metrics, with ↑ where higher is better, ↓ where lower is."""
+def column_titles(table: pd.DataFrame, columns: Columns) -> list[str]:
+    """The title of each of the table's metrics, with ↑ where higher is better, ↓ where lower
+    is, → 0 where closer to 0 is."""
     directions = {metric: (name, higher) for metric, name, higher in columns}
-    arrows = {True: " ↑", False: " ↓", None: ""}
-    return [directions[metric][0] + arrows[directions[metric][1]] for metric in table.columns]
+    return [directions[metric][0] + ARROWS[directions[metric][1]] for metric in table.columns]
 
 
-def markdown(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], ...], title: str) -> str:
+def markdown(table: pd.DataFrame, columns: Columns, title: str) -> str:
     """The table with titled ↑/↓ columns and the best value per column in bold (where the
     column holds two or more distinct values), and every value that prints as the best."""
     directions = {metric: higher for metric, _, higher in columns}
@@ -210,11 +213,25 @@ def markdown(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], .
             value, higher = row[metric], directions[metric]
             column = table[metric].dropna()
             ranked = higher is not None and column.nunique() > 1  # not all tied, not one row
-            best = _format(column.max() if higher else column.min()) if ranked else None
+            best = _format(best_value(column, higher)) if ranked else None
             text = "–" if pd.isna(value) else _format(value)
             cells.append(f"**{text}**" if text == best else text)
         rows.append(cells)
     return "\n".join([f"## {title}", "", *table_lines(header, rows)]) + "\n"
+
+
+def best_value(values: Iterable[float], direction: bool | str) -> float:
+    """The best of values (non-empty, no NaN) for their column's direction (see ``Columns``)."""
+    if direction == ZERO:
+        return min(values, key=abs)
+    return max(values) if direction else min(values)
+
+
+def is_better(value: float, other: float, direction: bool | str) -> bool:
+    """Whether ``value`` beats ``other`` in a column of that direction (see ``Columns``)."""
+    if direction == ZERO:
+        return abs(value) < abs(other)
+    return value > other if direction else value < other
 
 
 def _format(value: float) -> str:
@@ -230,7 +247,7 @@ GLOBALITY = re.compile(
 OTHERS_COMBINED = "others combined"
 
 
-def gcd_direction_table(part: pd.DataFrame) -> tuple[pd.DataFrame, tuple[tuple[str, str, bool | None], ...]]:
+def gcd_direction_table(part: pd.DataFrame) -> tuple[pd.DataFrame, Columns]:
     """GCD's directions (seed 001 Fig. 3, Table 4) from one gcd_summary's rows: per direction (g,
     h1.., the other h combined) its flip rate and what its flipped CEs change (Δ of each factor in
     std; no best marked: which factor should change is the task's)."""
@@ -264,9 +281,7 @@ def measured_factors(metrics: Iterable[str], template: str) -> list[str]:
     return sorted({match["factor"] for match in map(pattern.match, metrics) if match})
 
 
-def factor_change_columns(
-    metrics: Iterable[str], label_factor: str | None
-) -> tuple[tuple[str, str, bool | None], ...]:
+def factor_change_columns(metrics: Iterable[str], label_factor: str | None) -> Columns:
     """Δ columns of the factors the counterfactual metrics measured, the label's factor first. A
     counterfactual should change the label's factor (↑) and no other (↓); where the dataset's
     label is not a factor, no direction is marked."""
@@ -280,9 +295,7 @@ def factor_change_columns(
     )  # fmt: skip
 
 
-def family_columns(
-    kind: str, metrics: Iterable[str], label_factor: str | None
-) -> tuple[tuple[str, str, bool | None], ...]:
+def family_columns(kind: str, metrics: Iterable[str], label_factor: str | None) -> Columns:
     """The columns of one table family (``explanation``, ``attribution``, ``model``), with a
     column per factor its metrics measured."""
     if kind == "explanation":
@@ -300,11 +313,11 @@ class ReportTable(NamedTuple):
     title, True when higher is better) and its title; the arguments of :func:`markdown`."""
 
     table: pd.DataFrame
-    columns: tuple[tuple[str, str, bool | None], ...]
+    columns: Columns
     title: str
 
 
-def titled(table: pd.DataFrame, columns: tuple[tuple[str, str, bool | None], ...]) -> pd.DataFrame:
+def titled(table: pd.DataFrame, columns: Columns) -> pd.DataFrame:
     """The table with its columns titled as in its markdown (↑/↓), as tables/<name>.csv holds it."""
     return table.set_axis(column_titles(table, columns), axis=1)
 

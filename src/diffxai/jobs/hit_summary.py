@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from diffxai.data.prepared import PreparedData
-from diffxai.jobs.aggregate import ATTRIBUTION_COLUMNS
+from diffxai.jobs.aggregate import ARROWS, ATTRIBUTION_COLUMNS, best_value, is_better
 from diffxai.jobs.common import write_json
 from diffxai.jobs.explain import explained_samples
 from diffxai.jobs.markdown import table_lines
@@ -156,21 +156,19 @@ def hit_against_posthoc(rows: list[dict[str, Any]], hit_rows: list[str], hit_mod
             values = [other[key] for other in others if other[key] is not None and other["n"] == row["n"]]
             if row[key] is None or not values:
                 continue
-            best = max(values) if higher else min(values)
+            best = best_value(values, higher)
             result[f"{row['attribution']}.{key}"] = {
                 "hit": row[key],
                 "best_posthoc_on_hit": best,
-                "hit_better": bool(row[key] > best if higher else row[key] < best),
+                "hit_better": is_better(row[key], best, higher),
             }
     return result
 
 
 def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
-    """Rows = attributions, columns = metrics with ↑/↓, best value per column (and classifier) in
+    """Rows = attributions, columns = metrics with ↑/↓/→ 0, best value per column (and classifier) in
     bold where that classifier's column holds two or more distinct values."""
-    header = ["attribution", "classifier"] + [
-        f"{title_} {'↑' if up else '↓'}" for _, title_, up in TABLE_COLUMNS
-    ]
+    header = ["attribution", "classifier"] + [title_ + ARROWS[up] for _, title_, up in TABLE_COLUMNS]
     table = []
     for row in rows:
         cells = [row["attribution"], row["classifier"]]
@@ -178,7 +176,7 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
             value = row[key]
             peers = [r[key] for r in rows if r["classifier"] == row["classifier"] and r[key] is not None]
             ranked = len(set(peers)) > 1  # not all tied, not one row
-            best = (max(peers) if higher else min(peers)) if ranked else None
+            best = best_value(peers, higher) if ranked else None
             text = "–" if value is None else f"{value:.3f}"
             cells.append(f"**{text}**" if value is not None and value == best else text)
         table.append(cells)
