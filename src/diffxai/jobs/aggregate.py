@@ -36,10 +36,9 @@ log = logging.getLogger(__name__)
 COLUMNS = ("dataset", "classifier", "kind", "method", "setting", "metric", "value", "n", "provenance")
 SKIPPED_KEYS = {"provenance", "params", "config", COUNTS_KEY}
 
-# (metric, title, True when higher is better) per table family
 ZERO = "zero"  # a column's best value is the one closest to 0 (a signed correlation)
-# (metric key, title, direction): True higher is better (↑), False lower (↓), ZERO closest to 0
-# (→ 0), None neither
+# a table family's columns, (metric key, title, direction) each: True higher is better (↑),
+# False lower (↓), ZERO closest to 0 (→ 0), None neither
 Columns = tuple[tuple[str, str, bool | str | None], ...]
 ARROWS = {True: " ↑", False: " ↓", ZERO: " → 0", None: ""}
 COUNTERFACTUAL_COLUMNS = (
@@ -204,16 +203,16 @@ def column_titles(table: pd.DataFrame, columns: Columns) -> list[str]:
 def markdown(table: pd.DataFrame, columns: Columns, title: str) -> str:
     """The table with titled ↑/↓ columns and the best value per column in bold (where the
     column holds two or more distinct values), and every value that prints as the best."""
-    directions = {metric: higher for metric, _, higher in columns}
+    directions = {metric: direction for metric, _, direction in columns}
     header = [table.index.name or "", *column_titles(table, columns)]
     rows = []
     for label, row in table.iterrows():
         cells = [str(label)]
         for metric in table.columns:
-            value, higher = row[metric], directions[metric]
+            value, direction = row[metric], directions[metric]
             column = table[metric].dropna()
-            ranked = higher is not None and column.nunique() > 1  # not all tied, not one row
-            best = _format(best_value(column, higher)) if ranked else None
+            ranked = direction is not None and column.nunique() > 1  # not all tied, not one row
+            best = _format(best_value(column, direction)) if ranked else None
             text = "–" if pd.isna(value) else _format(value)
             cells.append(f"**{text}**" if text == best else text)
         rows.append(cells)
@@ -309,8 +308,8 @@ def family_columns(kind: str, metrics: Iterable[str], label_factor: str | None) 
 
 
 class ReportTable(NamedTuple):
-    """One table of the report: its values (metric keys as columns), their columns (metric,
-    title, True when higher is better) and its title; the arguments of :func:`markdown`."""
+    """One table of the report: its values (metric keys as columns), their columns (see
+    :data:`Columns`) and its title; the arguments of :func:`markdown`."""
 
     table: pd.DataFrame
     columns: Columns

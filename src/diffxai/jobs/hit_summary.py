@@ -152,15 +152,15 @@ def hit_against_posthoc(rows: list[dict[str, Any]], hit_rows: list[str], hit_mod
     others = [row for row in rows if row["classifier"] == hit_model and row["attribution"] not in hit_rows]
     result = {}
     for row in (row for row in rows if row["attribution"] in hit_rows):
-        for key, _, higher in TABLE_COLUMNS:
+        for key, _, direction in TABLE_COLUMNS:
             values = [other[key] for other in others if other[key] is not None and other["n"] == row["n"]]
             if row[key] is None or not values:
                 continue
-            best = best_value(values, higher)
+            best = best_value(values, direction)
             result[f"{row['attribution']}.{key}"] = {
                 "hit": row[key],
                 "best_posthoc_on_hit": best,
-                "hit_better": is_better(row[key], best, higher),
+                "hit_better": is_better(row[key], best, direction),
             }
     return result
 
@@ -172,11 +172,11 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
     table = []
     for row in rows:
         cells = [row["attribution"], row["classifier"]]
-        for key, _, higher in TABLE_COLUMNS:
+        for key, _, direction in TABLE_COLUMNS:
             value = row[key]
             peers = [r[key] for r in rows if r["classifier"] == row["classifier"] and r[key] is not None]
             ranked = len(set(peers)) > 1  # not all tied, not one row
-            best = best_value(peers, higher) if ranked else None
+            best = best_value(peers, direction) if ranked else None
             text = "–" if value is None else f"{value:.3f}"
             cells.append(f"**{text}**" if value is not None and value == best else text)
         table.append(cells)
